@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   run the product (SQLite, filesystem broker, a real worker, demo data)
+#   make test   run the whole test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# CPU build from the local wheel cache; the `ml` extra's range accepts it, so pip
+# installs nothing bigger on top.
+TORCH_PIN ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test lint migrate clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PIN)
+	$(PIP) install -q -e ".[ml,dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	DEBUG=1 $(PY) manage.py demo
+
+test: venv
+	SECRET_KEY=$${SECRET_KEY:-test-only-secret-key-not-for-production-0123456789} \
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf var/ staticfiles/ .pytest_cache

@@ -1,0 +1,83 @@
+"""Fetch and authorize in one call, so no endpoint can forget the check.
+
+One rule everywhere: an object outside the user's projects answers 404 (its existence
+is not revealed); an action the user's role may not take inside a project answers 403.
+Staff users are admins of every project.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404
+
+from labeling.models import ROLE_RANK, Candidate, ImportJob, Membership, Project, Prompt, Role
+
+User = AbstractBaseUser | AnonymousUser
+
+
+def role_in(user: User, project: Project) -> str | None:
+    if not user.is_authenticated:
+        return None
+    if user.is_staff:
+        return Role.ADMIN
+    return (
+        Membership.objects.filter(user=user, project=project).values_list("role", flat=True)
+        .first()
+    )
+
+
+def projects_for(user: User, *, min_role: str = Role.ANNOTATOR) -> QuerySet[Project]:
+    if not user.is_authenticated:
+        return Project.objects.none()
+    if user.is_staff:
+        return Project.objects.all()
+    roles = [role for role, rank in ROLE_RANK.items() if rank >= ROLE_RANK[min_role]]
+    return Project.objects.filter(memberships__user=user, memberships__role__in=roles)
+
+
+def project_for(user: User, project_id: int | str, *, min_role: str = Role.ANNOTATOR) -> Project:
+    """The project if the user belongs to it (404 otherwise) with at least `min_role`
+    (403 otherwise)."""
+    project = Project.objects.filter(pk=project_id).first() if str(project_id).isdigit() else None
+    role = role_in(user, project) if project else None
+    if project is None or role is None:
+        raise Http404("No such project.")
+    if ROLE_RANK[role] < ROLE_RANK[min_role]:
+        raise PermissionDenied(f"This needs the {min_role} role in this project.")
+    return project
+
+
+def project_by_slug_for(user: User, slug: str, *, min_role: str = Role.ANNOTATOR) -> Project:
+    project = Project.objects.filter(slug=slug).only("pk").first()
+    if project is None:
+        raise Http404("No such project.")
+    return project_for(user, project.pk, min_role=min_role)
+
+
+def prompt_for(user: User, prompt_id: int, *, min_role: str = Role.ANNOTATOR) -> Prompt:
+    prompt = Prompt.objects.filter(pk=prompt_id).only("project_id").first()
+    if prompt is None:
+        raise Http404("No such prompt.")
+    project_for(user, prompt.project_id, min_role=min_role)
+    return Prompt.objects.get(pk=prompt_id)
+
+
+def candidates_for(user: User, project: Project) -> QuerySet[Candidate]:
+    """Candidates carry provenance (model names), which annotators never see."""
+    project_for(user, project.pk, min_role=Role.REVIEWER)
+    return Candidate.objects.filter(prompt__project=project)
+
+
+def import_job_for(user: User, job_id: int) -> ImportJob:
+    job = ImportJob.objects.filter(pk=job_id).only("project_id").first()
+    if job is None:
+        raise Http404("No such import.")
+    project_for(user, job.project_id, min_role=Role.ADMIN)
+    return ImportJob.objects.get(pk=job_id)
+
+
+def is_console_user(user: User) -> bool:
+    """Reviewers and admins of at least one project (and staff) may open the console."""
+    return projects_for(user, min_role=Role.REVIEWER).exists()

@@ -1,0 +1,315 @@
+"""REST API of the labeling app: one view per operation, input/output serializers nested.
+
+Every view fetches through labeling.access, so querysets are scoped to the caller's
+projects: objects elsewhere answer 404, actions beyond the caller's role answer 403.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.generics import ListAPIView
+from rest_framework.parsers import MultiPartParser
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from labeling import access, services
+from labeling.models import Candidate, ImportJob, Membership, Project, Prompt, Role
+from labeling.runs import run_enqueue
+
+IMPORT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
+
+
+class ProjectOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Project
+        fields = [
+            "id", "name", "slug", "description", "k", "overlap", "agreement_threshold", "mode",
+            "allow_ties", "gold_rate", "assignment_strategy", "generation_settings", "status",
+            "guideline", "created_at",
+        ]
+
+
+class ProjectInput(serializers.ModelSerializer):
+    class Meta:
+        model = Project
+        fields = [
+            "name", "slug", "description", "k", "overlap", "agreement_threshold", "mode",
+            "allow_ties", "gold_rate", "assignment_strategy", "generation_settings", "status",
+        ]
+        extra_kwargs = {
+            "agreement_threshold": {"min_value": 0.0, "max_value": 1.0},
+            "gold_rate": {"min_value": 0.0, "max_value": 1.0},
+            "k": {"min_value": 2, "max_value": 16},
+            "overlap": {"min_value": 1, "max_value": 50},
+        }
+
+    def validate_generation_settings(self, value: object) -> dict:
+        if not isinstance(value, dict):
+            raise ValidationError("must be an object")
+        pairs = value.get("pairs_per_prompt")
+        if pairs is not None and (not isinstance(pairs, int) or isinstance(pairs, bool)
+                                  or pairs < 1):
+            raise ValidationError("pairs_per_prompt must be a positive integer")
+        return value
+
+
+class ProjectListCreate(ListAPIView):
+    """Projects the caller belongs to; staff create new ones."""
+
+    serializer_class = ProjectOutput
+
+    def get_queryset(self):  # noqa: ANN201 - DRF hook
+        return access.projects_for(self.request.user).order_by("id")
+
+    @extend_schema(request=ProjectInput, responses={201: ProjectOutput})
+    def post(self, request: Request) -> Response:
+        if not request.user.is_staff:
+            return Response({"detail": "Only staff can create projects."}, status=403)
+        data = ProjectInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        project = services.project_create(**data.validated_data)
+        return Response(ProjectOutput(project).data, status=status.HTTP_201_CREATED)
+
+
+class ProjectDetail(APIView):
+    @extend_schema(responses=ProjectOutput)
+    def get(self, request: Request, project_id: int) -> Response:
+        return Response(ProjectOutput(access.project_for(request.user, project_id)).data)
+
+    @extend_schema(request=ProjectInput, responses=ProjectOutput)
+    def patch(self, request: Request, project_id: int) -> Response:
+        project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
+        data = ProjectInput(project, data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        project = data.save()
+        return Response(ProjectOutput(project).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, project_id: int) -> Response:
+        project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
+        project.delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MemberOutput(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username")
+    user_id = serializers.IntegerField()
+
+    class Meta:
+        model = Membership
+        fields = ["user_id", "username", "role", "created_at"]
+
+
+class MemberListSet(APIView):
+    class Input(serializers.Serializer):
+        username = serializers.CharField(max_length=150)
+        role = serializers.ChoiceField(choices=Role.choices)
+
+    @extend_schema(responses=MemberOutput(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
+        members = project.memberships.select_related("user").order_by("user__username")
+        return Response(MemberOutput(members, many=True).data)
+
+    @extend_schema(request=Input, responses=MemberOutput)
+    def put(self, request: Request, project_id: int) -> Response:
+        project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = get_user_model().objects.filter(
+            username=data.validated_data["username"], is_active=True
+        ).first()
+        if user is None:
+            raise ValidationError({"username": ["no active user with this username"]})
+        membership = services.membership_set(
+            project=project, user=user, role=data.validated_data["role"]
+        )
+        return Response(MemberOutput(membership).data)
+
+
+class MemberRemove(APIView):
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, project_id: int, user_id: int) -> Response:
+        project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
+        user = get_user_model().objects.filter(pk=user_id).first()
+        if user is not None:
+            services.membership_remove(project=project, user=user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class PromptOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Prompt
+        fields = ["id", "project", "messages", "source", "metadata", "created_at"]
+
+
+class PromptList(ListAPIView):
+    """Prompts of one project, filterable by `source`, ordered by id."""
+
+    serializer_class = PromptOutput
+
+    @extend_schema(parameters=[
+        OpenApiParameter("source", str, description="Only prompts imported from this source."),
+        OpenApiParameter("ordering", str, enum=["id", "-id"]),
+    ])
+    def get(self, request: Request, project_id: int) -> Response:
+        return super().get(request, project_id)
+
+    def get_queryset(self):  # noqa: ANN201 - DRF hook
+        project = access.project_for(self.request.user, self.kwargs["project_id"])
+        prompts = Prompt.objects.filter(project=project)
+        source = self.request.query_params.get("source")
+        if source:
+            prompts = prompts.filter(source=source)
+        # Ordering is allow-listed: arbitrary field paths would leak data through sorting.
+        ordering = self.request.query_params.get("ordering")
+        return prompts.order_by(ordering if ordering in {"id", "-id"} else "id")
+
+
+class PromptDetail(APIView):
+    @extend_schema(responses=PromptOutput)
+    def get(self, request: Request, prompt_id: int) -> Response:
+        return Response(PromptOutput(access.prompt_for(request.user, prompt_id)).data)
+
+
+class CandidateOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Candidate
+        fields = [
+            "id", "prompt", "text", "origin", "model_name", "sampling_params", "seed",
+            "prompt_tokens", "completion_tokens", "sample_index", "is_duplicate", "created_at",
+        ]
+
+
+class CandidateList(ListAPIView):
+    """Candidates with provenance: reviewers and admins only (annotators rank blind)."""
+
+    serializer_class = CandidateOutput
+
+    @extend_schema(parameters=[OpenApiParameter("prompt", int, description="Filter by prompt.")])
+    def get(self, request: Request, project_id: int) -> Response:
+        return super().get(request, project_id)
+
+    def get_queryset(self):  # noqa: ANN201 - DRF hook
+        project = access.project_for(self.request.user, self.kwargs["project_id"])
+        candidates = access.candidates_for(self.request.user, project)
+        prompt = self.request.query_params.get("prompt")
+        if prompt is not None:
+            if not prompt.isdigit():
+                raise ValidationError({"prompt": ["must be a prompt id"]})
+            candidates = candidates.filter(prompt_id=int(prompt))
+        return candidates.order_by("id")
+
+
+class ImportOutput(serializers.ModelSerializer):
+    class Meta:
+        model = ImportJob
+        fields = [
+            "id", "project", "original_name", "skip_invalid", "status", "attempts", "progress",
+            "error", "report", "created_at", "started_at", "finished_at",
+        ]
+
+
+class ImportListCreate(APIView):
+    parser_classes = [MultiPartParser]
+
+    class Input(serializers.Serializer):
+        file = serializers.FileField()
+        skip_invalid = serializers.BooleanField(default=False)
+
+    @extend_schema(responses=ImportOutput(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
+        return Response(ImportOutput(project.imports.order_by("-id")[:100], many=True).data)
+
+    @extend_schema(request=Input, responses={202: ImportOutput})
+    def post(self, request: Request, project_id: int) -> Response:
+        """Upload a JSONL, CSV or Parquet file (optionally gzipped); a task on the
+        default queue imports it. Poll GET /api/imports/{id} for status and report."""
+        project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        upload = data.validated_data["file"]
+        name = Path(upload.name or "").name
+        if not name.lower().removesuffix(".gz").endswith(IMPORT_SUFFIXES):
+            raise ValidationError({"file": ["use a .jsonl, .csv or .parquet file (optionally .gz)"]})
+        if upload.size > settings.IMPORT_MAX_UPLOAD_BYTES:
+            raise ValidationError(
+                {"file": [f"the file is {upload.size} bytes; the limit is "
+                          f"{settings.IMPORT_MAX_UPLOAD_BYTES}"]}
+            )
+        # Stored under a generated name outside any served path; the user's name is only
+        # kept as a label (and for the format), never used as a path.
+        settings.UPLOAD_ROOT.mkdir(parents=True, exist_ok=True)
+        path = settings.UPLOAD_ROOT / f"{uuid.uuid4().hex}.upload"
+        with open(path, "wb") as fh:
+            for part in upload.chunks():
+                fh.write(part)
+        with transaction.atomic():
+            job = ImportJob.objects.create(
+                project=project, created_by=request.user, file_path=str(path),
+                original_name=name[:255], skip_invalid=data.validated_data["skip_invalid"],
+            )
+            run_enqueue(job)
+        return Response(ImportOutput(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ImportDetail(APIView):
+    @extend_schema(responses=ImportOutput)
+    def get(self, request: Request, import_id: int) -> Response:
+        return Response(ImportOutput(access.import_job_for(request.user, import_id)).data)
+
+
+class InviteCreate(APIView):
+    class Input(serializers.Serializer):
+        role = serializers.ChoiceField(choices=Role.choices)
+
+    @extend_schema(
+        request=Input,
+        responses={201: inline_serializer("InviteOutput", {
+            "url": serializers.CharField(), "role": serializers.CharField(),
+            "expires_at": serializers.DateTimeField(),
+        })},
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        """A one-time sign-up link for one role in this project (admins only)."""
+        project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        invite, token = services.invite_create(
+            project=project, role=data.validated_data["role"], created_by=request.user
+        )
+        url = request.build_absolute_uri(reverse("invite-accept", args=[token]))
+        return Response(
+            {"url": url, "role": invite.role, "expires_at": invite.expires_at},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class UserCreate(APIView):
+    """Staff create accounts directly (there is no open sign-up)."""
+
+    permission_classes = [IsAdminUser]
+
+    class Input(serializers.Serializer):
+        username = serializers.CharField(max_length=150)
+        password = serializers.CharField(write_only=True)
+
+    @extend_schema(request=Input, responses={201: inline_serializer("UserOutput", {
+        "id": serializers.IntegerField(), "username": serializers.CharField()})})
+    def post(self, request: Request) -> Response:
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = services.user_create(**data.validated_data)
+        return Response({"id": user.pk, "username": user.username}, status=201)

@@ -1,0 +1,63 @@
+"""The reviewer/admin console under /console/. Every page goes through `console_view`
+(403 for anyone who is not a reviewer or admin somewhere) and, for a project's pages,
+`console_project` (404 for projects the user is not in, 403 below reviewer)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from labeling import access
+from labeling.models import Item, Project, Role
+
+View = Callable[..., HttpResponse]
+
+
+def console_view(view: View) -> View:
+    @login_required
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        if not access.is_console_user(request.user):
+            raise PermissionDenied("The console is for reviewers and admins.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def console_project(request: HttpRequest, project_id: int, *, min_role: str = Role.REVIEWER
+                    ) -> Project:
+    return access.project_for(request.user, project_id, min_role=min_role)
+
+
+@console_view
+def index(request: HttpRequest) -> HttpResponse:
+    projects = (
+        access.projects_for(request.user, min_role=Role.REVIEWER)
+        .annotate(
+            prompt_count=Count("prompts", distinct=True),
+            item_count=Count("items", distinct=True),
+            open_count=Count("items", filter=Q(items__status=Item.Status.OPEN), distinct=True),
+        )
+        .order_by("name")
+    )
+    return render(request, "console/index.html", {"projects": projects})
+
+
+@console_view
+def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = console_project(request, project_id)
+    counts = dict(
+        Item.objects.filter(project=project).values_list("status").annotate(n=Count("id"))
+    )
+    return render(request, "console/project.html", {
+        "project": project,
+        "status_counts": [(status, counts.get(status, 0)) for status in Item.Status.values],
+        "prompt_count": project.prompts.count(),
+        "imports": project.imports.order_by("-id")[:20],
+    })

@@ -1,0 +1,596 @@
+"""Prompt import: JSONL, CSV or Parquet (gzip transparently) into prompts, candidates,
+items and external preferences.
+
+Row shapes (one JSON object per line, a CSV row, or a Parquet row):
+
+- ``{"prompt": str}`` or ``{"messages": [{"role", "content"}, ...]}`` (optional
+  ``"system"``), either with ``"candidates": [str | {"text", "model"}]``;
+- TRL preference rows ``{"prompt", "chosen", "rejected"}``, standard (strings) or
+  conversational (message lists), and the implicit-prompt form without ``prompt``;
+- Anthropic HH-RLHF transcripts (``"\\n\\nHuman: ...\\n\\nAssistant: ..."`` in
+  ``chosen``/``rejected``).
+
+A preference row becomes a prompt, two candidates and an ``ExternalPreference``; a row
+with candidates becomes an item to rank. Re-importing a file adds nothing: prompts are
+unique by content hash, candidates by (prompt, text hash, occurrence within the row).
+
+By default the file is validated first and rejected whole if any row is invalid, with a
+report of every invalid row's line number and reason; ``skip_invalid`` imports the
+valid rows. Reading streams in chunks, so memory stays flat for any file size.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from django.conf import settings
+from django.db import transaction
+
+from labeling.models import Candidate, ExternalPreference, Project, Prompt
+from labeling.services import items_create_for_prompt
+
+MAX_REPORTED_ERRORS = 1000
+ROLES = {"system", "user", "assistant"}
+HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")
+ProgressCallback = Callable[[int, int], None]
+
+
+class InvalidRow(ValueError):
+    """A row that cannot be imported; the message says why in words a person can act on."""
+
+
+class ImportFileError(ValueError):
+    """The file as a whole cannot be read (unknown format, unreadable Parquet...)."""
+
+
+@dataclass(frozen=True)
+class ParsedCandidate:
+    text: str
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class ParsedRow:
+    line: int
+    messages: list[dict[str, str]]
+    candidates: list[ParsedCandidate]
+    preference: tuple[int, int] | None = None  # (chosen, rejected) indices
+    margin: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ImportReport:
+    rows: int = 0
+    invalid: int = 0
+    rejected: bool = False
+    prompts_added: int = 0
+    prompts_skipped: int = 0
+    candidates_added: int = 0
+    candidates_skipped: int = 0
+    duplicate_candidates: int = 0
+    preferences_added: int = 0
+    preferences_skipped: int = 0
+    items_added: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_error(self, line: int, reason: str) -> None:
+        self.invalid += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append({"line": line, "reason": reason})
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["errors_truncated"] = self.invalid > len(self.errors)
+        return data
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class _CountingReader(io.RawIOBase):
+    """Wraps the file on disk so progress can be reported in compressed bytes."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.raw.read(len(buffer))
+        buffer[: len(data)] = data
+        self.bytes_read += len(data)
+        return len(data)
+
+
+def detect_format(path: Path, name: str | None = None) -> str:
+    lowered = (name or path.name).lower().removesuffix(".gz")
+    for suffix, fmt in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl"),
+                        (".csv", "csv"), (".parquet", "parquet")):
+        if lowered.endswith(suffix):
+            return fmt
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head == b"PAR1":
+        return "parquet"
+    if head[:2] == b"\x1f\x8b":
+        with gzip.open(path, "rb") as gz:
+            head = gz.read(64).lstrip()
+    if head[:1] == b"{":
+        return "jsonl"
+    raise ImportFileError(
+        "unknown file type: use .jsonl, .csv or .parquet (optionally .gz)"
+    )
+
+
+def iter_records(
+    path: Path, fmt: str, counter: _CountingReader
+) -> Iterator[tuple[int, dict[str, Any] | InvalidRow]]:
+    """Yield (line number, record or the reason it is unreadable)."""
+    if fmt == "parquet":
+        yield from _iter_parquet(path)
+        return
+    buffered = io.BufferedReader(counter, buffer_size=1 << 20)
+    head = buffered.peek(2)[:2]
+    stream: IO[bytes] = gzip.GzipFile(fileobj=buffered) if head == b"\x1f\x8b" else buffered
+    if fmt == "jsonl":
+        yield from _iter_jsonl(stream)
+    else:
+        yield from _iter_csv(stream)
+
+
+def _iter_jsonl(stream: IO[bytes]) -> Iterator[tuple[int, dict[str, Any] | InvalidRow]]:
+    for line_no, raw in enumerate(stream, 1):
+        if not raw.strip():
+            continue
+        try:
+            text = raw.rstrip(b"\r\n").decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield line_no, InvalidRow(f"not UTF-8 (byte {exc.start})")
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield line_no, InvalidRow(f"invalid JSON: {exc.msg} at column {exc.colno}")
+            continue
+        if not isinstance(record, dict):
+            yield line_no, InvalidRow("each line must be a JSON object")
+            continue
+        yield line_no, record
+
+
+def _iter_csv(stream: IO[bytes]) -> Iterator[tuple[int, dict[str, Any] | InvalidRow]]:
+    text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
+    reader = csv.DictReader(text)
+    if reader.fieldnames is None:  # reads the header line
+        return
+    start = reader.line_num + 1
+    for row in reader:
+        line_no, start = start, reader.line_num + 1
+        try:
+            yield line_no, _record_from_csv(row)
+        except InvalidRow as exc:
+            yield line_no, exc
+
+
+def _record_from_csv(row: dict[str | None, Any]) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    candidates: list[dict[str, str]] = []
+    for key, value in row.items():
+        if key is None:
+            raise InvalidRow("more cells than header columns")
+        if value is None or value == "":
+            continue
+        if any("\udc80" <= ch <= "\udcff" for ch in value):
+            raise InvalidRow(f"not UTF-8 (column {key!r})")
+        if key in {"messages", "candidates", "metadata"} or (
+            key in {"prompt", "chosen", "rejected"} and value.lstrip().startswith("[")
+        ):
+            try:
+                record[key] = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise InvalidRow(f"column {key!r} is not valid JSON: {exc.msg}") from None
+        elif re.fullmatch(r"candidate_\d+", key):
+            model = row.get(key.replace("candidate_", "model_")) or ""
+            candidates.append({"text": value, "model": model})
+        elif not re.fullmatch(r"model_\d+", key):
+            record[key] = value
+    if candidates:
+        record.setdefault("candidates", candidates)
+    return record
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any] | InvalidRow]]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise ImportFileError(f"not a readable Parquet file: {exc}") from None
+    row_no = 0
+    for batch in parquet.iter_batches(batch_size=2048):
+        for record in batch.to_pylist():
+            row_no += 1
+            yield row_no, record
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _text(value: Any, what: str, max_chars: int) -> str:
+    if not isinstance(value, str):
+        raise InvalidRow(f"{what} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise InvalidRow(f"{what} is empty")
+    if len(value) > max_chars:
+        raise InvalidRow(f"{what} is too long ({len(value)} characters; limit {max_chars})")
+    return value
+
+
+def _messages(value: Any, max_chars: int, *, what: str = "messages") -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise InvalidRow(f"{what} must be a non-empty list of {{role, content}} objects")
+    messages = []
+    for index, message in enumerate(value):
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise InvalidRow(f"{what}[{index}] must be an object with 'role' and 'content'")
+        role = message["role"]
+        if role not in ROLES:
+            raise InvalidRow(f"{what}[{index}].role must be system, user or assistant")
+        if role == "system" and index != 0:
+            raise InvalidRow(f"{what}[{index}]: a system message may only come first")
+        content = _text(message["content"], f"{what}[{index}].content", max_chars)
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+def _prompt_messages(record: dict[str, Any], max_chars: int) -> list[dict[str, str]]:
+    if "messages" in record:
+        messages = _messages(record["messages"], max_chars)
+    elif "prompt" in record:
+        prompt = record["prompt"]
+        if isinstance(prompt, list):
+            messages = _messages(prompt, max_chars, what="prompt")
+        else:
+            messages = [{"role": "user", "content": _text(prompt, "prompt", max_chars)}]
+    else:
+        raise InvalidRow("missing field 'prompt' (or 'messages')")
+    system = record.get("system")
+    if system not in (None, ""):
+        if messages[0]["role"] == "system":
+            raise InvalidRow("both 'system' and a system message given")
+        messages.insert(0, {"role": "system", "content": _text(system, "system", max_chars)})
+    if messages[-1]["role"] != "user":
+        raise InvalidRow("the prompt must end with a user message")
+    return messages
+
+
+def _candidate(value: Any, what: str, max_chars: int) -> ParsedCandidate:
+    if isinstance(value, dict):
+        if "text" not in value:
+            raise InvalidRow(f"{what} must have a 'text' field")
+        model = value.get("model") or ""
+        if not isinstance(model, str):
+            raise InvalidRow(f"{what}.model must be a string")
+        return ParsedCandidate(_text(value["text"], f"{what}.text", max_chars), model[:255])
+    return ParsedCandidate(_text(value, what, max_chars))
+
+
+def _hh_transcript(value: str, what: str) -> list[dict[str, str]]:
+    parts = HH_TURN.split(value)
+    if len(parts) < 3 or parts[0].strip():
+        raise InvalidRow(f"{what} is not an HH transcript ('\\n\\nHuman: ... \\n\\nAssistant: ...')")
+    return [
+        {"role": "user" if parts[i] == "Human" else "assistant", "content": parts[i + 1]}
+        for i in range(1, len(parts), 2)
+    ]
+
+
+def _split_conversation(
+    chosen: list[dict[str, str]], rejected: list[dict[str, str]]
+) -> tuple[list[dict[str, str]], str, str]:
+    """Implicit-prompt preference: both conversations share every turn but the last."""
+    for name, conversation in (("chosen", chosen), ("rejected", rejected)):
+        if conversation[-1]["role"] != "assistant":
+            raise InvalidRow(f"{name} must end with an assistant turn")
+    if chosen[:-1] != rejected[:-1]:
+        raise InvalidRow("chosen and rejected differ before the final assistant turn")
+    return chosen[:-1], chosen[-1]["content"], rejected[-1]["content"]
+
+
+def _answer(value: Any, what: str, max_chars: int) -> str:
+    if isinstance(value, list):
+        messages = _messages(value, max_chars, what=what)
+        if len(messages) != 1 or messages[0]["role"] != "assistant":
+            raise InvalidRow(f"{what} must be a single assistant message")
+        return messages[0]["content"]
+    return _text(value, what, max_chars)
+
+
+def _preference_row(record: dict[str, Any], line: int, max_chars: int) -> ParsedRow:
+    chosen, rejected = record["chosen"], record["rejected"]
+    if "prompt" in record or "messages" in record:
+        messages = _prompt_messages(record, max_chars)
+        chosen_text = _answer(chosen, "chosen", max_chars)
+        rejected_text = _answer(rejected, "rejected", max_chars)
+    else:
+        if isinstance(chosen, str) and isinstance(rejected, str):
+            conversations = _hh_transcript(chosen, "chosen"), _hh_transcript(rejected, "rejected")
+        elif isinstance(chosen, list) and isinstance(rejected, list):
+            conversations = (
+                _messages(chosen, max_chars, what="chosen"),
+                _messages(rejected, max_chars, what="rejected"),
+            )
+        else:
+            raise InvalidRow("chosen and rejected must both be strings or both message lists")
+        messages, chosen_text, rejected_text = _split_conversation(*conversations)
+        if not messages:
+            raise InvalidRow("no prompt before the final assistant turn")
+        messages = _messages(messages, max_chars, what="prompt")
+        if messages[-1]["role"] != "user":
+            raise InvalidRow("the prompt must end with a user message")
+        chosen_text = _text(chosen_text, "chosen answer", max_chars)
+        rejected_text = _text(rejected_text, "rejected answer", max_chars)
+    margin = record.get("margin")
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, int | float)):
+        try:
+            margin = float(margin)
+        except (TypeError, ValueError):
+            raise InvalidRow("margin must be a number") from None
+    return ParsedRow(
+        line=line, messages=messages,
+        candidates=[ParsedCandidate(chosen_text), ParsedCandidate(rejected_text)],
+        preference=(0, 1), margin=None if margin is None else float(margin),
+        metadata=_metadata(record, {"prompt", "messages", "system", "chosen", "rejected",
+                                    "margin"}),
+    )
+
+
+def _metadata(record: dict[str, Any], consumed: set[str]) -> dict[str, Any]:
+    metadata = record.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InvalidRow("metadata must be an object")
+    extra = {
+        key: value for key, value in record.items()
+        if key not in consumed and key != "metadata"
+        and isinstance(value, str | int | float | bool | type(None))
+    }
+    return {**extra, **(metadata or {})}
+
+
+def parse_row(record: dict[str, Any], line: int, *, max_chars: int, max_candidates: int
+              ) -> ParsedRow:
+    """Validate one record and normalise it; raises InvalidRow with the reason."""
+    if "chosen" in record or "rejected" in record:
+        if "chosen" not in record or "rejected" not in record:
+            raise InvalidRow("a preference row needs both 'chosen' and 'rejected'")
+        return _preference_row(record, line, max_chars)
+    messages = _prompt_messages(record, max_chars)
+    raw_candidates = record.get("candidates") or []
+    if not isinstance(raw_candidates, list):
+        raise InvalidRow("candidates must be a list")
+    if len(raw_candidates) > max_candidates:
+        raise InvalidRow(
+            f"{len(raw_candidates)} candidates, but the project ranks at most "
+            f"{max_candidates} answers per item (its K)"
+        )
+    candidates = [
+        _candidate(value, f"candidates[{index}]", max_chars)
+        for index, value in enumerate(raw_candidates)
+    ]
+    return ParsedRow(
+        line=line, messages=messages, candidates=candidates,
+        metadata=_metadata(record, {"prompt", "messages", "system", "candidates"}),
+    )
+
+
+def content_hash(messages: list[dict[str, str]]) -> str:
+    canonical = json.dumps(messages, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def prompts_import(
+    *,
+    project: Project,
+    path: Path,
+    skip_invalid: bool = False,
+    source: str = "",
+    original_name: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> ImportReport:
+    """Import a file into `project`. Validates everything first unless `skip_invalid`;
+    each chunk of rows commits on its own, and a re-run adds nothing already there."""
+    path = Path(path)
+    fmt = detect_format(path, original_name)
+    total = path.stat().st_size
+    source = source or (original_name or path.name)
+    report = ImportReport()
+    if not skip_invalid:
+        for _row in _parsed_rows(project, path, fmt, report, _phase(progress, 0, total)):
+            pass
+        if report.invalid:
+            report.rejected = True
+            return report
+        report = ImportReport()
+    chunk: list[ParsedRow] = []
+    size = settings.IMPORT_CHUNK_ROWS
+    for row in _parsed_rows(project, path, fmt, report, _phase(progress, total, total)):
+        chunk.append(row)
+        if len(chunk) >= size:
+            _import_chunk(project, chunk, source, report)
+            chunk = []
+    if chunk:
+        _import_chunk(project, chunk, source, report)
+    if progress:
+        progress(2 * total, 2 * total)
+    return report
+
+
+def _phase(progress: ProgressCallback | None, offset: int, total: int) -> ProgressCallback | None:
+    """Progress runs over both passes: validation is the first half, writing the second."""
+    if progress is None:
+        return None
+    return lambda done, _total: progress(offset + done, 2 * total)
+
+
+def _parsed_rows(
+    project: Project, path: Path, fmt: str, report: ImportReport,
+    progress: ProgressCallback | None,
+) -> Iterator[ParsedRow]:
+    counter = _CountingReader(open(path, "rb"))  # noqa: SIM115 - closed below
+    total = path.stat().st_size
+    max_chars = settings.IMPORT_MAX_TEXT_CHARS
+    try:
+        for line, record in iter_records(path, fmt, counter):
+            report.rows += 1
+            if progress and report.rows % 500 == 0:
+                progress(counter.bytes_read if fmt != "parquet" else total, total)
+            if isinstance(record, InvalidRow):
+                report.add_error(line, str(record))
+                continue
+            try:
+                yield parse_row(record, line, max_chars=max_chars, max_candidates=project.k)
+            except InvalidRow as exc:
+                report.add_error(line, str(exc))
+    except (EOFError, OSError, gzip.BadGzipFile) as exc:
+        raise ImportFileError(f"the file could not be read to the end: {exc}") from None
+    finally:
+        counter.raw.close()
+    if progress:
+        progress(total, total)
+
+
+@transaction.atomic
+def _import_chunk(project: Project, rows: list[ParsedRow], source: str,
+                  report: ImportReport) -> None:
+    prompt_ids = _upsert_prompts(project, rows, source, report)
+    keys_per_row, created = _upsert_candidates(rows, prompt_ids, report)
+    candidate_ids = dict(
+        ((prompt_id, key), cid)
+        for prompt_id, key, cid in Candidate.objects.filter(
+            prompt_id__in=set(prompt_ids.values())
+        ).values_list("prompt_id", "dedupe_key", "id")
+    )
+    preferences: list[ExternalPreference] = []
+    for row, keys in zip(rows, keys_per_row, strict=True):
+        prompt_id = prompt_ids[content_hash(row.messages)]
+        ids = [candidate_ids[(prompt_id, key)] for key in keys]
+        if row.preference is not None:
+            chosen, rejected = (keys[i] for i in row.preference)
+            preferences.append(ExternalPreference(
+                project=project, prompt_id=prompt_id, chosen_id=candidate_ids[(prompt_id, chosen)],
+                rejected_id=candidate_ids[(prompt_id, rejected)], source=source[:255],
+                margin=row.margin, dedupe_key=f"pref:{chosen}:{rejected}"[:200],
+            ))
+            continue
+        # Only candidates this row created make a new item (an item's set is fixed), and
+        # an exact duplicate of a sibling answer gives annotators nothing to compare.
+        fresh = [
+            cid for cid, key in zip(ids, keys, strict=True)
+            if (prompt_id, key) in created and not created.pop((prompt_id, key)).is_duplicate
+        ]
+        if len(fresh) >= 2:
+            report.items_added += items_create_for_prompt(
+                project=project, prompt_id=prompt_id, candidate_ids=fresh
+            )
+    if preferences:
+        _insert_preferences(preferences, report)
+
+
+def _upsert_prompts(project: Project, rows: list[ParsedRow], source: str,
+                    report: ImportReport) -> dict[str, int]:
+    hashes = [content_hash(row.messages) for row in rows]
+    existing = dict(
+        Prompt.objects.filter(project=project, content_hash__in=set(hashes))
+        .values_list("content_hash", "id")
+    )
+    new: dict[str, Prompt] = {}
+    for row, digest in zip(rows, hashes, strict=True):
+        if digest in existing or digest in new:
+            report.prompts_skipped += 1
+            continue
+        new[digest] = Prompt(project=project, messages=row.messages, content_hash=digest,
+                             source=source[:255], metadata=row.metadata)
+    if new:
+        Prompt.objects.bulk_create(new.values(), ignore_conflicts=True)
+        existing.update(
+            Prompt.objects.filter(project=project, content_hash__in=list(new))
+            .values_list("content_hash", "id")
+        )
+    report.prompts_added += len(new)
+    return existing
+
+
+def _upsert_candidates(
+    rows: list[ParsedRow], prompt_ids: dict[str, int], report: ImportReport
+) -> tuple[list[list[str]], dict[tuple[int, str], Candidate]]:
+    """Insert the rows' candidates that are not there yet; return each row's keys and
+    the (prompt id, key) pairs created by this chunk."""
+    keys_per_row: list[list[str]] = []
+    wanted: dict[tuple[int, str], Candidate] = {}
+    for row in rows:
+        prompt_id = prompt_ids[content_hash(row.messages)]
+        seen: dict[str, int] = {}
+        keys = []
+        for index, candidate in enumerate(row.candidates):
+            digest = text_hash(candidate.text)
+            occurrence = seen.get(digest, 0)
+            seen[digest] = occurrence + 1
+            key = f"import:{digest}:{occurrence}"
+            keys.append(key)
+            if (prompt_id, key) not in wanted:
+                wanted[(prompt_id, key)] = Candidate(
+                    prompt_id=prompt_id, text=candidate.text, origin=Candidate.Origin.IMPORT,
+                    model_name=candidate.model, sample_index=index, dedupe_key=key,
+                    is_duplicate=occurrence > 0,
+                )
+        keys_per_row.append(keys)
+    existing = set(
+        Candidate.objects.filter(
+            prompt_id__in={pid for pid, _ in wanted}, dedupe_key__in={k for _, k in wanted}
+        ).values_list("prompt_id", "dedupe_key")
+    )
+    new = [c for pair, c in wanted.items() if pair not in existing]
+    Candidate.objects.bulk_create(new, ignore_conflicts=True)
+    total = sum(len(keys) for keys in keys_per_row)
+    report.candidates_added += len(new)
+    report.candidates_skipped += total - len(new)
+    report.duplicate_candidates += sum(c.is_duplicate for c in new)
+    return keys_per_row, {pair: c for pair, c in wanted.items() if pair not in existing}
+
+
+def _insert_preferences(preferences: list[ExternalPreference], report: ImportReport) -> None:
+    existing = set(
+        ExternalPreference.objects.filter(
+            prompt_id__in={p.prompt_id for p in preferences},
+            dedupe_key__in={p.dedupe_key for p in preferences},
+        ).values_list("prompt_id", "dedupe_key")
+    )
+    new, seen = [], set(existing)
+    for preference in preferences:
+        pair = (preference.prompt_id, preference.dedupe_key)
+        if pair in seen:
+            report.preferences_skipped += 1
+            continue
+        seen.add(pair)
+        new.append(preference)
+    ExternalPreference.objects.bulk_create(new, ignore_conflicts=True)
+    report.preferences_added += len(new)

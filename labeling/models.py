@@ -1,0 +1,332 @@
+"""Labeling data model: projects, prompts, candidates, items, assignments, rankings.
+
+The database enforces what must never happen (duplicate prompts per project, two live
+rankings by one annotator on one item, out-of-range project settings); services in
+labeling/services.py and labeling/importing.py make every write.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from labeling.runs import Run
+
+
+class Role(models.TextChoices):
+    ANNOTATOR = "annotator"
+    REVIEWER = "reviewer"
+    ADMIN = "admin"
+
+
+ROLE_RANK = {Role.ANNOTATOR: 1, Role.REVIEWER: 2, Role.ADMIN: 3}
+
+
+class Project(models.Model):
+    class Mode(models.TextChoices):
+        RANKING = "ranking"
+        PAIRWISE = "pairwise"
+
+    class Strategy(models.TextChoices):
+        FIFO = "fifo"
+        COMPLETE_FIRST = "complete_first"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        PAUSED = "paused"
+        ARCHIVED = "archived"
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    k = models.PositiveSmallIntegerField(default=4, help_text="Answers sampled per prompt.")
+    overlap = models.PositiveSmallIntegerField(default=3, help_text="Rankings per item (N).")
+    agreement_threshold = models.FloatField(default=0.6)
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.RANKING)
+    allow_ties = models.BooleanField(default=True)
+    gold_rate = models.FloatField(default=0.0)
+    assignment_strategy = models.CharField(
+        max_length=32, choices=Strategy.choices, default=Strategy.FIFO
+    )
+    generation_settings = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    is_demo = models.BooleanField(
+        default=False, help_text="Demo and test projects allow simulated annotators."
+    )
+    guideline = models.ForeignKey(
+        "guidelines.Guideline", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="projects",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(k__gte=2) & Q(k__lte=16), name="project_k_range"),
+            models.CheckConstraint(
+                condition=Q(overlap__gte=1) & Q(overlap__lte=50), name="project_overlap_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(agreement_threshold__gte=0) & Q(agreement_threshold__lte=1),
+                name="project_threshold_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="project_gold_rate_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Membership(models.Model):
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "project"], name="membership_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}@{self.project_id}:{self.role}"
+
+
+class Prompt(models.Model):
+    """One instruction or conversation to answer; `messages` ends with a user turn."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
+    messages = models.JSONField()
+    content_hash = models.CharField(max_length=64)
+    source = models.CharField(max_length=255, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "content_hash"], name="prompt_unique_content"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"prompt {self.pk}"
+
+
+class Candidate(models.Model):
+    """One answer to a prompt: sampled by a model, written by a person, or imported."""
+
+    class Origin(models.TextChoices):
+        MODEL = "model"
+        HUMAN = "human"
+        IMPORT = "import"
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="candidates")
+    text = models.TextField()
+    origin = models.CharField(max_length=16, choices=Origin.choices)
+    model_name = models.CharField(max_length=255, blank=True)
+    sampling_params = models.JSONField(default=dict, blank=True)
+    seed = models.BigIntegerField(null=True, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    sample_index = models.PositiveIntegerField(default=0)
+    # Makes writes idempotent: "import:<text sha256>:<n-th occurrence in its row>" or
+    # "run:<run id>:<sample index>", unique per prompt.
+    dedupe_key = models.CharField(max_length=120)
+    is_duplicate = models.BooleanField(
+        default=False, help_text="Same text as an earlier candidate of this prompt."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["prompt", "dedupe_key"], name="candidate_unique_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"candidate {self.pk}"
+
+
+class Item(models.Model):
+    """What annotators rank: a prompt with a fixed set of 2..K candidates."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        COMPLETE = "complete"
+        ACCEPTED = "accepted"
+        DISPUTED = "disputed"
+        DISCARDED = "discarded"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="items")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="items")
+    candidates = models.ManyToManyField(Candidate, through="ItemCandidate", related_name="items")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    rankings_count = models.PositiveIntegerField(default=0)
+    required_rankings = models.PositiveSmallIntegerField()
+    is_gold = models.BooleanField(default=False)
+    gold_ranking = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["project", "status", "id"], name="item_project_status")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(is_gold=True) | Q(rankings_count__lte=models.F("required_rankings")),
+                name="item_rankings_within_required",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"item {self.pk}"
+
+
+class ItemCandidate(models.Model):
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="item_candidates")
+    candidate = models.ForeignKey(Candidate, on_delete=models.PROTECT, related_name="+")
+    position = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["item", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["item", "candidate"], name="item_candidate_unique"),
+        ]
+
+
+class ExternalPreference(models.Model):
+    """A comparison labeled elsewhere (e.g. HH-RLHF). Never a Ranking: it counts toward
+    no overlap or agreement, and snapshots include it only when asked."""
+
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="external_preferences"
+    )
+    prompt = models.ForeignKey(
+        Prompt, on_delete=models.CASCADE, related_name="external_preferences"
+    )
+    chosen = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
+    rejected = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
+    source = models.CharField(max_length=255, blank=True)
+    margin = models.FloatField(null=True, blank=True)
+    dedupe_key = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["prompt", "dedupe_key"], name="external_preference_unique_key"
+            ),
+        ]
+
+
+class Assignment(models.Model):
+    """An item leased to one annotator, with the display order they were shown."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        SUBMITTED = "submitted"
+        SKIPPED = "skipped"
+        EXPIRED = "expired"
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    display_order = models.JSONField(default=list)
+    guideline_version = models.ForeignKey(
+        "guidelines.GuidelineVersion", null=True, blank=True, on_delete=models.PROTECT,
+        related_name="+",
+    )
+    leased_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    skip_reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["item", "annotator"], name="assignment_once_per_item"),
+        ]
+        indexes = [
+            models.Index(fields=["annotator", "status"], name="assignment_annotator_status"),
+            models.Index(fields=["status", "expires_at"], name="assignment_status_expiry"),
+        ]
+
+
+class Ranking(models.Model):
+    """An immutable ranking: tiers best to worst, each a list of candidate ids (a tie is
+    a tier of several). A correction is a new row; the old one points at it."""
+
+    assignment = models.ForeignKey(Assignment, on_delete=models.PROTECT, related_name="rankings")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="rankings")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="rankings"
+    )
+    tiers = models.JSONField()
+    guideline_version = models.ForeignKey(
+        "guidelines.GuidelineVersion", null=True, blank=True, on_delete=models.PROTECT,
+        related_name="rankings",
+    )
+    unsafe = models.BooleanField(default=False)
+    all_bad = models.BooleanField(default=False)
+    needs_expert = models.BooleanField(default=False)
+    rationale = models.TextField(blank=True)
+    strength = models.PositiveSmallIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=100)
+    superseded_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["annotator", "idempotency_key"], name="ranking_idempotent"
+            ),
+            models.UniqueConstraint(
+                fields=["item", "annotator"], condition=Q(superseded_by__isnull=True),
+                name="ranking_one_live_per_item_annotator",
+            ),
+        ]
+
+
+class ImportJob(Run):
+    """A file upload imported by a task on the default queue; `report` is what the CLI
+    prints (counts added/skipped, invalid rows with line numbers)."""
+
+    task_name = "labeling.tasks.import_prompts"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="imports")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    file_path = models.CharField(max_length=500)
+    original_name = models.CharField(max_length=255)
+    skip_invalid = models.BooleanField(default=False)
+    report = models.JSONField(default=dict, blank=True)
+
+
+class Invite(models.Model):
+    """A one-time, expiring sign-up link for one role in one project (no open sign-up)."""
+
+    token_hash = models.CharField(max_length=64, unique=True)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="invites")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    used_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )

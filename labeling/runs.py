@@ -1,0 +1,145 @@
+"""Background runs recovered from the database, not the broker.
+
+Every long job (an import, a generation run, a training run) is a row of a `Run`
+subclass. Its task claims the row with a conditional UPDATE (QUEUED -> RUNNING), beats
+a heartbeat while it works, and finishes it. `runs_sweep_stale` (Celery beat) finds
+runs whose worker died (heartbeat older than RUN_STALE_AFTER_SECONDS), re-queues them
+and fails them after RUN_MAX_ATTEMPTS. It also re-sends queued runs whose message was
+lost (a Redis restart); the claim makes a duplicate message harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import timedelta
+
+from django.apps import apps
+from django.conf import settings
+from django.db import models, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+
+class Run(models.Model):
+    """Common state of a background run. Subclasses set `task_name`, the Celery task
+    that takes the row id."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    task_name: str = ""
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    progress = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-id"]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in {self.Status.DONE, self.Status.FAILED, self.Status.CANCELLED}
+
+
+def run_enqueue(run: Run) -> None:
+    """Send the run's task once the surrounding transaction commits."""
+    task_name, run_id = type(run).task_name, run.pk
+    transaction.on_commit(lambda: send_run_task(task_name, run_id))
+
+
+def send_run_task(task_name: str, run_id: int) -> None:
+    from config.celery import app
+
+    app.tasks[task_name].apply_async(args=[run_id])
+
+
+def run_claim(model: type[Run], run_id: int) -> Run | None:
+    """QUEUED -> RUNNING, or None when another worker got there first or it is done."""
+    now = timezone.now()
+    claimed = model.objects.filter(pk=run_id, status=Run.Status.QUEUED).update(
+        status=Run.Status.RUNNING, attempts=F("attempts") + 1, heartbeat_at=now,
+        started_at=now,
+    )
+    if not claimed:
+        return None
+    return model.objects.get(pk=run_id)
+
+
+def run_heartbeat(run: Run, **progress: object) -> bool:
+    """Record liveness (and progress); False when the run was cancelled or taken away."""
+    fields: dict[str, object] = {"heartbeat_at": timezone.now()}
+    if progress:
+        run.progress = {**run.progress, **progress}
+        fields["progress"] = run.progress
+    updated = type(run).objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(**fields)
+    return bool(updated)
+
+
+def run_finish(run: Run, *, status: str, error: str = "", **progress: object) -> None:
+    fields: dict[str, object] = {"status": status, "finished_at": timezone.now(), "error": error}
+    if progress:
+        fields["progress"] = {**run.progress, **progress}
+    # Only the worker holding the claim may finish; a cancelled run stays cancelled.
+    type(run).objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(**fields)
+
+
+def run_cancel(run: Run) -> bool:
+    """Cancel a queued or running run; the worker stops at its next heartbeat."""
+    updated = type(run).objects.filter(
+        pk=run.pk, status__in=[Run.Status.QUEUED, Run.Status.RUNNING]
+    ).update(status=Run.Status.CANCELLED, finished_at=timezone.now())
+    return bool(updated)
+
+
+def run_models() -> Iterator[type[Run]]:
+    for model in apps.get_models():
+        if issubclass(model, Run) and model.task_name:
+            yield model
+
+
+def runs_sweep_stale() -> dict[str, int]:
+    """Re-queue runs whose heartbeat went stale, fail those out of attempts, and re-send
+    queued runs whose message seems lost. Returns counts for the log."""
+    stale_before = timezone.now() - timedelta(seconds=settings.RUN_STALE_AFTER_SECONDS)
+    counts = {"requeued": 0, "failed": 0, "resent": 0}
+    for model in run_models():
+        stale = Q(status=Run.Status.RUNNING) & (
+            Q(heartbeat_at__lt=stale_before) | Q(heartbeat_at__isnull=True)
+        )
+        with transaction.atomic():
+            exhausted = model.objects.filter(stale, attempts__gte=settings.RUN_MAX_ATTEMPTS)
+            counts["failed"] += exhausted.update(
+                status=Run.Status.FAILED, finished_at=timezone.now(),
+                error=f"worker lost {settings.RUN_MAX_ATTEMPTS} times; giving up",
+            )
+            ids = list(model.objects.filter(stale).values_list("pk", flat=True))
+            requeued = model.objects.filter(stale, pk__in=ids).update(
+                status=Run.Status.QUEUED, queued_at=timezone.now()
+            )
+            counts["requeued"] += requeued
+            lost = list(
+                model.objects.filter(status=Run.Status.QUEUED, queued_at__lt=stale_before)
+                .exclude(pk__in=ids).values_list("pk", flat=True)
+            )
+            model.objects.filter(pk__in=lost).update(queued_at=timezone.now())
+            counts["resent"] += len(lost)
+            for run_id in ids + lost:
+                run = model(pk=run_id)
+                run_enqueue(run)
+    if any(counts.values()):
+        logger.warning("stale-run sweep: %s", counts)
+    return counts

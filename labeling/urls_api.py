@@ -1,0 +1,19 @@
+from django.urls import path
+
+from labeling import api
+
+urlpatterns = [
+    path("projects/", api.ProjectListCreate.as_view(), name="project-list"),
+    path("projects/<int:project_id>/", api.ProjectDetail.as_view(), name="project-detail"),
+    path("projects/<int:project_id>/members/", api.MemberListSet.as_view(), name="member-list"),
+    path("projects/<int:project_id>/members/<int:user_id>/", api.MemberRemove.as_view(),
+         name="member-remove"),
+    path("projects/<int:project_id>/prompts/", api.PromptList.as_view(), name="prompt-list"),
+    path("projects/<int:project_id>/candidates/", api.CandidateList.as_view(),
+         name="candidate-list"),
+    path("projects/<int:project_id>/imports", api.ImportListCreate.as_view(), name="import-list"),
+    path("projects/<int:project_id>/invites", api.InviteCreate.as_view(), name="invite-create"),
+    path("prompts/<int:prompt_id>/", api.PromptDetail.as_view(), name="prompt-detail"),
+    path("imports/<int:import_id>", api.ImportDetail.as_view(), name="import-detail"),
+    path("users/", api.UserCreate.as_view(), name="user-create"),
+]

@@ -1,0 +1,86 @@
+"""Server-rendered pages outside the console: home, invite sign-up, health probes."""
+
+from __future__ import annotations
+
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from labeling import access
+from labeling.models import Membership
+from labeling.services import DomainError, invite_accept, invite_lookup
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    projects = access.projects_for(request.user).order_by("name")
+    roles = dict(
+        Membership.objects.filter(user=request.user).values_list("project_id", "role")
+    )
+    rows = [(project, "admin" if request.user.is_staff else roles.get(project.pk))
+            for project in projects]
+    return render(request, "labeling/home.html", {
+        "rows": rows, "console": access.is_console_user(request.user),
+    })
+
+
+def invite_accept_view(request: HttpRequest, token: str) -> HttpResponse:
+    error = ""
+    try:
+        invite = invite_lookup(token=token)
+    except DomainError as exc:
+        return render(request, "registration/invite.html", {"error": str(exc)}, status=404)
+    if request.method == "POST":
+        try:
+            user = invite_accept(
+                token=token, username=request.POST.get("username", "").strip(),
+                password=request.POST.get("password", ""),
+            )
+        except DomainError as exc:
+            error = str(exc)
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            return redirect("home")
+    return render(request, "registration/invite.html", {"invite": invite, "error": error})
+
+
+@require_GET
+@never_cache
+def healthz(request: HttpRequest) -> JsonResponse:
+    """The process is up (no dependency checks: a liveness probe)."""
+    return JsonResponse({"status": "ok"})
+
+
+@require_GET
+@never_cache
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Database and broker reachable: 200 when both are, 503 naming what is not."""
+    checks = {"database": _check_database(), "broker": _check_broker()}
+    ready = all(state == "ok" for state in checks.values())
+    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks},
+                        status=200 if ready else 503)
+
+
+def _check_database() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return "ok"
+    except Exception as exc:  # any driver error means "not ready"
+        return f"error: {type(exc).__name__}"
+
+
+def _check_broker() -> str:
+    from config.celery import app, ensure_broker_dirs
+
+    try:
+        ensure_broker_dirs()
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        return "ok"
+    except Exception as exc:  # kombu raises many kinds for an unreachable broker
+        return f"error: {type(exc).__name__}"

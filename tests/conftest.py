@@ -1,0 +1,121 @@
+"""Shared fixtures: the roles (an annotator, a second annotator, a reviewer, a project
+admin, staff, an outsider from another project), API clients, and the CI rule that
+integration tests and data-dependent tests fail rather than skip when
+ORDINAL_REQUIRE_INTEGRATION=1 (set by .ci/run)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rest_framework.test import APIClient
+
+from labeling.models import Project, Role
+from tests.factories import MembershipFactory, ProjectFactory, UserFactory
+
+REQUIRE_INTEGRATION = os.environ.get("ORDINAL_REQUIRE_INTEGRATION") == "1"
+SHARED_DATA = Path(
+    os.environ.get("ORDINAL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    strict = REQUIRE_INTEGRATION and (
+        item.get_closest_marker("integration") or "shared_data" in getattr(item, "fixturenames", ())
+    )
+    if strict and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, which must run it: {report.longrepr}"
+
+
+@pytest.fixture(autouse=True)
+def _eager_celery(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Unit tests run tasks inline; integration tests use a real worker."""
+    from config.celery import app
+
+    eager = request.node.get_closest_marker("integration") is None
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = eager
+    yield
+    app.conf.task_always_eager = previous
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path: Path, settings) -> None:  # noqa: ANN001 - pytest-django
+    settings.UPLOAD_ROOT = tmp_path / "uploads"
+    settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def project(db: None) -> Project:
+    return ProjectFactory(slug="alpha", name="Alpha")
+
+
+@pytest.fixture
+def other_project(db: None) -> Project:
+    return ProjectFactory(slug="beta", name="Beta")
+
+
+def _member(project: Project, role: str, username: str):  # noqa: ANN202
+    user = UserFactory(username=username)
+    MembershipFactory(user=user, project=project, role=role)
+    return user
+
+
+@pytest.fixture
+def annotator(project: Project):  # noqa: ANN201
+    return _member(project, Role.ANNOTATOR, "ann1")
+
+
+@pytest.fixture
+def second_annotator(project: Project):  # noqa: ANN201
+    return _member(project, Role.ANNOTATOR, "ann2")
+
+
+@pytest.fixture
+def reviewer(project: Project):  # noqa: ANN201
+    return _member(project, Role.REVIEWER, "rev1")
+
+
+@pytest.fixture
+def project_admin(project: Project):  # noqa: ANN201
+    return _member(project, Role.ADMIN, "padmin")
+
+
+@pytest.fixture
+def outsider(other_project: Project):  # noqa: ANN201
+    """An admin of the other project: powerful there, nobody here."""
+    return _member(other_project, Role.ADMIN, "outsider")
+
+
+@pytest.fixture
+def staff(db: None):  # noqa: ANN201
+    return UserFactory(username="staff", is_staff=True)
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+def client_for(user) -> APIClient:  # noqa: ANN001
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def as_user():  # noqa: ANN201
+    return client_for

@@ -1,0 +1,63 @@
+"""factory_boy factories for the domain models."""
+
+from __future__ import annotations
+
+import factory
+from django.contrib.auth import get_user_model
+
+from labeling.importing import content_hash, text_hash
+from labeling.models import Candidate, Membership, Project, Prompt, Role
+
+PASSWORD = "a-Long-test-passw0rd"
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ["username"]
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.PostGenerationMethodCall("set_password", PASSWORD)
+
+    @factory.post_generation
+    def _save(obj, create, extracted, **kwargs):  # noqa: ANN001, ANN202, N805
+        if create:
+            obj.save()
+
+
+class ProjectFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Project
+
+    name = factory.Sequence(lambda n: f"Project {n}")
+    slug = factory.Sequence(lambda n: f"project-{n}")
+
+
+class MembershipFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Membership
+
+    user = factory.SubFactory(UserFactory)
+    project = factory.SubFactory(ProjectFactory)
+    role = Role.ANNOTATOR
+
+
+class PromptFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Prompt
+
+    project = factory.SubFactory(ProjectFactory)
+    messages = factory.Sequence(lambda n: [{"role": "user", "content": f"Question {n}?"}])
+    content_hash = factory.LazyAttribute(lambda o: content_hash(o.messages))
+
+
+class CandidateFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Candidate
+
+    prompt = factory.SubFactory(PromptFactory)
+    text = factory.Sequence(lambda n: f"Answer {n}.")
+    origin = Candidate.Origin.IMPORT
+    model_name = "model-a"
+    dedupe_key = factory.LazyAttribute(lambda o: f"import:{text_hash(o.text)}:0")

@@ -1,0 +1,39 @@
+"""The web process must not import torch: load the URLconf and every views, api and tasks
+module in a fresh interpreter and look at sys.modules."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = """
+import importlib, pkgutil, sys
+import django
+django.setup()
+import config.wsgi, config.urls
+from django.urls import get_resolver
+get_resolver().url_patterns
+for app in ("labeling", "guidelines", "training"):
+    package = importlib.import_module(app)
+    for info in pkgutil.walk_packages(package.__path__, app + "."):
+        leaf = info.name.rsplit(".", 1)[-1]
+        if leaf in {"views", "api", "tasks", "console", "urls_api"} or leaf.startswith("views"):
+            importlib.import_module(info.name)
+heavy = sorted(m for m in ("torch", "transformers", "trl", "peft") if m in sys.modules)
+print("HEAVY:" + ",".join(heavy))
+"""
+
+
+def test_web_modules_do_not_import_torch() -> None:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "DEBUG": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY:\n" in result.stdout or result.stdout.strip().endswith("HEAVY:"), result.stdout
