@@ -57,7 +57,8 @@ def import_prompts(job_id: int) -> None:
         run_finish(job, status=Run.Status.FAILED,
                    error=f"file rejected: {report.invalid} invalid rows (see the report)")
     else:
-        run_finish(job, status=Run.Status.DONE)
+        size = Path(job.file_path).stat().st_size
+        run_finish(job, status=Run.Status.DONE, bytes_done=2 * size, bytes_total=2 * size)
         Path(job.file_path).unlink(missing_ok=True)
 
 

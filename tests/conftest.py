@@ -21,6 +21,21 @@ SHARED_DATA = Path(
 )
 
 
+def integration_configured() -> bool:
+    return os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")) and bool(
+        os.environ.get("REDIS_URL")
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if integration_configured():
+        return
+    skip = pytest.mark.skip(reason="integration test: set DATABASE_URL (PostgreSQL) and REDIS_URL")
+    for item in items:
+        if item.get_closest_marker("integration"):
+            item.add_marker(skip)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     outcome = yield
@@ -119,3 +134,19 @@ def client_for(user) -> APIClient:  # noqa: ANN001
 @pytest.fixture
 def as_user():  # noqa: ANN201
     return client_for
+
+
+_suite_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    parts = report.nodeid.split("/")
+    suite = parts[1] if len(parts) > 2 and parts[0] == "tests" else parts[0]
+    _suite_seconds[suite] = _suite_seconds.get(suite, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _suite_seconds:
+        terminalreporter.section("suite durations")
+        for suite, seconds in sorted(_suite_seconds.items()):
+            terminalreporter.write_line(f"{suite:<12} {seconds:8.1f} s")
