@@ -267,10 +267,15 @@ RUN_HEARTBEAT_SECONDS = env_int("RUN_HEARTBEAT_SECONDS", 15, minimum=1)
 RUN_STALE_AFTER_SECONDS = env_int("RUN_STALE_AFTER_SECONDS", 120, minimum=1)
 RUN_MAX_ATTEMPTS = env_int("RUN_MAX_ATTEMPTS", 3, minimum=1)
 RUN_SWEEP_INTERVAL_SECONDS = env_int("RUN_SWEEP_INTERVAL_SECONDS", 60, minimum=1)
+LEASE_SWEEP_INTERVAL_SECONDS = env_int("LEASE_SWEEP_INTERVAL_SECONDS", 60, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-runs": {
         "task": "labeling.tasks.sweep_stale_runs",
         "schedule": float(RUN_SWEEP_INTERVAL_SECONDS),
+    },
+    "expire-leases": {
+        "task": "labeling.tasks.expire_leases",
+        "schedule": float(LEASE_SWEEP_INTERVAL_SECONDS),
     },
 }
 

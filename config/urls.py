@@ -6,7 +6,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
-from labeling import console, views
+from labeling import console, views, views_annotate
 
 api = [
     path("auth/token", obtain_auth_token, name="api-token"),
@@ -25,6 +25,8 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/invite/<str:token>/", views.invite_accept_view, name="invite-accept"),
+    path("annotate/<slug:slug>/", views_annotate.workspace, name="annotate"),
+    path("annotate/<slug:slug>/prefetch", views_annotate.prefetch, name="annotate-prefetch"),
     path("console/", include((console_urls, "console"))),
     path("api/", include(api)),
     path("admin/", admin.site.urls),

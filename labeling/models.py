@@ -51,6 +51,16 @@ class Project(models.Model):
     )
     generation_settings = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    lease_minutes = models.PositiveSmallIntegerField(
+        default=30, help_text="A claimed item returns to the pool after this long."
+    )
+    top_k = models.PositiveSmallIntegerField(
+        null=True, blank=True,
+        help_text="Partial ranking: annotators order the best k; the rest form one last tier.",
+    )
+    unsafe_daily_cap = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Most items flagged unsafe one annotator sees a day."
+    )
     is_demo = models.BooleanField(
         default=False, help_text="Demo and test projects allow simulated annotators."
     )
@@ -169,14 +179,34 @@ class Item(models.Model):
     candidates = models.ManyToManyField(Candidate, through="ItemCandidate", related_name="items")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     rankings_count = models.PositiveIntegerField(default=0)
+    active_leases = models.PositiveIntegerField(default=0)
     required_rankings = models.PositiveSmallIntegerField()
+    flagged_unsafe = models.BooleanField(default=False)
     is_gold = models.BooleanField(default=False)
     gold_ranking = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["project", "status", "id"], name="item_project_status")]
+        indexes = [
+            models.Index(fields=["project", "status", "id"], name="item_project_status"),
+            # The hot path (labeling.assignment.next_item) walks these partial indexes:
+            # only items with a free slot are in them, so the scan stays short at
+            # millions of items. One per ordering strategy.
+            models.Index(
+                fields=["project", "id"], name="item_open_fifo",
+                condition=Q(status="open", is_gold=False)
+                & Q(rankings_count__lt=models.F("required_rankings") - models.F("active_leases")),
+            ),
+            models.Index(
+                models.F("project"), models.F("rankings_count").desc(), models.F("id"),
+                name="item_open_complete_first",
+                condition=Q(status="open", is_gold=False)
+                & Q(rankings_count__lt=models.F("required_rankings") - models.F("active_leases")),
+            ),
+            models.Index(fields=["project", "id"], name="item_gold",
+                         condition=Q(is_gold=True, status="open")),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(is_gold=True) | Q(rankings_count__lte=models.F("required_rankings")),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from celery import shared_task
 
+from labeling.assignment import assignments_expire
 from labeling.importing import ImportFileError, prompts_import
 from labeling.models import ImportJob
 from labeling.runs import Run, run_claim, run_finish, run_heartbeat, runs_sweep_stale
@@ -65,3 +66,9 @@ def import_prompts(job_id: int) -> None:
 @shared_task(name="labeling.tasks.sweep_stale_runs", ignore_result=True)
 def sweep_stale_runs() -> dict[str, int]:
     return runs_sweep_stale()
+
+
+@shared_task(name="labeling.tasks.expire_leases", ignore_result=True)
+def expire_leases() -> int:
+    """Return leases past their expiry to the pool (annotators who walked away)."""
+    return assignments_expire()

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from labeling import api
+from labeling import api, api_workspace
 
 urlpatterns = [
     path("projects/", api.ProjectListCreate.as_view(), name="project-list"),
@@ -16,4 +16,9 @@ urlpatterns = [
     path("prompts/<int:prompt_id>/", api.PromptDetail.as_view(), name="prompt-detail"),
     path("imports/<int:import_id>", api.ImportDetail.as_view(), name="import-detail"),
     path("users/", api.UserCreate.as_view(), name="user-create"),
+    path("projects/<int:project_id>/next", api_workspace.NextItem.as_view(), name="next-item"),
+    path("assignments/<int:assignment_id>/ranking", api_workspace.RankingCreate.as_view(),
+         name="ranking-create"),
+    path("assignments/<int:assignment_id>/skip", api_workspace.AssignmentSkip.as_view(),
+         name="assignment-skip"),
 ]

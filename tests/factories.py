@@ -61,3 +61,15 @@ class CandidateFactory(factory.django.DjangoModelFactory):
     origin = Candidate.Origin.IMPORT
     model_name = "model-a"
     dedupe_key = factory.LazyAttribute(lambda o: f"import:{text_hash(o.text)}:0")
+
+
+def make_items(project: Project, count: int, k: int = 3, model: str = "model-a") -> list:
+    """`count` prompts with `k` candidates each, one item per prompt (via the service)."""
+    from labeling.models import Item
+    from labeling.services import items_create_for_prompt
+
+    for _ in range(count):
+        prompt = PromptFactory(project=project)
+        ids = [CandidateFactory(prompt=prompt, model_name=model).pk for _ in range(k)]
+        items_create_for_prompt(project=project, prompt_id=prompt.pk, candidate_ids=ids)
+    return list(Item.objects.filter(project=project).order_by("id"))

@@ -1,0 +1,127 @@
+"""The annotator's API: next item, submit a ranking, skip. The same services as the
+web page; blind (no model names, no other annotators' work)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from labeling import access
+from labeling.assignment import (
+    RankingInput,
+    SubmissionConflict,
+    assignment_skip,
+    next_item,
+    ranking_submit,
+)
+from labeling.workspace import assignment_for, assignment_payload
+
+
+class MessageOutput(serializers.Serializer):
+    role = serializers.CharField()
+    content = serializers.CharField()
+
+
+class ShownCandidateOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    label = serializers.CharField()
+    text = serializers.CharField()
+
+
+class AssignmentOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    item = serializers.IntegerField()
+    expires_at = serializers.DateTimeField()
+    mode = serializers.CharField()
+    allow_ties = serializers.BooleanField()
+    top_k = serializers.IntegerField(allow_null=True)
+    content_warning = serializers.BooleanField()
+    guideline_version = serializers.IntegerField(allow_null=True)
+    messages = MessageOutput(many=True)
+    candidates = ShownCandidateOutput(many=True)
+
+
+class ErrorOutput(serializers.Serializer):
+    detail = serializers.CharField()
+    code = serializers.CharField()
+
+
+class NextItem(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("prefetch", bool, description=(
+            "Also claim the item behind the current one, so it is ready in advance."))],
+        responses={200: AssignmentOutput, 204: OpenApiResponse(description="Nothing left.")},
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        """Your current item (the same one until you submit or skip it), or a new one."""
+        project = access.project_for(request.user, project_id)
+        prefetch = request.query_params.get("prefetch") in {"1", "true"}
+        assignment = next_item(annotator=request.user, project=project, prefetch=prefetch)
+        if assignment is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        assignment = assignment_for(request.user, assignment.pk)
+        return Response(AssignmentOutput(assignment_payload(assignment)).data)
+
+
+class RankingCreate(APIView):
+    class Input(serializers.Serializer):
+        tiers = serializers.ListField(
+            child=serializers.ListField(child=serializers.IntegerField(), min_length=1),
+            min_length=1, help_text="Best to worst; candidates in one inner list are tied.",
+        )
+        unsafe = serializers.BooleanField(default=False)
+        all_bad = serializers.BooleanField(default=False)
+        needs_expert = serializers.BooleanField(default=False)
+        rationale = serializers.CharField(default="", allow_blank=True, max_length=5000)
+        strength = serializers.IntegerField(required=False, allow_null=True, min_value=1,
+                                            max_value=4)
+        duration_ms = serializers.IntegerField(required=False, allow_null=True, min_value=0,
+                                               max_value=24 * 3600 * 1000)
+
+    class Output(serializers.Serializer):
+        id = serializers.IntegerField()
+        assignment = serializers.IntegerField(source="assignment_id")
+        tiers = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()))
+        created_at = serializers.DateTimeField()
+
+    @extend_schema(
+        request=Input,
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER,
+                                     required=True, description=(
+                                         "Client-generated; a retry with the same key stores "
+                                         "nothing new and returns the first result."))],
+        responses={201: Output, 200: Output, 400: ErrorOutput, 409: ErrorOutput},
+    )
+    def post(self, request: Request, assignment_id: int) -> Response:
+        assignment = assignment_for(request.user, assignment_id)
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            ranking, created = ranking_submit(
+                annotator=request.user, assignment_id=assignment.pk,
+                data=RankingInput(**data.validated_data),
+                idempotency_key=request.headers.get("Idempotency-Key", ""),
+            )
+        except SubmissionConflict as exc:
+            return Response({"detail": str(exc), "code": exc.code}, status=409)
+        return Response(self.Output(ranking).data, status=201 if created else 200)
+
+
+class AssignmentSkip(APIView):
+    class Input(serializers.Serializer):
+        reason = serializers.CharField(max_length=500)
+
+    @extend_schema(request=Input, responses={200: None, 409: ErrorOutput})
+    def post(self, request: Request, assignment_id: int) -> Response:
+        assignment = assignment_for(request.user, assignment_id)
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            assignment_skip(annotator=request.user, assignment_id=assignment.pk,
+                            reason=data.validated_data["reason"])
+        except SubmissionConflict as exc:
+            return Response({"detail": str(exc), "code": exc.code}, status=409)
+        return Response({"status": "skipped"})

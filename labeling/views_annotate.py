@@ -1,0 +1,52 @@
+"""The annotator workspace pages: the item on screen and the pre-loaded next one."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from labeling import access
+from labeling.assignment import next_item
+from labeling.workspace import annotator_progress, assignment_for, shown_candidates
+
+SKIP_REASONS = [
+    "needs expertise I don't have",
+    "the prompt or answers are broken",
+    "content I can't review",
+    "other",
+]
+
+
+def _item_context(request: HttpRequest, assignment_id: int) -> dict:
+    assignment = assignment_for(request.user, assignment_id)
+    version = assignment.guideline_version
+    return {
+        "assignment": assignment,
+        "item": assignment.item,
+        "project": assignment.item.project,
+        "messages": assignment.item.prompt.messages,
+        "candidates": shown_candidates(assignment),
+        "guideline": version,
+        "skip_reasons": SKIP_REASONS,
+    }
+
+
+@login_required
+def workspace(request: HttpRequest, slug: str) -> HttpResponse:
+    project = access.project_by_slug_for(request.user, slug)
+    assignment = next_item(annotator=request.user, project=project)
+    context = {"project": project, "progress": annotator_progress(request.user, project)}
+    if assignment is not None:
+        context.update(_item_context(request, assignment.pk))
+    return render(request, "annotator/workspace.html", context)
+
+
+@login_required
+def prefetch(request: HttpRequest, slug: str) -> HttpResponse:
+    """The item behind the current one, as a fragment the page swaps in on submit."""
+    project = access.project_by_slug_for(request.user, slug)
+    assignment = next_item(annotator=request.user, project=project, prefetch=True)
+    if assignment is None:
+        return HttpResponse(status=204)
+    return render(request, "annotator/_item.html", _item_context(request, assignment.pk))

@@ -1,0 +1,81 @@
+"""Reads for the annotator workspace (page and API share them). Blind by construction:
+nothing here returns model names, other annotators' rankings or per-item counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Exists, OuterRef
+from django.http import Http404
+from django.utils import timezone
+
+from labeling.access import project_for
+from labeling.models import Assignment, Candidate, Item, Project, Ranking
+
+
+def assignment_for(user: AbstractBaseUser, assignment_id: int) -> Assignment:
+    """The caller's own assignment; anyone else's answers 404."""
+    assignment = (
+        Assignment.objects.filter(pk=assignment_id, annotator=user)
+        .select_related("item__project", "item__prompt", "guideline_version").first()
+    )
+    if assignment is None:
+        raise Http404("No such assignment.")
+    project_for(user, assignment.item.project_id)  # still a member?
+    return assignment
+
+
+@dataclass(frozen=True)
+class ShownCandidate:
+    id: int
+    label: str
+    text: str
+
+
+def shown_candidates(assignment: Assignment) -> list[ShownCandidate]:
+    """The item's answers in this annotator's shuffled order, labelled A, B, C..."""
+    texts = dict(
+        Candidate.objects.filter(pk__in=assignment.display_order).values_list("id", "text")
+    )
+    return [
+        ShownCandidate(id=cid, label=chr(ord("A") + index), text=texts[cid])
+        for index, cid in enumerate(assignment.display_order)
+    ]
+
+
+def assignment_payload(assignment: Assignment) -> dict[str, Any]:
+    item = assignment.item
+    project = item.project
+    version = assignment.guideline_version
+    return {
+        "id": assignment.pk,
+        "item": item.pk,
+        "expires_at": assignment.expires_at,
+        "mode": project.mode,
+        "allow_ties": project.allow_ties,
+        "top_k": project.top_k,
+        "content_warning": item.flagged_unsafe,
+        "guideline_version": version.number if version else None,
+        "messages": item.prompt.messages,
+        "candidates": [c.__dict__ for c in shown_candidates(assignment)],
+    }
+
+
+@dataclass(frozen=True)
+class Progress:
+    done_today: int
+    done_total: int
+    left: int
+
+
+def annotator_progress(user: AbstractBaseUser, project: Project) -> Progress:
+    start = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    mine = Ranking.objects.filter(annotator=user, item__project=project,
+                                  superseded_by__isnull=True)
+    seen = Assignment.objects.filter(item=OuterRef("pk"), annotator=user)
+    left = Item.objects.filter(project=project, status=Item.Status.OPEN).exclude(
+        Exists(seen)).count()
+    return Progress(done_today=mine.filter(created_at__gte=start).count(),
+                    done_total=mine.count(), left=left)

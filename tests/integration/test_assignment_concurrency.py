@@ -1,0 +1,99 @@
+"""The hot path under real concurrency on PostgreSQL: SKIP LOCKED claims never exceed
+the overlap, concurrent identical submissions store one ranking, expired leases come
+back."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+
+from labeling.assignment import RankingInput, assignments_expire, next_item, ranking_submit
+from labeling.models import Assignment, Item, Ranking
+from tests.factories import UserFactory, make_items
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def run_threads(count: int, target: Callable[[int], None]) -> list[BaseException]:
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(count)
+
+    def wrapped(index: int) -> None:
+        try:
+            barrier.wait()
+            target(index)
+        except BaseException as exc:  # collected and asserted on below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=wrapped, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return errors
+
+
+def test_thirty_concurrent_annotators_give_exactly_three_rankings_per_item(project) -> None:  # noqa: ANN001
+    assert connection.vendor == "postgresql"
+    make_items(project, 20, k=3)
+    users = [UserFactory(username=f"claimer{i}") for i in range(30)]
+
+    def annotate(index: int) -> None:
+        user = users[index]
+        for n in range(25):
+            assignment = next_item(annotator=user, project=project)
+            if assignment is None:
+                return
+            ranking_submit(annotator=user, assignment_id=assignment.pk,
+                           data=RankingInput(tiers=[[c] for c in assignment.display_order]),
+                           idempotency_key=f"{user.pk}-{n}")
+
+    errors = run_threads(30, annotate)
+
+    assert errors == []
+    per_item = Counter(Ranking.objects.values_list("item_id", flat=True))
+    assert sorted(per_item.values()) == [3] * 20
+    assert set(Item.objects.values_list("status", "rankings_count", "active_leases")) == {
+        ("complete", 3, 0)}
+    pairs = Ranking.objects.values_list("item_id", "annotator_id")
+    assert len(set(pairs)) == len(pairs)
+
+
+def test_fifty_identical_submissions_store_one_ranking(project, annotator) -> None:  # noqa: ANN001
+    make_items(project, 1, k=4)
+    assignment = next_item(annotator=annotator, project=project)
+    tiers = [[c] for c in assignment.display_order]
+    results: list[int] = []
+
+    def submit(index: int) -> None:
+        ranking, _ = ranking_submit(annotator=annotator, assignment_id=assignment.pk,
+                                    data=RankingInput(tiers=tiers), idempotency_key="double-click")
+        results.append(ranking.pk)
+
+    errors = run_threads(50, submit)
+
+    assert errors == []
+    assert Ranking.objects.count() == 1 and len(set(results)) == 1 and len(results) == 50
+    assert Item.objects.get().rankings_count == 1
+
+
+def test_expired_lease_is_reclaimed_by_another_annotator(project) -> None:  # noqa: ANN001
+    project.overlap = 1
+    project.save()
+    make_items(project, 1)
+    walked_away, other = UserFactory(), UserFactory()
+    lease = next_item(annotator=walked_away, project=project)
+    assert next_item(annotator=other, project=project) is None
+
+    assignments_expire(now=lease.expires_at + timedelta(seconds=1))
+    reclaimed = next_item(annotator=other, project=project)
+
+    assert reclaimed is not None and reclaimed.item_id == lease.item_id
+    assert Assignment.objects.get(pk=lease.pk).status == "expired"

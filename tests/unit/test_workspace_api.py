@@ -1,0 +1,135 @@
+"""The annotator API and page: blind, scoped to the caller, idempotent."""
+
+from __future__ import annotations
+
+from django.test import Client
+
+from labeling.models import Candidate, Ranking
+from tests.factories import PASSWORD, make_items
+
+XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=1">'
+
+
+def test_next_item_is_blind(as_user, project, annotator) -> None:  # noqa: ANN001
+    make_items(project, 1, model="secret-model-name")
+
+    response = as_user(annotator).get(f"/api/projects/{project.pk}/next")
+
+    body = response.json()
+    assert response.status_code == 200
+    assert [c["label"] for c in body["candidates"]] == ["A", "B", "C"]
+    assert b"secret-model-name" not in response.content
+    assert "rankings_count" not in body and "model_name" not in str(body)
+
+
+def test_nothing_left_is_204(as_user, project, annotator) -> None:  # noqa: ANN001
+    assert as_user(annotator).get(f"/api/projects/{project.pk}/next").status_code == 204
+
+
+def test_outsider_gets_404_for_next_and_for_others_assignments(as_user, project, annotator,
+                                                               outsider) -> None:  # noqa: ANN001
+    make_items(project, 1)
+    assignment = as_user(annotator).get(f"/api/projects/{project.pk}/next").json()
+
+    assert as_user(outsider).get(f"/api/projects/{project.pk}/next").status_code == 404
+    stolen = as_user(outsider).post(f"/api/assignments/{assignment['id']}/ranking",
+                                    {"tiers": [[1]]}, format="json", HTTP_IDEMPOTENCY_KEY="x")
+    assert stolen.status_code == 404
+
+
+def test_second_annotator_cannot_submit_my_assignment(as_user, project, annotator,
+                                                      second_annotator) -> None:  # noqa: ANN001
+    make_items(project, 1)
+    assignment = as_user(annotator).get(f"/api/projects/{project.pk}/next").json()
+    tiers = [[c["id"]] for c in assignment["candidates"]]
+
+    response = as_user(second_annotator).post(f"/api/assignments/{assignment['id']}/ranking",
+                                              {"tiers": tiers}, format="json",
+                                              HTTP_IDEMPOTENCY_KEY="x")
+
+    assert response.status_code == 404 and Ranking.objects.count() == 0
+
+
+def test_submit_is_idempotent_over_http(as_user, project, annotator) -> None:  # noqa: ANN001
+    make_items(project, 1)
+    client = as_user(annotator)
+    assignment = client.get(f"/api/projects/{project.pk}/next").json()
+    tiers = [[c["id"]] for c in assignment["candidates"]]
+    url = f"/api/assignments/{assignment['id']}/ranking"
+
+    first = client.post(url, {"tiers": tiers}, format="json", HTTP_IDEMPOTENCY_KEY="abc")
+    retry = client.post(url, {"tiers": tiers}, format="json", HTTP_IDEMPOTENCY_KEY="abc")
+
+    assert (first.status_code, retry.status_code) == (201, 200)
+    assert first.json()["id"] == retry.json()["id"] and Ranking.objects.count() == 1
+
+
+def test_bad_ranking_is_a_400_naming_the_ids(as_user, project, annotator) -> None:  # noqa: ANN001
+    make_items(project, 1)
+    client = as_user(annotator)
+    assignment = client.get(f"/api/projects/{project.pk}/next").json()
+    first_id = assignment["candidates"][0]["id"]
+
+    response = client.post(f"/api/assignments/{assignment['id']}/ranking",
+                           {"tiers": [[first_id]]}, format="json", HTTP_IDEMPOTENCY_KEY="k")
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_ranking" and "missing" in response.json()["detail"]
+
+
+def test_missing_idempotency_key_is_a_400(as_user, project, annotator) -> None:  # noqa: ANN001
+    make_items(project, 1)
+    client = as_user(annotator)
+    assignment = client.get(f"/api/projects/{project.pk}/next").json()
+
+    response = client.post(f"/api/assignments/{assignment['id']}/ranking",
+                           {"tiers": [[c["id"]] for c in assignment["candidates"]]}, format="json")
+
+    assert response.status_code == 400 and "Idempotency-Key" in response.json()["detail"]
+
+
+def test_skip_over_http(as_user, project, annotator) -> None:  # noqa: ANN001
+    make_items(project, 1)
+    client = as_user(annotator)
+    assignment = client.get(f"/api/projects/{project.pk}/next").json()
+
+    response = client.post(f"/api/assignments/{assignment['id']}/skip", {"reason": "broken"},
+                           format="json")
+    again = client.post(f"/api/assignments/{assignment['id']}/skip", {"reason": "broken"},
+                        format="json")
+
+    assert response.status_code == 200 and again.status_code == 409
+
+
+def test_workspace_page_renders_answers_inert_and_blind(project, annotator) -> None:  # noqa: ANN001
+    item = make_items(project, 1, model="secret-model-name")[0]
+    Candidate.objects.filter(pk=item.item_candidates.first().candidate_id).update(text=XSS)
+    client = Client()
+    client.login(username=annotator.username, password=PASSWORD)
+
+    html = client.get(f"/annotate/{project.slug}/").content.decode()
+
+    assert 'class="answer card"' in html
+    assert "<script>window.__xss" not in html and "onerror" not in html
+    assert "secret-model-name" not in html
+
+
+def test_workspace_prefetch_fragment(project, annotator) -> None:  # noqa: ANN001
+    make_items(project, 2)
+    client = Client()
+    client.login(username=annotator.username, password=PASSWORD)
+    page = client.get(f"/annotate/{project.slug}/")
+
+    fragment = client.get(f"/annotate/{project.slug}/prefetch")
+
+    assert page.status_code == 200 and fragment.status_code == 200
+    assert fragment.content.decode().count('class="answer card"') == 3
+    assert client.get(f"/annotate/{project.slug}/prefetch").content == fragment.content
+
+
+def test_workspace_is_404_for_outsiders(project, outsider) -> None:  # noqa: ANN001
+    client = Client()
+    client.login(username=outsider.username, password=PASSWORD)
+
+    assert client.get(f"/annotate/{project.slug}/").status_code == 404
+    assert client.get(f"/annotate/{project.slug}/prefetch").status_code == 404
