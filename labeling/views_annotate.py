@@ -25,7 +25,7 @@ def _item_context(request: HttpRequest, assignment_id: int) -> dict:
         "assignment": assignment,
         "item": assignment.item,
         "project": assignment.item.project,
-        "messages": assignment.item.prompt.messages,
+        "turns": assignment.item.prompt.messages,
         "candidates": shown_candidates(assignment),
         "guideline": version,
         "skip_reasons": SKIP_REASONS,

@@ -41,7 +41,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     outcome = yield
     report = outcome.get_result()
     strict = REQUIRE_INTEGRATION and (
-        item.get_closest_marker("integration") or "shared_data" in getattr(item, "fixturenames", ())
+        item.get_closest_marker("integration") or item.get_closest_marker("browser")
+        or "shared_data" in getattr(item, "fixturenames", ())
     )
     if strict and report.skipped:
         report.outcome = "failed"
