@@ -6,6 +6,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
+from guidelines import views as guideline_views
 from labeling import console, views, views_annotate
 
 api = [
@@ -18,6 +19,18 @@ api = [
 console_urls = [
     path("", console.index, name="index"),
     path("projects/<int:project_id>/", console.project_detail, name="project"),
+    path("projects/<int:project_id>/stale", console.stale_items, name="stale"),
+    path("guidelines/", guideline_views.guideline_list, name="guidelines"),
+    path("guidelines/<int:guideline_id>/", guideline_views.guideline_detail, name="guideline"),
+    path("guidelines/<int:guideline_id>/drafts", guideline_views.draft_new,
+         name="guideline-draft-new"),
+    path("guidelines/<int:guideline_id>/diff", guideline_views.versions_diff,
+         name="guideline-diff"),
+    path("guidelines/versions/<int:version_id>/", guideline_views.version_detail,
+         name="guideline-version"),
+    path("guidelines/versions/<int:version_id>/edit", guideline_views.draft_edit,
+         name="guideline-edit"),
+    path("guidelines/preview", guideline_views.preview, name="guideline-preview"),
 ]
 
 urlpatterns = [
@@ -27,6 +40,8 @@ urlpatterns = [
     path("accounts/invite/<str:token>/", views.invite_accept_view, name="invite-accept"),
     path("annotate/<slug:slug>/", views_annotate.workspace, name="annotate"),
     path("annotate/<slug:slug>/prefetch", views_annotate.prefetch, name="annotate-prefetch"),
+    path("annotate/<slug:slug>/guideline", guideline_views.acknowledge_page,
+         name="annotate-guideline"),
     path("console/", include((console_urls, "console"))),
     path("api/", include(api)),
     path("admin/", admin.site.urls),

@@ -81,3 +81,31 @@ def import_job_for(user: User, job_id: int) -> ImportJob:
 def is_console_user(user: User) -> bool:
     """Reviewers and admins of at least one project (and staff) may open the console."""
     return projects_for(user, min_role=Role.REVIEWER).exists()
+
+
+def guidelines_for(user: User):  # noqa: ANN201 - QuerySet[Guideline]
+    """Guidelines a console user may read: shared ones and those of their projects."""
+    from django.db.models import Q
+
+    from guidelines.models import Guideline
+
+    projects = projects_for(user, min_role=Role.REVIEWER)
+    return Guideline.objects.filter(
+        Q(project__isnull=True) | Q(project__in=projects) | Q(projects__in=projects)
+    ).distinct()
+
+
+def guideline_for(user: User, guideline_id: int, *, edit: bool = False):  # noqa: ANN201
+    """A guideline the user may read (404 otherwise); with `edit`, one they may change:
+    staff, or an admin of the project that owns it or of a project that uses it (403)."""
+    from guidelines.models import Guideline
+
+    guideline = guidelines_for(user).filter(pk=guideline_id).first()
+    if guideline is None:
+        raise Http404("No such guideline.")
+    if edit and not user.is_staff:
+        admin_of = projects_for(user, min_role=Role.ADMIN)
+        if not (admin_of.filter(pk=guideline.project_id).exists()
+                or admin_of.filter(guideline=guideline).exists()):
+            raise PermissionDenied("Only an admin of a project using this guideline can change it.")
+    return Guideline.objects.get(pk=guideline.pk)

@@ -12,7 +12,6 @@ from rest_framework.views import APIView
 from labeling import access
 from labeling.assignment import (
     RankingInput,
-    SubmissionConflict,
     assignment_skip,
     next_item,
     ranking_submit,
@@ -53,7 +52,8 @@ class NextItem(APIView):
     @extend_schema(
         parameters=[OpenApiParameter("prefetch", bool, description=(
             "Also claim the item behind the current one, so it is ready in advance."))],
-        responses={200: AssignmentOutput, 204: OpenApiResponse(description="Nothing left.")},
+        responses={200: AssignmentOutput, 204: OpenApiResponse(description="Nothing left."),
+                   409: ErrorOutput},
     )
     def get(self, request: Request, project_id: int) -> Response:
         """Your current item (the same one until you submit or skip it), or a new one."""
@@ -99,14 +99,11 @@ class RankingCreate(APIView):
         assignment = assignment_for(request.user, assignment_id)
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            ranking, created = ranking_submit(
-                annotator=request.user, assignment_id=assignment.pk,
-                data=RankingInput(**data.validated_data),
-                idempotency_key=request.headers.get("Idempotency-Key", ""),
-            )
-        except SubmissionConflict as exc:
-            return Response({"detail": str(exc), "code": exc.code}, status=409)
+        ranking, created = ranking_submit(
+            annotator=request.user, assignment_id=assignment.pk,
+            data=RankingInput(**data.validated_data),
+            idempotency_key=request.headers.get("Idempotency-Key", ""),
+        )
         return Response(self.Output(ranking).data, status=201 if created else 200)
 
 
@@ -119,9 +116,6 @@ class AssignmentSkip(APIView):
         assignment = assignment_for(request.user, assignment_id)
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            assignment_skip(annotator=request.user, assignment_id=assignment.pk,
-                            reason=data.validated_data["reason"])
-        except SubmissionConflict as exc:
-            return Response({"detail": str(exc), "code": exc.code}, status=409)
+        assignment_skip(annotator=request.user, assignment_id=assignment.pk,
+                        reason=data.validated_data["reason"])
         return Response({"status": "skipped"})

@@ -35,7 +35,11 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef, QuerySet
 from django.utils import timezone
 
-from guidelines.services import guideline_current_version
+from guidelines.services import (
+    acknowledgement_needed,
+    guideline_current_version,
+    version_is_outdated,
+)
 from labeling.models import Assignment, Item, Project, Ranking
 from labeling.services import DomainError
 
@@ -50,10 +54,22 @@ class SubmissionConflict(DomainError):
     """The ranking cannot be stored as things stand (HTTP 409)."""
 
     code = "conflict"
+    http_status = 409
 
     def __init__(self, message: str, code: str = "conflict") -> None:
         super().__init__(message)
         self.code = code
+
+
+class GuidelineAckRequired(SubmissionConflict):
+    """The annotator must read and acknowledge the guideline first (HTTP 409)."""
+
+    def __init__(self, version_number: int) -> None:
+        super().__init__(
+            f"read and acknowledge guideline version {version_number} before the next item",
+            code="guideline_ack_required",
+        )
+        self.version_number = version_number
 
 
 @dataclass(frozen=True)
@@ -86,6 +102,9 @@ def next_item(*, annotator: AbstractBaseUser, project: Project, prefetch: bool =
     """The annotator's current assignment (a refresh shows the same item), or a new
     claim. With `prefetch`, the one behind it, so the next item is ready before the
     current one is submitted. None when nothing is left for this annotator."""
+    pending = acknowledgement_needed(user=annotator, project=project)
+    if pending is not None:
+        raise GuidelineAckRequired(pending.number)
     held = list(active_assignments(annotator=annotator, project=project)[:MAX_ACTIVE_LEASES])
     wanted = 1 if prefetch else 0
     if len(held) > wanted:
@@ -219,18 +238,21 @@ def ranking_submit(
     if not idempotency_key or len(idempotency_key) > 100:
         raise InvalidRanking("an Idempotency-Key of 1 to 100 characters is required")
     try:
-        return _submit(annotator, assignment_id, data, idempotency_key)
+        ranking, created, conflict = _submit(annotator, assignment_id, data, idempotency_key)
     except IntegrityError:
         # A concurrent twin with the same key won the insert: return what it stored.
         existing = Ranking.objects.filter(annotator=annotator, idempotency_key=idempotency_key)
         if existing.exists():
             return existing.get(), False
         raise
+    if conflict is not None:
+        raise conflict  # after the commit, so the lease release it made is kept
+    return ranking, created
 
 
 @transaction.atomic
 def _submit(annotator: AbstractBaseUser, assignment_id: int, data: RankingInput,
-            idempotency_key: str) -> tuple[Ranking, bool]:
+            idempotency_key: str) -> tuple[Ranking | None, bool, SubmissionConflict | None]:
     assignment = Assignment.objects.select_related("item__project").get(
         pk=assignment_id, annotator=annotator
     )
@@ -243,7 +265,7 @@ def _submit(annotator: AbstractBaseUser, assignment_id: int, data: RankingInput,
         if existing.assignment_id != assignment.pk:
             raise SubmissionConflict("this Idempotency-Key was used for another item",
                                      code="idempotency_key_reused")
-        return existing, False
+        return existing, False, None
     tiers = validate_tiers(
         data.tiers, set(item.item_candidates.values_list("candidate_id", flat=True)),
         allow_ties=project.allow_ties or project.mode == Project.Mode.PAIRWISE,
@@ -256,12 +278,18 @@ def _submit(annotator: AbstractBaseUser, assignment_id: int, data: RankingInput,
     holds_lease = assignment.status == Assignment.Status.ACTIVE
     if item.status != Item.Status.OPEN:
         raise SubmissionConflict("this item no longer takes rankings", code="item_closed")
+    if version_is_outdated(assignment.guideline_version):
+        _release(assignment, item, holds_lease, status=Assignment.Status.EXPIRED)
+        return None, False, SubmissionConflict(
+            "a major guideline change was published after you opened this item; read it, "
+            "then continue (this ranking was not stored)", code="guideline_changed",
+        )
     lease_live = holds_lease and assignment.expires_at > timezone.now()
     # An expired lease no longer reserves a slot: accept only if one is free.
     free = item.required_rankings - item.rankings_count - item.active_leases + int(holds_lease)
     if not lease_live and not item.is_gold and free <= 0:
         _release(assignment, item, holds_lease, status=Assignment.Status.EXPIRED)
-        raise SubmissionConflict(
+        return None, False, SubmissionConflict(
             "your time on this item ran out and others have filled it; "
             "your ranking was not stored", code="lease_expired",
         )
@@ -281,7 +309,7 @@ def _submit(annotator: AbstractBaseUser, assignment_id: int, data: RankingInput,
     Item.objects.filter(pk=item.pk).update(**updates)
     if updates.get("status") == Item.Status.COMPLETE:
         item_completed(item_id=item.pk)
-    return ranking, True
+    return ranking, True, None
 
 
 def _release(assignment: Assignment, item: Item, holds_lease: bool, *, status: str) -> None:

@@ -61,3 +61,25 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
         "prompt_count": project.prompts.count(),
         "imports": project.imports.order_by("-id")[:20],
     })
+
+
+@console_view
+def stale_items(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Items ranked under a guideline older than its latest major version; an admin can
+    re-open them so fresh rankings are collected under the current version."""
+    from django.contrib import messages
+    from django.shortcuts import redirect
+
+    from labeling.services import items_reopen, stale_items_for
+
+    project = console_project(request, project_id)
+    if request.method == "POST":
+        project = console_project(request, project_id, min_role=Role.ADMIN)
+        ids = [int(i) for i in request.POST.getlist("item") if i.isdigit()]
+        reopened = items_reopen(project=project, item_ids=ids, reason="stale guideline version")
+        messages.success(request, f"Re-opened {reopened} items for more rankings.")
+        return redirect("console:stale", project_id=project.pk)
+    items, major = stale_items_for(project=project)
+    return render(request, "console/stale.html", {
+        "project": project, "items": items[:500], "major": major,
+    })

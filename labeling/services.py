@@ -24,6 +24,7 @@ class DomainError(Exception):
     """A rule of the domain was broken; the message is shown to the user."""
 
     code = "invalid"
+    http_status = 400
 
 
 def project_create(*, name: str, slug: str, **fields: object) -> Project:
@@ -133,3 +134,47 @@ def invite_accept(*, token: str, username: str, password: str) -> AbstractUser:
     Invite.objects.filter(pk=invite.pk).update(used_by=user)
     membership_set(project=invite.project, user=user, role=invite.role)
     return user
+
+
+def stale_items_for(*, project: Project):  # noqa: ANN201 - (QuerySet[Item], version)
+    """Items with rankings made under a version older than the latest major one."""
+    from django.db.models import Count, Q
+
+    from guidelines.models import GuidelineVersion
+
+    major = (
+        GuidelineVersion.objects.filter(guideline_id=project.guideline_id,
+                                        published_at__isnull=False,
+                                        change=GuidelineVersion.Change.MAJOR)
+        .order_by("-number").first()
+    )
+    if major is None:
+        return Item.objects.none(), None
+    stale = Q(rankings__guideline_version__number__lt=major.number,
+              rankings__superseded_by__isnull=True)
+    items = (
+        Item.objects.filter(project=project).filter(stale)
+        .annotate(stale_rankings=Count("rankings", filter=stale, distinct=True))
+        .select_related("prompt").order_by("id").distinct()
+    )
+    return items, major
+
+
+@transaction.atomic
+def items_reopen(*, project: Project, item_ids: list[int], reason: str, extra: int | None = None
+                 ) -> int:
+    """Ask for more rankings on these items: raise `required_rankings` (by `extra`, or by
+    the project's overlap) and put them back in the pool."""
+    from django.db.models import F
+
+    items = Item.objects.select_for_update().filter(project=project, pk__in=item_ids).exclude(
+        status=Item.Status.DISCARDED
+    )
+    count = 0
+    for item in items:
+        Item.objects.filter(pk=item.pk).update(
+            required_rankings=F("required_rankings") + (extra or project.overlap),
+            status=Item.Status.OPEN,
+        )
+        count += 1
+    return count

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from guidelines import api as guideline_api
 from labeling import api, api_workspace
 
 urlpatterns = [
@@ -19,6 +20,10 @@ urlpatterns = [
     path("projects/<int:project_id>/next", api_workspace.NextItem.as_view(), name="next-item"),
     path("assignments/<int:assignment_id>/ranking", api_workspace.RankingCreate.as_view(),
          name="ranking-create"),
+    path("projects/<int:project_id>/guideline", guideline_api.ProjectGuideline.as_view(),
+         name="project-guideline"),
+    path("projects/<int:project_id>/guideline/acknowledge",
+         guideline_api.ProjectGuidelineAcknowledge.as_view(), name="project-guideline-ack"),
     path("assignments/<int:assignment_id>/skip", api_workspace.AssignmentSkip.as_view(),
          name="assignment-skip"),
 ]

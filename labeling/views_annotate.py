@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 
 from labeling import access
-from labeling.assignment import next_item
+from labeling.assignment import GuidelineAckRequired, next_item
 from labeling.workspace import annotator_progress, assignment_for, shown_candidates
 
 SKIP_REASONS = [
@@ -35,7 +35,10 @@ def _item_context(request: HttpRequest, assignment_id: int) -> dict:
 @login_required
 def workspace(request: HttpRequest, slug: str) -> HttpResponse:
     project = access.project_by_slug_for(request.user, slug)
-    assignment = next_item(annotator=request.user, project=project)
+    try:
+        assignment = next_item(annotator=request.user, project=project)
+    except GuidelineAckRequired:
+        return redirect("annotate-guideline", slug=project.slug)
     context = {"project": project, "progress": annotator_progress(request.user, project)}
     if assignment is not None:
         context.update(_item_context(request, assignment.pk))
@@ -46,7 +49,10 @@ def workspace(request: HttpRequest, slug: str) -> HttpResponse:
 def prefetch(request: HttpRequest, slug: str) -> HttpResponse:
     """The item behind the current one, as a fragment the page swaps in on submit."""
     project = access.project_by_slug_for(request.user, slug)
-    assignment = next_item(annotator=request.user, project=project, prefetch=True)
+    try:
+        assignment = next_item(annotator=request.user, project=project, prefetch=True)
+    except GuidelineAckRequired:
+        assignment = None  # the page reloads into the acknowledgement gate
     if assignment is None:
         return HttpResponse(status=204)
     return render(request, "annotator/_item.html", _item_context(request, assignment.pk))

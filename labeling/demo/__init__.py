@@ -13,6 +13,8 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from guidelines.models import Guideline
+from guidelines.services import guidelines_sync
 from labeling.importing import ImportReport, prompts_import
 from labeling.models import Project, Role
 from labeling.services import membership_set, project_create
@@ -44,9 +46,11 @@ def demo_accounts(project: Project) -> dict[str, str]:
 
 
 def demo_setup() -> tuple[Project, ImportReport, dict[str, str]]:
+    guidelines_sync()
     project = Project.objects.filter(slug=DEMO_SLUG).first() or project_create(
         name="Demo: helpful answers", slug=DEMO_SLUG, is_demo=True, k=4, overlap=3,
         description="Rank answers to everyday questions by helpfulness, honesty and care.",
+        guideline=Guideline.objects.get(slug="default"),
     )
     report = prompts_import(project=project, path=DEMO_PROMPTS, source="demo")
     return project, report, demo_accounts(project)

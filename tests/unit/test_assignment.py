@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 
 from guidelines.models import Guideline, GuidelineVersion
+from guidelines.services import acknowledge
 from labeling.assignment import (
     InvalidRanking,
     RankingInput,
@@ -253,9 +254,10 @@ def test_ranking_records_the_guideline_version_at_claim(project, annotator) -> N
     project.guideline = guideline
     project.save()
     make_items(project, 1)
+    acknowledge(user=annotator, version=v1)
     assignment = next_item(annotator=annotator, project=project)
     GuidelineVersion.objects.create(guideline=guideline, number=2, body="two", sha256="y",
-                                    published_at=timezone.now())
+                                    published_at=timezone.now(), change="minor")
 
     ranking, _ = rank(annotator, assignment)
 
