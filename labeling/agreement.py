@@ -13,6 +13,8 @@ Never NaN silently: a statistic that has no value for its input (one annotator, 
 single candidate, no variation at all) raises ``AgreementUndefinedError``; input that
 cannot be used raises ``InvalidRankingError``. Both are ValueErrors. Only the batch
 functions return NaN, documented, to mark an item whose value is undefined.
+
+Pairs for training come from ``labeling.consensus.pairs_from_ranking``, not from here.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from labeling.consensus import (
 
 __all__ = [
     "AgreementUndefinedError",
+    "PAIRWISE_CATEGORIES",
     "InvalidRankingError",
     "PositionBias",
     "ProjectAgreement",
@@ -289,7 +292,7 @@ def krippendorff_alpha(reliability_data: Any, level: Level = "ordinal", value_do
     paired = per_unit >= 2
     if not paired.any():
         raise AgreementUndefinedError("alpha needs a unit with values from two annotators")
-    counts = np.bincount(codes[:, paired][present[:, paired]], minlength=len(domain))
+    counts = np.bincount(codes[present & paired], minlength=len(domain))
     positions = _positions(level, domain, counts)
     observed = _observed_disagreement(codes, present, per_unit, positions)
     expected = _expected_disagreement(counts, positions)
@@ -301,31 +304,23 @@ def krippendorff_alpha(reliability_data: Any, level: Level = "ordinal", value_do
 def _value_codes(data: np.ndarray, value_domain: Any) -> tuple[np.ndarray, np.ndarray]:
     """Index of each value in the domain (-1 where missing) and the domain itself."""
     present = ~np.isnan(data)
-    values = data[present]
     if value_domain is None:
-        domain = np.unique(values)
-        found = np.searchsorted(domain, values)
+        domain = np.unique(data[present])
     else:
         domain = np.asarray(value_domain, dtype=float).ravel()
         if len(np.unique(domain)) != len(domain):
             raise InvalidRankingError("value_domain lists a value twice")
-        found = _domain_index(domain, values)
-    codes = np.full(data.shape, -1, dtype=np.intp)
-    codes[present] = found
-    return codes, domain
-
-
-def _domain_index(domain: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Position of each value in an unsorted domain; InvalidRankingError if one is absent."""
-    if not len(values):
-        return np.zeros(0, dtype=np.intp)
     if not len(domain):
-        raise InvalidRankingError("reliability_data holds values outside value_domain")
+        if present.any():
+            raise InvalidRankingError("reliability_data holds values outside value_domain")
+        return np.full(data.shape, -1, dtype=np.intp), domain
+    # Look up the whole array at once (NaN sorts past the end and is masked below):
+    # faster than compressing out the missing cells and scattering the codes back.
     sorter = np.argsort(domain, kind="stable")
-    found = sorter[np.searchsorted(domain, values, sorter=sorter).clip(max=len(domain) - 1)]
-    if np.any(domain[found] != values):
+    found = sorter[np.searchsorted(domain, data, sorter=sorter).clip(max=len(domain) - 1)]
+    if value_domain is not None and not np.all((domain[found] == data) | ~present):
         raise InvalidRankingError("reliability_data holds values outside value_domain")
-    return found
+    return np.where(present, found, -1), domain
 
 
 def _positions(level: Level, domain: np.ndarray, counts: np.ndarray) -> np.ndarray | None:
@@ -485,10 +480,10 @@ def batch_kendalls_w(ranks: np.ndarray) -> np.ndarray:
     k = checked.shape[2]
     rank_sums = np.where(present[..., None], checked, 0.0).sum(axis=1)
     spread = ((rank_sums - rank_sums.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
-    # Each member of a tier of size t sees t equal ranks; sum of (t^2 - 1) over the
-    # members is t^3 - t per tier: the tie term, without finding the tiers.
-    same = (checked[..., :, None] == checked[..., None, :]).sum(axis=-1)
-    ties = np.where(present, (same * same - 1).sum(axis=-1), 0).sum(axis=1)
+    # A tier of size t at mid-rank r has sum of squared positions minus t r^2 equal to
+    # (t^3 - t) / 12, so the tie term follows from the ranks without finding the tiers.
+    squares = np.where(present, (checked * checked).sum(axis=2), 0.0)
+    ties = 12.0 * (m * k * (k + 1) * (2 * k + 1) / 6 - squares.sum(axis=1))
     denominator = m * m * (k**3 - k) - m * ties
     return _divide_or_nan(12.0 * spread, np.where(m >= 2, denominator, 0.0))
 

@@ -41,6 +41,7 @@ from guidelines.services import (
     version_is_outdated,
 )
 from labeling.models import Assignment, Item, Project, Ranking
+from labeling.quality import item_decide
 from labeling.services import DomainError
 
 MAX_ACTIVE_LEASES = 2  # the item on screen and the one pre-loaded behind it
@@ -322,8 +323,9 @@ def _release(assignment: Assignment, item: Item, holds_lease: bool, *, status: s
 
 
 def item_completed(*, item_id: int) -> None:
-    """An item reached its required rankings. The agreement step decides whether it is
-    accepted or disputed; until it exists the item simply stays `complete`."""
+    """An item reached its required rankings: the agreement step decides it (accepted,
+    disputed, or back to open for one more ranking under adaptive overlap)."""
+    item_decide(item_id=item_id)
 
 
 @transaction.atomic

@@ -65,9 +65,7 @@ def rank_matrix(rankings: Sequence[Tiers]) -> tuple[list[int], np.ndarray]:
     candidates = sorted(per_ranking[0])
     for ranks in per_ranking[1:]:
         if sorted(ranks) != candidates:
-            raise InvalidRankingError(
-                f"rankings rank different candidates: {candidates} vs {sorted(ranks)}"
-            )
+            raise InvalidRankingError(f"rankings rank different candidates: {candidates} vs {sorted(ranks)}")
     matrix = np.array([[ranks[c] for c in candidates] for ranks in per_ranking], dtype=float)
     return candidates, matrix
 

@@ -61,6 +61,12 @@ class Project(models.Model):
     unsafe_daily_cap = models.PositiveSmallIntegerField(
         null=True, blank=True, help_text="Most items flagged unsafe one annotator sees a day."
     )
+    adaptive_overlap = models.BooleanField(
+        default=False,
+        help_text="Start items at 2 rankings; ask for more (up to the overlap) only when "
+        "the first two disagree.",
+    )
+    quality_refresh_pending = models.BooleanField(default=False)
     is_demo = models.BooleanField(
         default=False, help_text="Demo and test projects allow simulated annotators."
     )
@@ -184,6 +190,15 @@ class Item(models.Model):
     flagged_unsafe = models.BooleanField(default=False)
     is_gold = models.BooleanField(default=False)
     gold_ranking = models.JSONField(null=True, blank=True)
+    agreement = models.FloatField(null=True, blank=True,
+                                  help_text="Mean pairwise agreement of its rankings.")
+    consensus = models.JSONField(null=True, blank=True, help_text="Tiers, best first.")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+", help_text="The reviewer who adjudicated it, if one did.",
+    )
+    decision_note = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -360,3 +375,32 @@ class Invite(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="+",
     )
+
+
+class AnnotatorQuality(models.Model):
+    """One annotator's quality figures in one project over one period: "all",
+    "week:<ISO year>-W<week>" or "guideline:v<number>". Refreshed by a task."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="quality")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quality"
+    )
+    period = models.CharField(max_length=32)
+    rankings = models.PositiveIntegerField(default=0)
+    loo_agreement = models.FloatField(null=True, blank=True)
+    gold_items = models.PositiveIntegerField(default=0)
+    gold_accuracy = models.FloatField(null=True, blank=True)
+    median_seconds = models.FloatField(null=True, blank=True)
+    tie_rate = models.FloatField(null=True, blank=True)
+    position_bias = models.FloatField(null=True, blank=True)
+    position_expected = models.FloatField(null=True, blank=True)
+    length_bias = models.FloatField(null=True, blank=True)
+    flags = models.JSONField(default=list, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["project", "annotator", "period"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "annotator", "period"],
+                                    name="annotator_quality_unique"),
+        ]

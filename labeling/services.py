@@ -71,8 +71,10 @@ def items_create_for_prompt(*, project: Project, prompt_id: int, candidate_ids: 
             groups = random.Random(prompt_id).sample(groups, limit)  # noqa: S311
     else:
         groups = [candidate_ids]
+    # Adaptive overlap starts at two rankings and escalates only on disagreement.
+    required = min(2, project.overlap) if project.adaptive_overlap else project.overlap
     items = Item.objects.bulk_create(
-        [Item(project=project, prompt_id=prompt_id, required_rankings=project.overlap)
+        [Item(project=project, prompt_id=prompt_id, required_rankings=required)
          for _ in groups]
     )
     ItemCandidate.objects.bulk_create(

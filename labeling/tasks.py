@@ -72,3 +72,13 @@ def sweep_stale_runs() -> dict[str, int]:
 def expire_leases() -> int:
     """Return leases past their expiry to the pool (annotators who walked away)."""
     return assignments_expire()
+
+
+@shared_task(name="labeling.tasks.refresh_quality", ignore_result=True)
+def refresh_quality(project_id: int) -> int:
+    """Recompute annotator quality for a project (debounced by quality_refresh_soon)."""
+    from labeling.models import Project
+    from labeling.quality import quality_refresh
+
+    project = Project.objects.filter(pk=project_id).first()
+    return quality_refresh(project=project) if project else 0

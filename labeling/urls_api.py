@@ -1,7 +1,7 @@
 from django.urls import path
 
 from guidelines import api as guideline_api
-from labeling import api, api_workspace
+from labeling import api, api_quality, api_workspace
 
 urlpatterns = [
     path("projects/", api.ProjectListCreate.as_view(), name="project-list"),
@@ -14,6 +14,14 @@ urlpatterns = [
          name="candidate-list"),
     path("projects/<int:project_id>/imports", api.ImportListCreate.as_view(), name="import-list"),
     path("projects/<int:project_id>/invites", api.InviteCreate.as_view(), name="invite-create"),
+    path("projects/<int:project_id>/agreement", api_quality.ProjectAgreement.as_view(),
+         name="project-agreement"),
+    path("projects/<int:project_id>/annotators", api_quality.ProjectAnnotators.as_view(),
+         name="project-annotators"),
+    path("projects/<int:project_id>/models", api_quality.ProjectModels.as_view(),
+         name="project-models"),
+    path("items/<int:item_id>/agreement", api_quality.ItemAgreement.as_view(),
+         name="item-agreement"),
     path("prompts/<int:prompt_id>/", api.PromptDetail.as_view(), name="prompt-detail"),
     path("imports/<int:import_id>", api.ImportDetail.as_view(), name="import-detail"),
     path("users/", api.UserCreate.as_view(), name="user-create"),

@@ -45,6 +45,43 @@ def demo_accounts(project: Project) -> dict[str, str]:
     return passwords
 
 
+SIMULATED_SLUG = "demo-simulated"
+
+
+def demo_simulated_project() -> Project:
+    """A second copy of the demo prompts, already ranked by three simulated annotators,
+    so the console has agreement, disputes and quality figures to show from the start."""
+    from labeling.simulate import SimulatedAnnotator, simulate_annotator
+
+    project = Project.objects.filter(slug=SIMULATED_SLUG).first()
+    if project is not None:
+        return project
+    project = project_create(
+        name="Demo: simulated annotators", slug=SIMULATED_SLUG, is_demo=True, k=4, overlap=3,
+        description="The demo prompts ranked by simulated annotators (manage.py "
+                    "simulate_annotators), one of them careless.",
+        guideline=Guideline.objects.get(slug="default"),
+    )
+    prompts_import(project=project, path=DEMO_PROMPTS, source="demo")
+    user_model = get_user_model()
+    profiles = [SimulatedAnnotator(noise=0.4), SimulatedAnnotator(noise=0.5, tie_rate=0.2),
+                SimulatedAnnotator(noise=2.0, position_bias=0.5, mean_seconds=4.0)]
+    users = []
+    for n in range(len(profiles)):
+        user, _ = user_model.objects.get_or_create(username=f"sim-annotator{n + 1}")
+        user.set_unusable_password()
+        user.save()
+        membership_set(project=project, user=user, role=Role.ANNOTATOR)
+        users.append(user)
+    for _round in range(project.items.count()):
+        done = sum(simulate_annotator(user=user, project=project, profile=profile,
+                                      seed=n * 1000 + _round, max_items=1)
+                   for n, (user, profile) in enumerate(zip(users, profiles, strict=True)))
+        if not done:
+            break
+    return project
+
+
 def demo_setup() -> tuple[Project, ImportReport, dict[str, str]]:
     guidelines_sync()
     project = Project.objects.filter(slug=DEMO_SLUG).first() or project_create(
@@ -53,4 +90,12 @@ def demo_setup() -> tuple[Project, ImportReport, dict[str, str]]:
         guideline=Guideline.objects.get(slug="default"),
     )
     report = prompts_import(project=project, path=DEMO_PROMPTS, source="demo")
-    return project, report, demo_accounts(project)
+    passwords = demo_accounts(project)
+    simulated = demo_simulated_project()
+    for username in ("admin", "reviewer"):
+        membership_set(project=simulated, user=get_user_model().objects.get(username=username),
+                       role=Role.ADMIN if username == "admin" else Role.REVIEWER)
+    from labeling.quality import quality_refresh
+
+    quality_refresh(project=simulated)
+    return project, report, passwords

@@ -235,7 +235,9 @@ def test_bradley_terry_matches_a_generic_optimiser(outcomes: list[Outcome], prio
         total = 0.0
         for o in outcomes:
             d = t[o.first] - t[o.second]
-            total -= weights[o.annotator] * (o.score * -np.logaddexp(0, -d) + (1 - o.score) * -np.logaddexp(0, d))
+            total -= weights[o.annotator] * (
+                o.score * -np.logaddexp(0, -d) + (1 - o.score) * -np.logaddexp(0, d)
+            )
         return total + prior / 2 * float((np.logaddexp(0, -t) + np.logaddexp(0, t)).sum())
 
     best = minimize(negative_log_likelihood, np.zeros(4), method="BFGS", options={"gtol": 1e-10})

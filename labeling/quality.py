@@ -1,0 +1,309 @@
+"""Acting on agreement: item decisions, annotator quality, models compared.
+
+The statistics themselves live in labeling/agreement.py and labeling/consensus.py
+(pure numpy); this module loads rows, calls them and writes the results.
+
+- `item_decide` runs inside the submission that completes an item (O(K^2 N)): it stores
+  the item's agreement and consensus and marks it accepted or disputed, or, with
+  adaptive overlap, asks for one more ranking while the first ones disagree.
+- `quality_refresh` recomputes every annotator's figures for a project; a debounced task
+  runs it after decisions, and `manage.py recompute_quality` runs it on demand.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from labeling.agreement import (
+    AgreementUndefinedError,
+    item_pairwise_agreement,
+    leave_one_out_agreement,
+    pairwise_agreement,
+    position_bias,
+    tie_rate,
+)
+from labeling.consensus import (
+    borda_consensus,
+    bradley_terry,
+    outcomes_from_ranking,
+    pairs_from_ranking,
+)
+from labeling.models import AnnotatorQuality, Candidate, Item, Project, Ranking
+
+QUALITY_DEBOUNCE_SECONDS = 30
+
+
+def live_rankings(item: Item) -> list[Ranking]:
+    return list(item.rankings.filter(superseded_by__isnull=True)
+                .select_related("annotator", "guideline_version").order_by("id"))
+
+
+def item_decide(*, item_id: int) -> str:
+    """Decide a complete item from its rankings; returns its new status. Called in the
+    transaction that stored the last ranking (the item row is locked)."""
+    item = Item.objects.select_related("project").get(pk=item_id)
+    project = item.project
+    tiers = [r.tiers for r in live_rankings(item)]
+    try:
+        agreement = item_pairwise_agreement(tiers)
+    except AgreementUndefinedError:
+        agreement = 1.0  # a single ranking (overlap 1): nobody to disagree with
+    consensus = borda_consensus(tiers)
+    fields: dict[str, Any] = {"agreement": agreement, "consensus": consensus}
+    escalate = (
+        project.adaptive_overlap and agreement < 1.0
+        and item.required_rankings < project.overlap
+    )
+    if escalate:
+        fields.update(status=Item.Status.OPEN, required_rankings=F("required_rankings") + 1)
+    else:
+        accepted = agreement >= project.agreement_threshold
+        fields.update(status=Item.Status.ACCEPTED if accepted else Item.Status.DISPUTED,
+                      decided_at=timezone.now())
+    Item.objects.filter(pk=item.pk).update(**fields)
+    quality_refresh_soon(project_id=project.pk)
+    return str(fields["status"])
+
+
+def quality_refresh_soon(*, project_id: int) -> None:
+    """Debounce: one refresh task per burst of decisions (a conditional UPDATE claims it)."""
+    claimed = Project.objects.filter(pk=project_id, quality_refresh_pending=False).update(
+        quality_refresh_pending=True
+    )
+    if claimed:
+        from labeling.tasks import refresh_quality
+
+        transaction.on_commit(lambda: refresh_quality.apply_async(
+            args=[project_id], countdown=QUALITY_DEBOUNCE_SECONDS))
+
+
+# --------------------------------------------------------------------------- annotators
+
+
+@dataclass
+class _Row:
+    item_id: int
+    annotator_id: int
+    tiers: list[list[int]]
+    display_order: list[int]
+    seconds: float | None
+    created_at: Any
+    version: int | None
+
+
+def _load_rankings(project: Project) -> list[_Row]:
+    rows = (
+        Ranking.objects.filter(item__project=project, superseded_by__isnull=True)
+        .values_list("item_id", "annotator_id", "tiers", "assignment__display_order",
+                     "duration_ms", "created_at", "guideline_version__number")
+        .order_by("id")
+    )
+    return [_Row(i, a, t, d or [], None if ms is None else ms / 1000, c, v)
+            for i, a, t, d, ms, c, v in rows.iterator(chunk_size=5000)]
+
+
+def _periods(row: _Row) -> list[str]:
+    year, week, _ = row.created_at.isocalendar()
+    periods = ["all", f"week:{year}-W{week:02d}"]
+    if row.version is not None:
+        periods.append(f"guideline:v{row.version}")
+    return periods
+
+
+def quality_refresh(*, project: Project) -> int:
+    """Recompute every annotator's figures in the project, per period; returns rows."""
+    Project.objects.filter(pk=project.pk).update(quality_refresh_pending=False)
+    rows = _load_rankings(project)
+    by_item: dict[int, list[_Row]] = defaultdict(list)
+    for row in rows:
+        by_item[row.item_id].append(row)
+    gold = dict(Item.objects.filter(project=project, is_gold=True,
+                                    gold_ranking__isnull=False).values_list("id", "gold_ranking"))
+    consensus = dict(Item.objects.filter(project=project, consensus__isnull=False)
+                     .values_list("id", "consensus"))
+    lengths = _candidate_lengths(project)
+    loo: dict[tuple[int, int], float] = {}
+    for item_id, item_rows in by_item.items():
+        if item_id in gold or len(item_rows) < 2:
+            continue
+        for row, score in zip(item_rows, leave_one_out_agreement([r.tiers for r in item_rows]),
+                              strict=True):
+            loo[(item_id, row.annotator_id)] = score
+    groups: dict[tuple[int, str], list[_Row]] = defaultdict(list)
+    for row in rows:
+        for period in _periods(row):
+            groups[(row.annotator_id, period)].append(row)
+    figures = {
+        key: _figures(group, loo, gold, consensus, lengths) for key, group in groups.items()
+    }
+    _flag_outliers(figures)
+    with transaction.atomic():
+        AnnotatorQuality.objects.filter(project=project).delete()
+        AnnotatorQuality.objects.bulk_create([
+            AnnotatorQuality(project=project, annotator_id=annotator, period=period, **values)
+            for (annotator, period), values in figures.items()
+        ])
+    return len(figures)
+
+
+def _candidate_lengths(project: Project) -> dict[int, int]:
+    from django.db.models.functions import Length
+
+    return dict(Candidate.objects.filter(prompt__project=project)
+                .annotate(n=Length("text")).values_list("id", "n"))
+
+
+def _figures(rows: list[_Row], loo: dict, gold: dict, consensus: dict, lengths: dict
+             ) -> dict[str, Any]:
+    regular = [r for r in rows if r.item_id not in gold]
+    scores = [loo[(r.item_id, r.annotator_id)] for r in regular
+              if (r.item_id, r.annotator_id) in loo]
+    gold_scores = [pairwise_agreement(r.tiers, gold[r.item_id]) for r in rows
+                   if r.item_id in gold]
+    seconds = [r.seconds for r in rows if r.seconds is not None]
+    shown = [(r.tiers, r.display_order) for r in rows if len(r.display_order) >= 2]
+    bias = position_bias([t for t, _ in shown], [d for _, d in shown]) if shown else None
+    return {
+        "rankings": len(rows),
+        "loo_agreement": float(np.mean(scores)) if scores else None,
+        "gold_items": len(gold_scores),
+        "gold_accuracy": float(np.mean(gold_scores)) if gold_scores else None,
+        "median_seconds": statistics.median(seconds) if seconds else None,
+        "tie_rate": _safe(tie_rate, [r.tiers for r in rows]),
+        "position_bias": bias.rate if bias else None,
+        "position_expected": bias.expected if bias else None,
+        "length_bias": _length_bias(regular, consensus, lengths),
+        "flags": [],
+    }
+
+
+def _safe(function: Any, *args: Any) -> float | None:
+    try:
+        return float(function(*args))
+    except ValueError:
+        return None
+
+
+def _length_bias(rows: list[_Row], consensus: dict, lengths: dict) -> float | None:
+    """Among pairs where the annotator's order disagrees with the consensus, the share
+    in which they preferred the longer answer (0.5 = no length effect)."""
+    longer = total = 0
+    for row in rows:
+        agreed = consensus.get(row.item_id)
+        if not agreed:
+            continue
+        consensus_pairs = {(b, w) for b, w, _ in pairs_from_ranking(agreed)}
+        for better, worse, _ in pairs_from_ranking(row.tiers):
+            if (worse, better) in consensus_pairs and lengths.get(better) != lengths.get(worse):
+                total += 1
+                longer += lengths.get(better, 0) > lengths.get(worse, 0)
+    return longer / total if total else None
+
+
+def _flag_outliers(figures: dict[tuple[int, str], dict[str, Any]]) -> None:
+    """Flag agreement far below the group and implausible speed, within each period."""
+    by_period: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (_, period), values in figures.items():
+        by_period[period].append(values)
+    for group in by_period.values():
+        speeds = [v["median_seconds"] for v in group if v["median_seconds"] is not None]
+        typical = statistics.median(speeds) if speeds else None
+        for values in group:
+            agreement = values["loo_agreement"]
+            # Compare with the others, not a mean that includes the outlier itself.
+            others = [v["loo_agreement"] for v in group
+                      if v is not values and v["loo_agreement"] is not None]
+            if agreement is not None and others and values["rankings"] >= 5:
+                gap = max(0.2, 2 * float(np.std(others))) if len(others) > 2 else 0.2
+                if agreement < float(np.mean(others)) - gap:
+                    values["flags"].append("low_agreement")
+            if typical and values["median_seconds"] is not None and (
+                values["median_seconds"] < 0.25 * typical
+            ):
+                values["flags"].append("too_fast")
+            expected = values["position_expected"]
+            if expected and values["position_bias"] is not None and values["rankings"] >= 10 and (
+                values["position_bias"] > expected + 0.25
+            ):
+                values["flags"].append("position_bias")
+            if values["gold_accuracy"] is not None and values["gold_accuracy"] < 0.6:
+                values["flags"].append("gold_misses")
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def project_agreement_summary(*, project: Project) -> dict[str, Any]:
+    """Project-level agreement for the API and console (per guideline version too)."""
+    from labeling.agreement import bootstrap_ci
+
+    decided = Item.objects.filter(project=project, agreement__isnull=False, is_gold=False)
+    values = np.array(list(decided.values_list("agreement", flat=True)), dtype=float)
+    counts = {status: 0 for status in Item.Status.values}
+    for status in Item.objects.filter(project=project).values_list("status", flat=True):
+        counts[status] += 1
+    summary: dict[str, Any] = {"items": counts, "decided_items": int(len(values))}
+    if len(values):
+        low, high = bootstrap_ci(values, n_resamples=1000, seed=0)
+        summary.update(pairwise_agreement=float(values.mean()), pairwise_agreement_ci=[low, high])
+    else:
+        summary.update(pairwise_agreement=None, pairwise_agreement_ci=None)
+    # Adaptive overlap: each decided item asked for fewer rankings than the full overlap.
+    saved = sum(project.overlap - required for required in decided.values_list(
+        "required_rankings", flat=True) if required < project.overlap)
+    summary["rankings_saved_by_adaptive_overlap"] = saved
+    return summary
+
+
+def model_comparison(*, project: Project, n_resamples: int = 200, seed: int = 0) -> dict[str, Any]:
+    """Per model (from candidate provenance): win rate against each other model and a
+    Bradley-Terry score with a bootstrap interval, from accepted consensus rankings."""
+    items = list(Item.objects.filter(project=project, status=Item.Status.ACCEPTED,
+                                     consensus__isnull=False).values_list("consensus", flat=True))
+    ids = {cid for tiers in items for tier in tiers for cid in tier}
+    model_of = dict(Candidate.objects.filter(pk__in=ids).values_list("id", "model_name"))
+    names = sorted({name or "(unknown)" for name in model_of.values()})
+    index = {name: n for n, name in enumerate(names)}
+    per_item = [
+        [(index[model_of[b] or "(unknown)"], index[model_of[w] or "(unknown)"])
+         for b, w, _ in pairs_from_ranking(tiers) if model_of[b] != model_of[w]]
+        for tiers in items
+    ]
+    wins = np.zeros((len(names), len(names)))
+    for pairs in per_item:
+        for better, worse in pairs:
+            wins[better, worse] += 1
+    scores = _bt_scores(per_item, len(names))
+    rng = np.random.default_rng(seed)
+    samples = [_bt_scores([per_item[i] for i in rng.integers(0, len(per_item), len(per_item))],
+                          len(names)) for _ in range(n_resamples if per_item else 0)]
+    table = []
+    for name, n in index.items():
+        games = wins[n] + wins[:, n]
+        spread = [s[n] for s in samples]
+        table.append({
+            "model": name, "bt_score": scores[n],
+            "bt_ci": [float(np.percentile(spread, 2.5)), float(np.percentile(spread, 97.5))]
+            if spread else None,
+            "win_rate": {other: float(wins[n, m] / games[m]) for other, m in index.items()
+                         if m != n and games[m]},
+            "comparisons": int(games.sum()),
+        })
+    return {"items": len(items), "models": sorted(table, key=lambda row: -row["bt_score"])}
+
+
+def _bt_scores(per_item: list[list[tuple[int, int]]], count: int) -> list[float]:
+    if count == 0:
+        return []
+    outcomes = [o for pairs in per_item for b, w in pairs
+                for o in outcomes_from_ranking([[b], [w]])]
+    fitted = bradley_terry(outcomes, list(range(count)))
+    return [fitted[n] for n in range(count)]
