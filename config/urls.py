@@ -7,7 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
 from guidelines import views as guideline_views
-from labeling import console, views, views_annotate
+from labeling import console, console_review, views, views_annotate
 
 api = [
     path("auth/token", obtain_auth_token, name="api-token"),
@@ -20,6 +20,16 @@ console_urls = [
     path("", console.index, name="index"),
     path("projects/<int:project_id>/", console.project_detail, name="project"),
     path("projects/<int:project_id>/stale", console.stale_items, name="stale"),
+    path("projects/<int:project_id>/disputes", console_review.disputes, name="disputes"),
+    path("projects/<int:project_id>/annotators", console_review.annotators, name="annotators"),
+    path("projects/<int:project_id>/annotators/<int:user_id>", console_review.annotator_detail,
+         name="annotator"),
+    path("projects/<int:project_id>/annotators/<int:user_id>/action",
+         console_review.annotator_action, name="annotator-action"),
+    path("projects/<int:project_id>/invite", console_review.invite, name="invite"),
+    path("projects/<int:project_id>/models", console_review.models_page, name="models"),
+    path("items/<int:item_id>", console_review.adjudicate, name="adjudicate"),
+    path("audit", console_review.audit_log, name="audit"),
     path("guidelines/", guideline_views.guideline_list, name="guidelines"),
     path("guidelines/<int:guideline_id>/", guideline_views.guideline_detail, name="guideline"),
     path("guidelines/<int:guideline_id>/drafts", guideline_views.draft_new,
@@ -42,6 +52,7 @@ urlpatterns = [
     path("annotate/<slug:slug>/prefetch", views_annotate.prefetch, name="annotate-prefetch"),
     path("annotate/<slug:slug>/guideline", guideline_views.acknowledge_page,
          name="annotate-guideline"),
+    path("annotate/<slug:slug>/feedback", console_review.my_feedback, name="annotate-feedback"),
     path("console/", include((console_urls, "console"))),
     path("api/", include(api)),
     path("admin/", admin.site.urls),

@@ -40,7 +40,7 @@ from guidelines.services import (
     guideline_current_version,
     version_is_outdated,
 )
-from labeling.models import Assignment, Item, Project, Ranking
+from labeling.models import Assignment, Item, Membership, Project, Ranking
 from labeling.quality import item_decide
 from labeling.services import DomainError
 
@@ -103,6 +103,9 @@ def next_item(*, annotator: AbstractBaseUser, project: Project, prefetch: bool =
     """The annotator's current assignment (a refresh shows the same item), or a new
     claim. With `prefetch`, the one behind it, so the next item is ready before the
     current one is submitted. None when nothing is left for this annotator."""
+    if Membership.objects.filter(user=annotator, project=project, paused=True).exists():
+        raise SubmissionConflict("an admin paused your work in this project; ask them why",
+                                 code="paused")
     pending = acknowledgement_needed(user=annotator, project=project)
     if pending is not None:
         raise GuidelineAckRequired(pending.number)

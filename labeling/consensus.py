@@ -12,7 +12,9 @@ Conventions used throughout (and by ``labeling.agreement``):
   and 3 and both get 2.5, candidate 4 has rank 4. Every statistic uses mid-ranks, so a
   tie is treated the same way everywhere.
 
-``pairs_from_ranking`` is the one function that turns a ranking into training pairs.
+``pairs_from_ranking`` is the one function that turns a ranking into training pairs; it
+lives in ``training.engine.pairs`` (the engine never imports Django apps) and is
+re-exported here.
 """
 
 from __future__ import annotations
@@ -23,15 +25,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+# Defined in the engine (which may not import this app) and re-exported here, so there
+# is one function that builds pairs and one error type for a malformed ranking.
+from training.engine.pairs import InvalidRankingError, pairs_from_ranking
+
 Tiers = Sequence[Sequence[int]]
 
 # Mean ranks closer than this are one consensus tier: they differ only by float noise.
 RANK_TOLERANCE = 1e-9
-
-
-class InvalidRankingError(ValueError):
-    """Rankings, outcomes or weights that cannot be used: an empty tier, a repeated
-    candidate, rankings of different candidate sets, a negative weight."""
 
 
 def tier_ranks(tiers: Tiers) -> dict[int, float]:
@@ -68,23 +69,6 @@ def rank_matrix(rankings: Sequence[Tiers]) -> tuple[list[int], np.ndarray]:
             raise InvalidRankingError(f"rankings rank different candidates: {candidates} vs {sorted(ranks)}")
     matrix = np.array([[ranks[c] for c in candidates] for ranks in per_ranking], dtype=float)
     return candidates, matrix
-
-
-def pairs_from_ranking(tiers: Tiers) -> list[tuple[int, int, int]]:
-    """Every ordered pair a ranking implies, as ``(better, worse, tier_distance)``.
-
-    ``tier_distance`` is how many tiers apart the two candidates are (1 for adjacent
-    tiers): the margin a reward model or a DPO dataset may use. With K candidates and no
-    ties this is all C(K,2) pairs; two candidates in the same tier were judged equally
-    good and produce no pair. Pairs come best-first, in tier order, then id order
-    within each tier as written."""
-    tier_ranks(tiers)  # validates: no empty tier, no repeated candidate
-    pairs = []
-    for upper, better_tier in enumerate(tiers):
-        for lower in range(upper + 1, len(tiers)):
-            for better in better_tier:
-                pairs.extend((better, worse, lower - upper) for worse in tiers[lower])
-    return pairs
 
 
 def mean_ranks(rankings: Sequence[Tiers], weights: Sequence[float] | None = None) -> dict[int, float]:

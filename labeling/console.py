@@ -51,15 +51,30 @@ def index(request: HttpRequest) -> HttpResponse:
 
 @console_view
 def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
+    """The project dashboard: progress, throughput, agreement, annotators."""
+    from labeling import charts, dashboard
+    from labeling.quality import project_agreement_summary
+
     project = console_project(request, project_id)
-    counts = dict(
-        Item.objects.filter(project=project).values_list("status").annotate(n=Count("id"))
-    )
+    summary = project_agreement_summary(project=project)
+    per_day = dashboard.agreement_per_day(project)
+    throughput = dashboard.throughput_per_day(project)
     return render(request, "console/project.html", {
         "project": project,
-        "status_counts": [(status, counts.get(status, 0)) for status in Item.Status.values],
+        "summary": summary,
+        "status_counts": list(summary["items"].items()),
         "prompt_count": project.prompts.count(),
-        "imports": project.imports.order_by("-id")[:20],
+        "imports": project.imports.order_by("-id")[:10],
+        "per_version": dashboard.agreement_per_guideline_version(project),
+        "annotators": dashboard.annotator_table(project),
+        "agreement_chart": charts.line_chart(
+            "Agreement per day (95% bootstrap band)", [r["day"][5:] for r in per_day],
+            [r["agreement"] for r in per_day],
+            [tuple(r["ci"]) if r["ci"] else (r["agreement"], r["agreement"]) for r in per_day],
+            reference=project.agreement_threshold),
+        "throughput_chart": charts.bar_chart(
+            "Rankings per day", [r["day"][5:] for r in throughput],
+            [r["rankings"] for r in throughput]),
     })
 
 

@@ -102,6 +102,7 @@ class Membership(models.Model):
     )
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices)
+    paused = models.BooleanField(default=False, help_text="Gets no new items while paused.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -404,3 +405,33 @@ class AnnotatorQuality(models.Model):
             models.UniqueConstraint(fields=["project", "annotator", "period"],
                                     name="annotator_quality_unique"),
         ]
+
+
+class AuditEvent(models.Model):
+    """Append-only record of every reviewer/admin action: who, what, when, before -> after.
+    Rows are never updated or deleted by the application."""
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL,
+                                related_name="audit_events")
+    action = models.CharField(max_length=64)
+    target_type = models.CharField(max_length=64)
+    target_id = models.CharField(max_length=64)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["project", "-id"], name="audit_project_recent")]
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self.pk is not None:
+            raise ValueError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        raise ValueError("audit events are append-only")

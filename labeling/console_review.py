@@ -1,0 +1,230 @@
+"""Console pages for reviewing: the dispute queue, adjudication, annotators, models, the
+audit log; and the annotator's own feedback page."""
+
+from __future__ import annotations
+
+import json
+from itertools import combinations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from labeling import access
+from labeling.consensus import tier_ranks
+from labeling.console import console_project, console_view
+from labeling.models import AnnotatorQuality, Assignment, Item, Membership, Ranking, Role
+from labeling.quality import live_rankings, model_comparison
+from labeling.review import (
+    Adjudication,
+    audit,
+    audit_events_for,
+    disputes_for,
+    item_adjudicate,
+    leases_release,
+    member_remove,
+    membership_pause,
+    user_deactivate,
+)
+from labeling.services import DomainError, invite_create
+
+
+@console_view
+def disputes(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = console_project(request, project_id)
+    page = Paginator(disputes_for(project=project), 50).get_page(request.GET.get("page"))
+    return render(request, "console/disputes.html", {"project": project, "page": page})
+
+
+def _item_for(request: HttpRequest, item_id: int) -> Item:
+    item = Item.objects.filter(pk=item_id).only("project_id").first()
+    if item is None:
+        raise Http404("No such item.")
+    console_project(request, item.project_id)
+    return Item.objects.select_related("project", "prompt", "decided_by").get(pk=item_id)
+
+
+def adjudication_context(item: Item) -> dict:
+    """Everything the adjudication view shows: candidates with provenance, every ranking
+    as rank-per-candidate columns, and the pairs annotators split on."""
+    candidates = [ic.candidate for ic in item.item_candidates.select_related("candidate")]
+    rankings = live_rankings(item)
+    ranks = [tier_ranks(r.tiers) for r in rankings]
+    consensus = tier_ranks(item.consensus) if item.consensus else {}
+    disputed_pairs = []
+    for a, b in combinations([c.pk for c in candidates], 2):
+        signs = {(r[a] > r[b]) - (r[a] < r[b]) for r in ranks}
+        if len(signs) > 1:
+            disputed_pairs.append((a, b))
+    disputed_ids = {cid for pair in disputed_pairs for cid in pair}
+    rows = [{
+        "candidate": c, "label": chr(ord("A") + i), "ranks": [r.get(c.pk) for r in ranks],
+        "consensus": consensus.get(c.pk), "disputed": c.pk in disputed_ids,
+    } for i, c in enumerate(candidates)]
+    labels = {c.pk: chr(ord("A") + i) for i, c in enumerate(candidates)}
+    return {
+        "item": item, "rows": rows, "rankings": rankings,
+        "disputed_pairs": [(labels[a], labels[b]) for a, b in disputed_pairs],
+        "board": [{"id": c.pk, "label": labels[c.pk]} for c in sorted(
+            candidates, key=lambda c: consensus.get(c.pk, 99))],
+    }
+
+
+@console_view
+def adjudicate(request: HttpRequest, item_id: int) -> HttpResponse:
+    item = _item_for(request, item_id)
+    if request.method == "POST":
+        action = request.POST.get("action", "")
+        try:
+            tiers = json.loads(request.POST.get("tiers") or "null")
+            extra = int(request.POST.get("extra_rankings") or 1)
+            item_adjudicate(item_id=item.pk, reviewer=request.user, action=action, tiers=tiers,
+                            note=request.POST.get("note", "")[:5000], extra_rankings=extra)
+        except (DomainError, ValueError, TypeError) as exc:
+            messages.error(request, f"Not saved: {exc}")
+            return redirect("console:adjudicate", item_id=item.pk)
+        messages.success(request, f"Item #{item.pk}: {action.replace('_', ' ')} saved.")
+        following = disputes_for(project=item.project).exclude(pk=item.pk).first()
+        if following:
+            return redirect("console:adjudicate", item_id=following.pk)
+        return redirect("console:disputes", project_id=item.project_id)
+    context = adjudication_context(item)
+    context.update(project=item.project, actions=Adjudication)
+    return render(request, "console/adjudicate.html", context)
+
+
+@console_view
+def annotators(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = console_project(request, project_id)
+    period = request.GET.get("period", "all")[:32]
+    quality = {q.annotator_id: q for q in AnnotatorQuality.objects.filter(
+        project=project, period=period)}
+    members = (Membership.objects.filter(project=project).select_related("user")
+               .order_by("role", "user__username"))
+    periods = sorted(set(AnnotatorQuality.objects.filter(project=project)
+                         .values_list("period", flat=True)))
+    return render(request, "console/annotators.html", {
+        "project": project, "period": period, "periods": periods,
+        "members": [(m, quality.get(m.user_id)) for m in members],
+        "roles": Role.choices, "can_admin": _is_admin(request, project.pk),
+    })
+
+
+def _is_admin(request: HttpRequest, project_id: int) -> bool:
+    return access.projects_for(request.user, min_role=Role.ADMIN).filter(pk=project_id).exists()
+
+
+@console_view
+def annotator_detail(request: HttpRequest, project_id: int, user_id: int) -> HttpResponse:
+    project = console_project(request, project_id)
+    membership = get_object_or_404(Membership, project=project, user_id=user_id)
+    rankings = (Ranking.objects.filter(item__project=project, annotator_id=user_id)
+                .select_related("item").order_by("-id")[:50])
+    weekly = AnnotatorQuality.objects.filter(project=project, annotator_id=user_id,
+                                             period__startswith="week:").order_by("period")
+    from labeling import charts
+
+    return render(request, "console/annotator.html", {
+        "project": project, "membership": membership, "rankings": rankings,
+        "quality": AnnotatorQuality.objects.filter(project=project, annotator_id=user_id,
+                                                   period="all").first(),
+        "weekly": weekly, "can_admin": _is_admin(request, project.pk),
+        "active_leases": Assignment.objects.filter(annotator_id=user_id, item__project=project,
+                                                   status=Assignment.Status.ACTIVE).count(),
+        "trend": charts.line_chart(
+            "Agreement with the others, per week", [q.period[-3:] for q in weekly],
+            [q.loo_agreement or 0.0 for q in weekly]),
+    })
+
+
+@console_view
+@require_POST
+def annotator_action(request: HttpRequest, project_id: int, user_id: int) -> HttpResponse:
+    project = console_project(request, project_id, min_role=Role.ADMIN)
+    membership = get_object_or_404(Membership, project=project, user_id=user_id)
+    action, note = request.POST.get("action"), request.POST.get("note", "")[:2000]
+    try:
+        if action in {"pause", "resume"}:
+            membership_pause(project=project, user=membership.user, paused=action == "pause",
+                             actor=request.user, note=note)
+        elif action == "release":
+            leases_release(project=project, user=membership.user, actor=request.user, note=note)
+        elif action == "remove":
+            member_remove(project=project, user=membership.user, actor=request.user, note=note)
+            messages.success(request, f"Removed {membership.user.username} from the project.")
+            return redirect("console:annotators", project_id=project.pk)
+        elif action == "deactivate":
+            user_deactivate(user=membership.user, actor=request.user)
+        else:
+            raise DomainError(f"unknown action {action!r}")
+    except DomainError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{action} done for {membership.user.username}.")
+    return redirect("console:annotator", project_id=project.pk, user_id=user_id)
+
+
+@console_view
+@require_POST
+def invite(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = console_project(request, project_id, min_role=Role.ADMIN)
+    try:
+        created, token = invite_create(project=project, role=request.POST.get("role", ""),
+                                       created_by=request.user)
+    except DomainError as exc:
+        messages.error(request, str(exc))
+    else:
+        audit(actor=request.user, project=project, action="invite.create", target=created,
+              after={"role": created.role, "expires_at": created.expires_at.isoformat()})
+        url = request.build_absolute_uri(reverse("invite-accept", args=[token]))
+        messages.success(request, f"One-time {created.role} invite (expires "
+                                  f"{created.expires_at:%Y-%m-%d %H:%M} UTC): {url}")
+    return redirect("console:annotators", project_id=project.pk)
+
+
+@console_view
+def models_page(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = console_project(request, project_id)
+    return render(request, "console/models.html", {
+        "project": project, "comparison": model_comparison(project=project),
+    })
+
+
+@console_view
+def audit_log(request: HttpRequest) -> HttpResponse:
+    projects = access.projects_for(request.user, min_role=Role.REVIEWER)
+    project_id = request.GET.get("project", "")
+    if project_id.isdigit():
+        projects = projects.filter(pk=int(project_id))
+    events = audit_events_for(projects=projects, action=request.GET.get("action", "")[:64],
+                              actor=request.GET.get("actor", "")[:150])
+    page = Paginator(events, 100).get_page(request.GET.get("page"))
+    return render(request, "console/audit.html", {"page": page, "filters": request.GET})
+
+
+@login_required
+def my_feedback(request: HttpRequest, slug: str) -> HttpResponse:
+    """An annotator's own gold misses and reviewers' notes on items they ranked: nothing
+    about anyone else."""
+    project = access.project_by_slug_for(request.user, slug)
+    mine = Ranking.objects.filter(annotator=request.user, item__project=project,
+                                  superseded_by__isnull=True).select_related("item", "item__prompt")
+    gold = []
+    for ranking in mine.filter(item__is_gold=True, item__gold_ranking__isnull=False)[:200]:
+        if ranking.tiers == ranking.item.gold_ranking:
+            continue
+        mine_ranks, gold_ranks = tier_ranks(ranking.tiers), tier_ranks(ranking.item.gold_ranking)
+        texts = dict(ranking.item.candidates.values_list("id", "text"))
+        gold.append({"ranking": ranking, "rows": sorted(
+            ((texts[cid], mine_ranks[cid], gold_ranks[cid]) for cid in texts),
+            key=lambda row: row[2])})
+    notes = mine.exclude(item__decision_note="").order_by("-item__decided_at")[:100]
+    quality = AnnotatorQuality.objects.filter(project=project, annotator=request.user,
+                                              period="all").first()
+    return render(request, "annotator/feedback.html", {
+        "project": project, "gold_misses": gold, "notes": notes, "quality": quality,
+    })

@@ -1,0 +1,63 @@
+// Adjudication view: build the final ranking by drag or keyboard; Shift+C/R/X and Enter act.
+(function () {
+  "use strict";
+  const form = document.getElementById("adjudicate-form");
+  if (!form) return;
+  const board = document.getElementById("final-board");
+  const field = document.getElementById("final-tiers");
+  let typed = [];          // [{label, tie}] from the keyboard, best first
+  let tieNext = false;
+
+  function chips() { return Array.from(board.querySelectorAll(".chip")); }
+
+  function sync() {
+    const tiers = [];
+    chips().forEach((chip, index) => {
+      const id = Number(chip.dataset.id);
+      if (chip.classList.contains("tied") && index > 0) tiers[tiers.length - 1].push(id);
+      else tiers.push([id]);
+    });
+    field.value = JSON.stringify(tiers);
+  }
+
+  function applyTyped() {
+    typed.forEach((entry) => {
+      const chip = board.querySelector('.chip[data-label="' + entry.label + '"]');
+      board.appendChild(chip);
+      chip.classList.toggle("tied", entry.tie);
+    });
+    const placed = new Set(typed.map((e) => e.label));
+    chips().forEach((chip) => { if (!placed.has(chip.dataset.label)) board.appendChild(chip); });
+    sync();
+  }
+
+  if (window.Sortable) window.Sortable.create(board, { animation: 120, onEnd: sync });
+  sync();
+
+  function submitWith(action) {
+    const button = form.querySelector('button[value="' + action + '"]');
+    if (button && !button.disabled) button.click();
+  }
+
+  document.addEventListener("keydown", (event) => {
+    const tag = event.target && event.target.tagName;
+    if (tag === "TEXTAREA" || tag === "INPUT") return;
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    const key = event.key;
+    if (key === "Enter") { event.preventDefault(); submitWith("set_ranking"); return; }
+    // Actions take Shift so that plain letters can always name answers.
+    if (event.shiftKey && key === "C") { submitWith("accept_consensus"); return; }
+    if (event.shiftKey && key === "R") { submitWith("send_back"); return; }
+    if (event.shiftKey && key === "X") { submitWith("discard"); return; }
+    if (event.shiftKey) return;
+    if (key === "=") { tieNext = typed.length > 0; return; }
+    if (key === "Backspace") { event.preventDefault(); typed.pop(); applyTyped(); return; }
+    const label = key.toUpperCase();
+    if (/^[A-P]$/.test(label) && board.querySelector('.chip[data-label="' + label + '"]') &&
+        !typed.some((e) => e.label === label)) {
+      typed.push({ label: label, tie: tieNext });
+      tieNext = false;
+      applyTyped();
+    }
+  });
+})();
