@@ -23,9 +23,12 @@ venv: $(VENV)/.installed
 demo: venv
 	DEBUG=1 $(PY) manage.py demo
 
+# Production settings (DEBUG off) except HTTPS: the test servers speak plain HTTP.
+TEST_ENV = SECRET_KEY=$${SECRET_KEY:-test-only-secret-key-not-for-production-0123456789} \
+	SECURE_SSL_REDIRECT=0 SESSION_COOKIE_SECURE=0 CSRF_COOKIE_SECURE=0 SECURE_HSTS_SECONDS=0
+
 test: venv
-	SECRET_KEY=$${SECRET_KEY:-test-only-secret-key-not-for-production-0123456789} \
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

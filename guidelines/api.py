@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
@@ -39,7 +39,8 @@ class ProjectGuideline(APIView):
 
 
 class ProjectGuidelineAcknowledge(APIView):
-    @extend_schema(request=None, responses={200: serializers.DictField()})
+    @extend_schema(request=None, responses={200: inline_serializer(
+        "AcknowledgementOutput", {"acknowledged": serializers.IntegerField()})})
     def post(self, request: Request, project_id: int) -> Response:
         """Acknowledge the version in force (after reading it); unlocks the next item."""
         project = access.project_for(request.user, project_id)

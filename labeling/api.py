@@ -112,7 +112,7 @@ class MemberOutput(serializers.ModelSerializer):
 
 
 class MemberListSet(APIView):
-    class Input(serializers.Serializer):
+    class MemberSetInput(serializers.Serializer):
         username = serializers.CharField(max_length=150)
         role = serializers.ChoiceField(choices=Role.choices)
 
@@ -122,10 +122,10 @@ class MemberListSet(APIView):
         members = project.memberships.select_related("user").order_by("user__username")
         return Response(MemberOutput(members, many=True).data)
 
-    @extend_schema(request=Input, responses=MemberOutput)
+    @extend_schema(request=MemberSetInput, responses=MemberOutput)
     def put(self, request: Request, project_id: int) -> Response:
         project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
-        data = self.Input(data=request.data)
+        data = self.MemberSetInput(data=request.data)
         data.is_valid(raise_exception=True)
         user = get_user_model().objects.filter(
             username=data.validated_data["username"], is_active=True
@@ -224,7 +224,7 @@ class ImportOutput(serializers.ModelSerializer):
 class ImportListCreate(APIView):
     parser_classes = [MultiPartParser]
 
-    class Input(serializers.Serializer):
+    class ImportUploadInput(serializers.Serializer):
         file = serializers.FileField()
         skip_invalid = serializers.BooleanField(default=False)
 
@@ -233,12 +233,12 @@ class ImportListCreate(APIView):
         project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
         return Response(ImportOutput(project.imports.order_by("-id")[:100], many=True).data)
 
-    @extend_schema(request=Input, responses={202: ImportOutput})
+    @extend_schema(request=ImportUploadInput, responses={202: ImportOutput})
     def post(self, request: Request, project_id: int) -> Response:
         """Upload a JSONL, CSV or Parquet file (optionally gzipped); a task on the
         default queue imports it. Poll GET /api/imports/{id} for status and report."""
         project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
-        data = self.Input(data=request.data)
+        data = self.ImportUploadInput(data=request.data)
         data.is_valid(raise_exception=True)
         upload = data.validated_data["file"]
         name = Path(upload.name or "").name
@@ -272,11 +272,11 @@ class ImportDetail(APIView):
 
 
 class InviteCreate(APIView):
-    class Input(serializers.Serializer):
+    class InviteInput(serializers.Serializer):
         role = serializers.ChoiceField(choices=Role.choices)
 
     @extend_schema(
-        request=Input,
+        request=InviteInput,
         responses={201: inline_serializer("InviteOutput", {
             "url": serializers.CharField(), "role": serializers.CharField(),
             "expires_at": serializers.DateTimeField(),
@@ -285,7 +285,7 @@ class InviteCreate(APIView):
     def post(self, request: Request, project_id: int) -> Response:
         """A one-time sign-up link for one role in this project (admins only)."""
         project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
-        data = self.Input(data=request.data)
+        data = self.InviteInput(data=request.data)
         data.is_valid(raise_exception=True)
         invite, token = services.invite_create(
             project=project, role=data.validated_data["role"], created_by=request.user
@@ -302,14 +302,14 @@ class UserCreate(APIView):
 
     permission_classes = [IsAdminUser]
 
-    class Input(serializers.Serializer):
+    class UserCreateInput(serializers.Serializer):
         username = serializers.CharField(max_length=150)
         password = serializers.CharField(write_only=True)
 
-    @extend_schema(request=Input, responses={201: inline_serializer("UserOutput", {
+    @extend_schema(request=UserCreateInput, responses={201: inline_serializer("UserOutput", {
         "id": serializers.IntegerField(), "username": serializers.CharField()})})
     def post(self, request: Request) -> Response:
-        data = self.Input(data=request.data)
+        data = self.UserCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
         user = services.user_create(**data.validated_data)
         return Response({"id": user.pk, "username": user.username}, status=201)

@@ -67,7 +67,7 @@ class NextItem(APIView):
 
 
 class RankingCreate(APIView):
-    class Input(serializers.Serializer):
+    class RankingSubmitInput(serializers.Serializer):
         tiers = serializers.ListField(
             child=serializers.ListField(child=serializers.IntegerField(), min_length=1),
             min_length=1, help_text="Best to worst; candidates in one inner list are tied.",
@@ -81,40 +81,40 @@ class RankingCreate(APIView):
         duration_ms = serializers.IntegerField(required=False, allow_null=True, min_value=0,
                                                max_value=24 * 3600 * 1000)
 
-    class Output(serializers.Serializer):
+    class RankingOutput(serializers.Serializer):
         id = serializers.IntegerField()
         assignment = serializers.IntegerField(source="assignment_id")
         tiers = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()))
         created_at = serializers.DateTimeField()
 
     @extend_schema(
-        request=Input,
+        request=RankingSubmitInput,
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER,
                                      required=True, description=(
                                          "Client-generated; a retry with the same key stores "
                                          "nothing new and returns the first result."))],
-        responses={201: Output, 200: Output, 400: ErrorOutput, 409: ErrorOutput},
+        responses={201: RankingOutput, 200: RankingOutput, 400: ErrorOutput, 409: ErrorOutput},
     )
     def post(self, request: Request, assignment_id: int) -> Response:
         assignment = assignment_for(request.user, assignment_id)
-        data = self.Input(data=request.data)
+        data = self.RankingSubmitInput(data=request.data)
         data.is_valid(raise_exception=True)
         ranking, created = ranking_submit(
             annotator=request.user, assignment_id=assignment.pk,
             data=RankingInput(**data.validated_data),
             idempotency_key=request.headers.get("Idempotency-Key", ""),
         )
-        return Response(self.Output(ranking).data, status=201 if created else 200)
+        return Response(self.RankingOutput(ranking).data, status=201 if created else 200)
 
 
 class AssignmentSkip(APIView):
-    class Input(serializers.Serializer):
+    class SkipInput(serializers.Serializer):
         reason = serializers.CharField(max_length=500)
 
-    @extend_schema(request=Input, responses={200: None, 409: ErrorOutput})
+    @extend_schema(request=SkipInput, responses={200: None, 409: ErrorOutput})
     def post(self, request: Request, assignment_id: int) -> Response:
         assignment = assignment_for(request.user, assignment_id)
-        data = self.Input(data=request.data)
+        data = self.SkipInput(data=request.data)
         data.is_valid(raise_exception=True)
         assignment_skip(annotator=request.user, assignment_id=assignment.pk,
                         reason=data.validated_data["reason"])

@@ -59,7 +59,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @never_cache
 def readyz(request: HttpRequest) -> JsonResponse:
     """Database and broker reachable: 200 when both are, 503 naming what is not."""
-    checks = {"database": _check_database(), "broker": _check_broker()}
+    checks = {"database": _check_database(), "migrations": _check_migrations(),
+              "broker": _check_broker()}
     ready = all(state == "ok" for state in checks.values())
     return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks},
                         status=200 if ready else 503)
@@ -72,6 +73,36 @@ def _check_database() -> str:
         return "ok"
     except Exception as exc:  # any driver error means "not ready"
         return f"error: {type(exc).__name__}"
+
+
+def _check_migrations() -> str:
+    from django.db.migrations.executor import MigrationExecutor
+
+    try:
+        executor = MigrationExecutor(connection)
+        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except Exception as exc:  # no database means no answer
+        return f"error: {type(exc).__name__}"
+    return "ok" if not pending else f"error: {len(pending)} migrations not applied"
+
+
+@never_cache
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus exposition; with METRICS_TOKEN set it needs `Authorization: Bearer`."""
+    import hmac
+
+    from django.conf import settings
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+    from config.observability import register_collector
+
+    token = settings.METRICS_TOKEN
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    if token and not hmac.compare_digest(given.encode(), token.encode()):
+        return HttpResponse("metrics need a bearer token\n", status=401, content_type="text/plain")
+    register_collector()
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
 
 
 def _check_broker() -> str:

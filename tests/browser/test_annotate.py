@@ -40,15 +40,15 @@ def test_rank_by_keyboard_with_a_tie_then_next_item_appears(page, live_server, p
     page.goto(f"{live_server.url}/annotate/{project.slug}/")
     first_assignment = page.locator("#item-slot .item").get_attribute("data-assignment")
     ids = labels_to_ids(page)
-    page.wait_for_function("document.querySelector('#prefetched .item') !== null")
+    # Selectors, not wait_for_function: the enforced CSP forbids the eval it needs.
+    page.locator("#prefetched .item").wait_for(state="attached")
 
     page.keyboard.press("b")
     page.keyboard.press("=")
     page.keyboard.press("a")
     page.keyboard.press("Enter")
 
-    page.wait_for_function(
-        f"document.querySelector('#item-slot .item').dataset.assignment !== '{first_assignment}'")
+    page.wait_for_selector(f"#item-slot .item:not([data-assignment='{first_assignment}'])")
     ranking = Ranking.objects.get(assignment_id=int(first_assignment))
     assert ranking.tiers == [[ids["B"], ids["A"]], [ids["C"]]]
     assert page.locator("#done-today").inner_text() == "1"

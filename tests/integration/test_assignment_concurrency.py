@@ -60,8 +60,8 @@ def test_thirty_concurrent_annotators_give_exactly_three_rankings_per_item(proje
     assert errors == []
     per_item = Counter(Ranking.objects.values_list("item_id", flat=True))
     assert sorted(per_item.values()) == [3] * 20
-    assert set(Item.objects.values_list("status", "rankings_count", "active_leases")) == {
-        ("complete", 3, 0)}
+    assert set(Item.objects.values_list("rankings_count", "active_leases")) == {(3, 0)}
+    assert set(Item.objects.values_list("status", flat=True)) <= {"accepted", "disputed"}
     pairs = Ranking.objects.values_list("item_id", "annotator_id")
     assert len(set(pairs)) == len(pairs)
 

@@ -96,7 +96,8 @@ def test_item_completes_at_its_required_rankings(project) -> None:  # noqa: ANN0
         rank(user, next_item(annotator=user, project=project))
 
     item.refresh_from_db()
-    assert (item.status, item.rankings_count, item.active_leases) == ("complete", 3, 0)
+    assert (item.rankings_count, item.active_leases) == (3, 0)
+    assert item.status in {"accepted", "disputed"}  # decided by the agreement step
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ def test_readyz_checks_database_and_broker(client: Client, db: None) -> None:
     response = client.get("/readyz")
 
     assert response.status_code == 200
-    assert response.json()["checks"] == {"database": "ok", "broker": "ok"}
+    assert response.json()["checks"] == {"database": "ok", "migrations": "ok", "broker": "ok"}
 
 
 def test_readyz_is_503_when_the_broker_is_down(client: Client, db: None) -> None:
