@@ -80,7 +80,8 @@ def import_job_for(user: User, job_id: int) -> ImportJob:
 
 def is_console_user(user: User) -> bool:
     """Reviewers and admins of at least one project (and staff) may open the console."""
-    return projects_for(user, min_role=Role.REVIEWER).exists()
+    return bool(user.is_authenticated and user.is_staff) or projects_for(
+        user, min_role=Role.REVIEWER).exists()
 
 
 def guidelines_for(user: User):  # noqa: ANN201 - QuerySet[Guideline]

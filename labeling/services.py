@@ -56,31 +56,41 @@ def membership_remove(*, project: Project, user: AbstractUser) -> None:
 
 
 def items_create_for_prompt(*, project: Project, prompt_id: int, candidate_ids: list[int]) -> int:
-    """Make the items annotators rank from a new set of candidates of one prompt.
+    """Make the items annotators rank from a new set of candidates of one prompt."""
+    return items_create_bulk(project=project, candidate_sets=[(prompt_id, candidate_ids)])
 
-    Ranking mode: one item with all of them. Pairwise mode: one item per pair, all
-    C(K,2) pairs or a random subset of `generation_settings["pairs_per_prompt"]`.
+
+def items_create_bulk(*, project: Project, candidate_sets: list[tuple[int, list[int]]]) -> int:
+    """Items for many prompts in two INSERTs (the import's and generation's path).
+
+    Ranking mode: one item per (prompt, candidate set). Pairwise mode: one item per pair,
+    all C(K,2) pairs or a random subset of `generation_settings["pairs_per_prompt"]`.
     An item's candidate set is fixed here and never changes. Returns items created.
     """
-    if len(candidate_ids) < 2:
+    groups: list[tuple[int, list[int]]] = []
+    limit = project.generation_settings.get("pairs_per_prompt")
+    for prompt_id, candidate_ids in candidate_sets:
+        if len(candidate_ids) < 2:
+            continue
+        if project.mode != Project.Mode.PAIRWISE:
+            groups.append((prompt_id, list(candidate_ids)))
+            continue
+        pairs = [list(pair) for pair in itertools.combinations(candidate_ids, 2)]
+        if isinstance(limit, int) and 0 < limit < len(pairs):
+            pairs = random.Random(prompt_id).sample(pairs, limit)  # noqa: S311
+        groups.extend((prompt_id, pair) for pair in pairs)
+    if not groups:
         return 0
-    if project.mode == Project.Mode.PAIRWISE:
-        groups = [list(pair) for pair in itertools.combinations(candidate_ids, 2)]
-        limit = project.generation_settings.get("pairs_per_prompt")
-        if isinstance(limit, int) and 0 < limit < len(groups):
-            groups = random.Random(prompt_id).sample(groups, limit)  # noqa: S311
-    else:
-        groups = [candidate_ids]
     # Adaptive overlap starts at two rankings and escalates only on disagreement.
     required = min(2, project.overlap) if project.adaptive_overlap else project.overlap
     items = Item.objects.bulk_create(
         [Item(project=project, prompt_id=prompt_id, required_rankings=required)
-         for _ in groups]
+         for prompt_id, _ in groups]
     )
     ItemCandidate.objects.bulk_create(
         [
-            ItemCandidate(item=item, candidate_id=candidate_id, position=position)
-            for item, group in zip(items, groups, strict=True)
+            ItemCandidate(item_id=item.pk, candidate_id=candidate_id, position=position)
+            for item, (_, group) in zip(items, groups, strict=True)
             for position, candidate_id in enumerate(group)
         ]
     )
