@@ -602,8 +602,8 @@ def _insert_candidates(rows: list[tuple]) -> dict[tuple[int, str], tuple[int, bo
     columns = ", ".join(CANDIDATE_COLUMNS)
     with connection.cursor() as cursor:
         cursor.execute(
-            "CREATE TEMPORARY TABLE IF NOT EXISTS import_candidate_rows ON COMMIT DELETE ROWS "
-            f"AS SELECT {columns} FROM labeling_candidate WITH NO DATA"  # noqa: S608 - constants
+            "CREATE TEMPORARY TABLE IF NOT EXISTS import_candidate_rows ON COMMIT DELETE ROWS "  # noqa: S608
+            f"AS SELECT {columns} FROM labeling_candidate WITH NO DATA"  # (constants only)
         )
         with cursor.cursor.copy(f"COPY import_candidate_rows ({columns}) FROM STDIN") as copy:
             for values in rows:
