@@ -242,6 +242,14 @@ FILE_UPLOAD_TEMP_DIR = None
 
 INVITE_TTL_HOURS = env_int("INVITE_TTL_HOURS", 72, minimum=1)
 
+# Generation and training workers.
+GENERATION_CHUNK_PROMPTS = env_int("GENERATION_CHUNK_PROMPTS", 8, minimum=1)
+# Where the built-in tiny model is built on first use (no downloads).
+BUILTIN_TINY_DIR = Path(env_str("BUILTIN_TINY_DIR", str(ARTIFACT_ROOT / "models" / "builtin-tiny")))
+# CPU threads per worker process for torch. 1 by default: on a shared CPU, two threads
+# per process fighting over two cores made training steps 8-10x slower. 0: torch's default.
+TORCH_NUM_THREADS = env_int("TORCH_NUM_THREADS", 1, minimum=0)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",

@@ -12,6 +12,7 @@ from labeling import console, console_review, views, views_annotate
 api = [
     path("auth/token", obtain_auth_token, name="api-token"),
     path("", include("labeling.urls_api")),
+    path("", include("training.urls_api")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its initializer as a file: no inline script for the CSP.
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),

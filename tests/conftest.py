@@ -151,3 +151,22 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("suite durations")
         for suite, seconds in sorted(_suite_seconds.items()):
             terminalreporter.write_line(f"{suite:<12} {seconds:8.1f} s")
+
+
+TINY_CACHE = Path(os.environ.get("ORDINAL_TEST_CACHE", Path(__file__).resolve().parents[1]
+                                 / "var" / "test-cache")) / "builtin-tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    """The real built-in tiny model, built once (about a minute on one core) and reused by
+    later runs: the same code path as production, no downloads."""
+    from training.engine.tiny import ensure_tiny_model
+
+    return ensure_tiny_model(TINY_CACHE, num_threads=1)
+
+
+@pytest.fixture
+def tiny_model(tiny_model_dir: Path, settings) -> Path:  # noqa: ANN001 - pytest-django
+    settings.BUILTIN_TINY_DIR = tiny_model_dir
+    return tiny_model_dir

@@ -1,3 +1,19 @@
-"""Celery tasks of the training app (generation on the `generate` queue, training on
-`train`). Thin adapters: an id in, a claim, one engine call. The engine (and torch) is
-imported inside the task bodies so the web process never loads it."""
+"""Celery tasks of the training app: thin adapters (an id in, a claim, one service
+call). `generate_*` tasks route to the `generate` queue and `train_*` to `train`
+(config/celery.py). The engine, and torch with it, loads inside the task bodies."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from labeling.runs import run_claim
+
+
+@shared_task(name="training.tasks.generate_candidates", ignore_result=True)
+def generate_candidates(run_id: int) -> None:
+    from training.generation import generation_run_execute
+    from training.models import GenerationRun
+
+    run = run_claim(GenerationRun, run_id)
+    if run is not None:
+        generation_run_execute(run)

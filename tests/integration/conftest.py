@@ -4,6 +4,7 @@ PostgreSQL test database that pytest-django created."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ class Worker:
              "default,generate,train", "--concurrency", "1", "--purge", "-l", "INFO",
              "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}@%h"],
             cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+            start_new_session=True,  # its own process group: kill() takes the pool children too
         )
         self.wait_for("ready.", timeout=60)
 
@@ -48,6 +50,11 @@ class Worker:
                 raise RuntimeError(f"worker exited early:\n{self.output()[-3000:]}")
             time.sleep(0.2)
         raise TimeoutError(f"worker never printed {text!r}:\n{self.output()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool processes: a machine that died mid-task."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -21,7 +21,9 @@ for app in ("labeling", "guidelines", "training"):
     package = importlib.import_module(app)
     for info in pkgutil.walk_packages(package.__path__, app + "."):
         leaf = info.name.rsplit(".", 1)[-1]
-        if leaf in {"views", "api", "tasks", "console", "urls_api"} or leaf.startswith("views"):
+        if leaf in {"views", "api", "tasks", "console", "urls_api", "generation"} or leaf.startswith(
+            ("views", "api", "console")
+        ):
             importlib.import_module(info.name)
 heavy = sorted(m for m in ("torch", "transformers", "trl", "peft") if m in sys.modules)
 print("HEAVY:" + ",".join(heavy))

@@ -291,7 +291,8 @@ def load_backend(name: str, model: str, **options: Any) -> Backend:
 
         if not model:
             raise BackendError("builtin-tiny needs the folder to build it in as `model`")
-        return TransformersBackend(str(ensure_tiny_model(Path(model))), name="builtin-tiny", **options)
+        path = ensure_tiny_model(Path(model), num_threads=options.get("num_threads"))
+        return TransformersBackend(str(path), name="builtin-tiny", **options)
     if name == "vllm":
         return VLLMBackend(model, **options)
     if name == "openai":
@@ -344,7 +345,7 @@ class _SeededSampler:
     torch.Generator(candidate_seed(s, j)), drawn up front, and the token is picked by
     inverse CDF after temperature and top-p. A candidate therefore depends only on its
     prompt, params, seed and index, never on batch composition or K. It returns one-hot
-    scores, so generate's own sampling step just takes the chosen token.
+    scores, so generate's own (greedy) step just takes the chosen token.
     """
 
     def __init__(self, uniforms: Any, prompt_len: int, temperature: float, top_p: float) -> None:
@@ -457,8 +458,10 @@ class TransformersBackend:
         import torch
 
         width = max(len(p) for p in prompts)
-        ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts], device=self.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        # K rows per prompt, prompt-major: row n * k + j is candidate j of prompt n.
+        rows = [p for p in prompts for _ in range(params.k)]
+        ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in rows], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in rows], device=self.device)
         uniforms = torch.stack(
             [_uniforms(candidate_seed(s, j), params.max_new_tokens) for s in seeds for j in range(params.k)]
         ).to(self.device)
@@ -467,12 +470,11 @@ class TransformersBackend:
             out = self.model.generate(
                 input_ids=ids,
                 attention_mask=mask,
-                do_sample=True,  # the sampler returns one-hot scores, so this takes its choice
-                num_return_sequences=params.k,
+                # The sampler has already drawn each token and returns one-hot scores, so greedy
+                # decoding just takes its choice. (do_sample=True with num_return_sequences=K would
+                # run torch.multinomial over the one-hot rows: a third of the time on CPU.)
+                do_sample=False,
                 max_new_tokens=params.max_new_tokens,
-                temperature=1.0,  # temperature and top-p are applied by the sampler; no other warper
-                top_k=0,
-                top_p=1.0,
                 logits_processor=[sampler],
                 pad_token_id=self.pad_id,
                 eos_token_id=self.eos_ids,

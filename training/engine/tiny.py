@@ -51,9 +51,9 @@ SYSTEM_PROMPTS = (
 class TinyConfig:
     """Size and training budget of the tiny model; part of the manifest, so a change rebuilds."""
 
-    vocab_size: int = field(default=2048, metadata={"help": "BPE vocabulary, special tokens included."})
-    hidden_size: int = field(default=192, metadata={"help": "Width of the residual stream."})
-    intermediate_size: int = field(default=512, metadata={"help": "Width of the MLP."})
+    vocab_size: int = field(default=4096, metadata={"help": "BPE vocabulary, special tokens included."})
+    hidden_size: int = field(default=128, metadata={"help": "Width of the residual stream."})
+    intermediate_size: int = field(default=384, metadata={"help": "Width of the MLP."})
     num_layers: int = field(default=4, metadata={"help": "Transformer blocks."})
     num_heads: int = field(default=4, metadata={"help": "Attention heads."})
     context_window: int = field(default=512, metadata={"help": "max_position_embeddings."})
@@ -64,8 +64,15 @@ class TinyConfig:
     seed: int = field(default=20261127, metadata={"help": "Seeds initialisation and batch order."})
 
 
-def ensure_tiny_model(root: Path, config: TinyConfig | None = None, corpus: Path = CORPUS) -> Path:
-    """Return `root` holding a complete tiny model, building it first if needed (blocking)."""
+def ensure_tiny_model(
+    root: Path, config: TinyConfig | None = None, corpus: Path = CORPUS, *, num_threads: int | None = None
+) -> Path:
+    """Return `root` holding a complete tiny model, building it first if needed (blocking).
+
+    num_threads sets torch's CPU threads (process-wide) before a build. On a shared
+    machine fewer threads than cores can be several times faster: torch's threads wait
+    for each other, and for any that another process has pushed off its core.
+    """
     from filelock import FileLock
 
     config = config or TinyConfig()
@@ -74,6 +81,10 @@ def ensure_tiny_model(root: Path, config: TinyConfig | None = None, corpus: Path
         return root
     with FileLock(str(root / ".build.lock")):
         if not _is_complete(root, config, corpus):  # another process may have built it meanwhile
+            if num_threads:
+                import torch
+
+                torch.set_num_threads(num_threads)
             build_tiny_model(root, config, corpus)
     return root
 
@@ -88,6 +99,7 @@ def build_tiny_model(root: Path, config: TinyConfig, corpus: Path = CORPUS) -> d
     (root / MANIFEST).unlink(missing_ok=True)  # whatever is there is about to be overwritten
     documents = corpus_documents(corpus.read_text(encoding="utf-8"))
     tokenizer = train_tokenizer(documents, config.vocab_size)
+    tokenizer.model_max_length = config.context_window
     model = new_model(config, tokenizer)
     losses = pretrain(model, tokenizer, documents, config)
     model.save_pretrained(root)
@@ -185,9 +197,7 @@ def new_model(config: TinyConfig, tokenizer: Any) -> Any:
             bos_token_id=None,
         )
     )
-    model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=True
-    )
+    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     return model
 
 

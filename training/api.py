@@ -1,0 +1,90 @@
+"""API for generation runs (and, as they land, snapshots and training runs)."""
+
+from __future__ import annotations
+
+from django.http import Http404
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from labeling import access
+from labeling.models import Role
+from labeling.review import audit
+from labeling.runs import run_cancel
+from training.generation import generation_run_create
+from training.models import GenerationRun
+
+
+class GenerationRunOutput(serializers.ModelSerializer):
+    class Meta:
+        model = GenerationRun
+        fields = ["id", "project", "backend", "model", "params", "backend_options", "status",
+                  "attempts", "progress", "stats", "errors", "error", "created_at",
+                  "started_at", "finished_at"]
+
+
+def generation_run_for(user, run_id: int, *, min_role: str = Role.REVIEWER) -> GenerationRun:  # noqa: ANN001
+    run = GenerationRun.objects.filter(pk=run_id).only("project_id").first()
+    if run is None:
+        raise Http404("No such generation run.")
+    access.project_for(user, run.project_id, min_role=min_role)
+    return GenerationRun.objects.get(pk=run_id)
+
+
+class GenerationRunListCreate(APIView):
+    class GenerationRunInput(serializers.Serializer):
+        backend = serializers.ChoiceField(choices=GenerationRun.Backend.choices)
+        model = serializers.CharField(required=False, allow_blank=True, max_length=500)
+        k = serializers.IntegerField(default=4)
+        temperature = serializers.FloatField(default=1.0)
+        top_p = serializers.FloatField(default=1.0)
+        max_new_tokens = serializers.IntegerField(default=256)
+        seed = serializers.IntegerField(default=0)
+        stop = serializers.ListField(child=serializers.CharField(), default=list)
+        system_prompt = serializers.CharField(required=False, allow_null=True, default=None)
+        prompt_ids = serializers.ListField(child=serializers.IntegerField(), required=False,
+                                           help_text="Default: every prompt with fewer than K "
+                                                     "model-sampled candidates.")
+        base_url = serializers.URLField(required=False, help_text="openai backend endpoint")
+
+    @extend_schema(responses=GenerationRunOutput(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        project = access.project_for(request.user, project_id, min_role=Role.REVIEWER)
+        runs = GenerationRun.objects.filter(project=project).order_by("-id")[:100]
+        return Response(GenerationRunOutput(runs, many=True).data)
+
+    @extend_schema(request=GenerationRunInput, responses={202: GenerationRunOutput})
+    def post(self, request: Request, project_id: int) -> Response:
+        """Start sampling K candidates per prompt on the `generate` queue."""
+        project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
+        data = self.GenerationRunInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        options = {"base_url": values.pop("base_url")} if "base_url" in values else {}
+        run = generation_run_create(
+            project=project, backend=values.pop("backend"), model=values.pop("model", ""),
+            prompt_ids=values.pop("prompt_ids", None), params=values, backend_options=options,
+            user=request.user,
+        )
+        audit(actor=request.user, project=project, action="generation.start", target=run,
+              after={"backend": run.backend, "model": run.model, "prompts": len(run.prompt_ids)})
+        return Response(GenerationRunOutput(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class GenerationRunDetail(APIView):
+    @extend_schema(responses=GenerationRunOutput)
+    def get(self, request: Request, run_id: int) -> Response:
+        return Response(GenerationRunOutput(generation_run_for(request.user, run_id)).data)
+
+
+class GenerationRunCancel(APIView):
+    @extend_schema(request=None, responses=GenerationRunOutput)
+    def post(self, request: Request, run_id: int) -> Response:
+        """Stop at the next chunk; candidates already written are kept."""
+        run = generation_run_for(request.user, run_id, min_role=Role.ADMIN)
+        if run_cancel(run):
+            audit(actor=request.user, project=run.project, action="generation.cancel", target=run)
+        run.refresh_from_db()
+        return Response(GenerationRunOutput(run).data)

@@ -1,0 +1,246 @@
+"""Generation runs: create one (validated), and execute it chunk by chunk.
+
+`generation_run_execute` is what the Celery task and `manage.py generate` both call.
+It works through the run's frozen prompt list in chunks; each chunk's candidates and
+items commit together, so a redelivered or re-queued run skips what is done and never
+duplicates (candidates are unique on (prompt, "run:<id>:<k>")). It heartbeats after
+every chunk and stops at the next one when the run is cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Count, Q
+
+from labeling.models import Candidate, Project, Prompt
+from labeling.runs import Run, run_enqueue, run_finish, run_heartbeat
+from labeling.services import DomainError, items_create_for_prompt
+from training.models import GenerationRun
+
+logger = logging.getLogger(__name__)
+Progress = Callable[[int, int], None]
+
+
+def builtin_tiny_dir() -> str:
+    return str(settings.BUILTIN_TINY_DIR)
+
+
+def validated_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Check sampling parameters with the engine's own rules; DomainError (400) if bad."""
+    from training.engine.sampling import InvalidSamplingParams, SamplingParams
+
+    try:
+        return SamplingParams(**params).to_dict()
+    except (InvalidSamplingParams, TypeError) as exc:
+        raise DomainError(f"invalid sampling parameters: {exc}") from None
+
+
+def prompts_needing_candidates(project: Project, k: int) -> list[int]:
+    """Prompts with fewer than K model-sampled candidates (imports don't count)."""
+    return list(
+        Prompt.objects.filter(project=project)
+        .annotate(sampled=Count("candidates", filter=Q(candidates__origin=Candidate.Origin.MODEL)))
+        .filter(sampled__lt=k).order_by("id").values_list("id", flat=True)
+    )
+
+
+@transaction.atomic
+def generation_run_create(
+    *, project: Project, backend: str, model: str = "", params: dict[str, Any],
+    prompt_ids: list[int] | None = None, backend_options: dict[str, Any] | None = None,
+    user: AbstractBaseUser | None = None, enqueue: bool = True,
+) -> GenerationRun:
+    if backend not in GenerationRun.Backend.values:
+        raise DomainError(f"unknown backend {backend!r}; use one of "
+                          f"{', '.join(GenerationRun.Backend.values)}")
+    if backend != GenerationRun.Backend.BUILTIN_TINY and not model:
+        raise DomainError(f"the {backend} backend needs a model (hub id, path or name)")
+    options = dict(backend_options or {})
+    if any("key" in name.lower() or "token" in name.lower() for name in options):
+        raise DomainError("never store API keys on a run: set OPENAI_API_KEY on the workers")
+    clean = validated_params(params)
+    if prompt_ids is None:
+        prompt_ids = prompts_needing_candidates(project, clean["k"])
+    else:
+        found = set(Prompt.objects.filter(project=project, pk__in=prompt_ids)
+                    .values_list("id", flat=True))
+        missing = sorted(set(prompt_ids) - found)
+        if missing:
+            raise DomainError(f"prompts not in this project: {missing[:20]}")
+    run = GenerationRun.objects.create(
+        project=project, created_by=user if user and user.is_authenticated else None,
+        backend=backend, model=model, params=clean, backend_options=options,
+        prompt_ids=sorted(set(prompt_ids)),
+        progress={"prompts_done": 0, "prompts_total": len(set(prompt_ids))},
+    )
+    if enqueue:
+        run_enqueue(run)
+    return run
+
+
+class RunCancelled(Exception):
+    pass
+
+
+@dataclass
+class _Counters:
+    prompts_done: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+def generation_run_execute(run: GenerationRun, *, progress: Progress | None = None) -> None:
+    """Do (or finish) a claimed run; the caller has set it RUNNING."""
+    from training.engine.sampling import BackendError, SamplingParams, load_backend, prompt_seed
+
+    params = SamplingParams(**run.params)
+    torch_threads()
+    try:
+        backend = load_backend(run.backend, run.model or builtin_tiny_dir(),
+                               **_backend_options(run))
+    except BackendError as exc:
+        run_finish(run, status=Run.Status.FAILED, error=str(exc))
+        return
+    todo = _prompts_left(run, params.k)
+    counters = _Counters(prompts_done=len(run.prompt_ids) - len(todo))
+    chunk_size = settings.GENERATION_CHUNK_PROMPTS
+    try:
+        for start in range(0, len(todo), chunk_size):
+            prompts = list(Prompt.objects.filter(pk__in=todo[start:start + chunk_size])
+                           .order_by("id"))
+            began = time.monotonic()
+            try:
+                results = sample_chunk(backend, params, prompts, prompt_seed)
+            except BackendError as exc:
+                run_finish(run, status=Run.Status.FAILED, error=str(exc), **_progress(run, counters))
+                return
+            counters.seconds += time.monotonic() - began
+            _write_chunk(run, prompts, results, counters)
+            if not run_heartbeat(run, **_progress(run, counters)):
+                raise RunCancelled
+            if progress:
+                progress(counters.prompts_done, len(run.prompt_ids))
+    except RunCancelled:
+        logger.info("generation run %s stopped: cancelled or taken over", run.pk)
+        return
+    stats = run_stats(run)
+    GenerationRun.objects.filter(pk=run.pk).update(stats=stats)
+    run_finish(run, status=Run.Status.DONE, **_progress(run, counters))
+
+
+def torch_threads() -> None:
+    """Apply TORCH_NUM_THREADS before any model is built or loaded in this process."""
+    if settings.TORCH_NUM_THREADS:
+        import torch
+
+        torch.set_num_threads(settings.TORCH_NUM_THREADS)
+
+
+def sample_chunk(backend: Any, params: Any, prompts: list[Prompt], prompt_seed: Callable
+                 ) -> list[Any]:
+    from training.engine.sampling import sample
+
+    return sample([p.messages for p in prompts], params, backend,
+                  seeds=[prompt_seed(params.seed, p.pk) for p in prompts])
+
+
+def _backend_options(run: GenerationRun) -> dict[str, Any]:
+    options = dict(run.backend_options)
+    local = {GenerationRun.Backend.TRANSFORMERS, GenerationRun.Backend.BUILTIN_TINY}
+    if run.backend in local and settings.TORCH_NUM_THREADS:
+        # Prefork workers sharing a CPU must not each spawn a thread per core.
+        options.setdefault("num_threads", settings.TORCH_NUM_THREADS)
+    return options
+
+
+def _prompts_left(run: GenerationRun, k: int) -> list[int]:
+    """The frozen prompts that do not yet have this run's K candidates or a recorded skip."""
+    done = set(
+        Candidate.objects.filter(prompt_id__in=run.prompt_ids, dedupe_key__startswith=f"run:{run.pk}:")
+        .values("prompt_id").annotate(n=Count("id")).filter(n__gte=k)
+        .values_list("prompt_id", flat=True)
+    )
+    skipped = {error["prompt"] for error in run.errors}
+    return [pid for pid in run.prompt_ids if pid not in done and pid not in skipped]
+
+
+def _progress(run: GenerationRun, counters: _Counters) -> dict[str, Any]:
+    return {
+        "prompts_done": counters.prompts_done, "prompts_total": len(run.prompt_ids),
+        "tokens_generated": counters.tokens,
+        "tokens_per_s": round(counters.tokens / counters.seconds, 1) if counters.seconds else None,
+    }
+
+
+@transaction.atomic
+def _write_chunk(run: GenerationRun, prompts: list[Prompt], results: list[Any],
+                 counters: _Counters) -> None:
+    """One chunk's candidates and items, in one transaction."""
+    project = run.project
+    drop_duplicates = project.generation_settings.get("duplicates") == "drop"
+    errors = []
+    for prompt, result in zip(prompts, results, strict=True):
+        counters.prompts_done += 1
+        if not result.ok:
+            errors.append({"prompt": prompt.pk, "reason": result.skipped})
+            continue
+        # Lock the prompt: if a second worker holds this run too (a slow worker the sweep
+        # gave up on), only one writes the prompt's candidates and items.
+        Prompt.objects.select_for_update().filter(pk=prompt.pk).first()
+        if prompt.candidates.filter(dedupe_key__startswith=f"run:{run.pk}:").exists():
+            continue
+        existing = set(prompt.candidates.values_list("text", flat=True))
+        rows, seen = [], set()
+        for sample in result.samples:
+            duplicate = sample.text in seen or sample.text in existing
+            seen.add(sample.text)
+            counters.tokens += sample.completion_tokens or 0
+            if duplicate and drop_duplicates:
+                continue
+            rows.append(Candidate(
+                prompt=prompt, text=sample.text, origin=Candidate.Origin.MODEL,
+                model_name=run.model or run.backend, sample_index=sample.index,
+                sampling_params={**run.params, "backend": run.backend,
+                                 "finish_reason": sample.finish_reason},
+                seed=sample.seed, prompt_tokens=sample.prompt_tokens,
+                completion_tokens=sample.completion_tokens,
+                dedupe_key=f"run:{run.pk}:{sample.index}", is_duplicate=duplicate,
+            ))
+        created = Candidate.objects.bulk_create(rows, ignore_conflicts=True)
+        fresh = list(Candidate.objects.filter(
+            prompt=prompt, dedupe_key__in=[c.dedupe_key for c in created if not c.is_duplicate]
+        ).order_by("sample_index").values_list("id", flat=True))
+        items_create_for_prompt(project=project, prompt_id=prompt.pk, candidate_ids=fresh)
+    if errors:
+        run.errors = [*run.errors, *errors]
+        GenerationRun.objects.filter(pk=run.pk).update(errors=run.errors)
+
+
+def run_stats(run: GenerationRun) -> dict[str, Any]:
+    """Duplicate rate and distinct-2 over the run's candidates: low values mean the
+    temperature is too low to give annotators real choices."""
+    from training.engine.sampling import distinct_n
+
+    texts: dict[int, list[str]] = {}
+    duplicates = total = 0
+    for prompt_id, text, duplicate in Candidate.objects.filter(
+        dedupe_key__startswith=f"run:{run.pk}:", prompt_id__in=run.prompt_ids
+    ).values_list("prompt_id", "text", "is_duplicate"):
+        texts.setdefault(prompt_id, []).append(text)
+        total += 1
+        duplicates += duplicate
+    per_prompt = [distinct_n(group, 2) for group in texts.values() if group]
+    return {
+        "candidates": total,
+        "duplicate_rate": round(duplicates / total, 4) if total else 0.0,
+        "distinct_2": round(sum(per_prompt) / len(per_prompt), 4) if per_prompt else None,
+        "skipped_prompts": len(run.errors),
+    }
