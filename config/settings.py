@@ -241,6 +241,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_TEMP_DIR = None
 
 INVITE_TTL_HOURS = env_int("INVITE_TTL_HOURS", 72, minimum=1)
+# Raw exports identify annotators as HMAC(EXPORT_SALT, user id); derived from SECRET_KEY
+# when unset. Changing it changes every pseudonym in later exports.
+EXPORT_SALT = env_str("EXPORT_SALT")
+ORDINAL_COMMIT = env_str("ORDINAL_COMMIT", "")  # recorded in dataset manifests
 
 # Generation and training workers.
 GENERATION_CHUNK_PROMPTS = env_int("GENERATION_CHUNK_PROMPTS", 8, minimum=1)

@@ -30,6 +30,7 @@ console_urls = [
          console_review.annotator_action, name="annotator-action"),
     path("projects/<int:project_id>/invite", console_review.invite, name="invite"),
     path("projects/<int:project_id>/models", console_review.models_page, name="models"),
+    path("projects/<int:project_id>/runs", console_review.runs, name="runs"),
     path("items/<int:item_id>", console_review.adjudicate, name="adjudicate"),
     path("audit", console_review.audit_log, name="audit"),
     path("guidelines/", guideline_views.guideline_list, name="guidelines"),

@@ -228,3 +228,29 @@ def my_feedback(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "annotator/feedback.html", {
         "project": project, "gold_misses": gold, "notes": notes, "quality": quality,
     })
+
+
+@console_view
+def runs(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Imports, generation runs and dataset snapshots with live progress (the page
+    refreshes itself while any is queued or running)."""
+    from training.models import DatasetSnapshot, GenerationRun
+
+    project = console_project(request, project_id)
+    if request.method == "POST":
+        project = console_project(request, project_id, min_role=Role.ADMIN)
+        from labeling.runs import run_cancel
+
+        run = GenerationRun.objects.filter(project=project, pk=request.POST.get("run")).first()
+        if run is not None and run_cancel(run):
+            audit(actor=request.user, project=project, action="generation.cancel", target=run)
+            messages.success(request, f"Generation run {run.pk} will stop after its current chunk.")
+        return redirect("console:runs", project_id=project.pk)
+    generation = GenerationRun.objects.filter(project=project).order_by("-id")[:50]
+    snapshots = DatasetSnapshot.objects.filter(project=project).order_by("-id")[:50]
+    imports = project.imports.order_by("-id")[:50]
+    active = any(r.status in {"queued", "running"} for r in [*generation, *snapshots, *imports])
+    return render(request, "console/runs.html", {
+        "project": project, "generation": generation, "snapshots": snapshots,
+        "imports": imports, "active": active, "can_admin": _is_admin(request, project.pk),
+    })

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.http import Http404
+from django.http import FileResponse, Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -14,7 +14,8 @@ from labeling.models import Role
 from labeling.review import audit
 from labeling.runs import run_cancel
 from training.generation import generation_run_create
-from training.models import GenerationRun
+from training.models import DatasetSnapshot, GenerationRun
+from training.snapshots import FORMATS, KINDS, snapshot_create, snapshot_dir
 
 
 class GenerationRunOutput(serializers.ModelSerializer):
@@ -88,3 +89,85 @@ class GenerationRunCancel(APIView):
             audit(actor=request.user, project=run.project, action="generation.cancel", target=run)
         run.refresh_from_db()
         return Response(GenerationRunOutput(run).data)
+
+
+class SnapshotOutput(serializers.ModelSerializer):
+    manifest = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DatasetSnapshot
+        fields = ["id", "project", "kinds", "formats", "filters", "options", "status", "progress",
+                  "counts", "files", "error", "created_at", "finished_at", "manifest"]
+
+    def get_manifest(self, snapshot: DatasetSnapshot) -> dict | None:
+        from training.engine.writers import read_manifest
+
+        return read_manifest(snapshot_dir(snapshot)) if snapshot.status == "done" else None
+
+
+def snapshot_for(user, snapshot_id: int) -> DatasetSnapshot:  # noqa: ANN001
+    snapshot = DatasetSnapshot.objects.filter(pk=snapshot_id).only("project_id").first()
+    if snapshot is None:
+        raise Http404("No such dataset snapshot.")
+    access.project_for(user, snapshot.project_id, min_role=Role.REVIEWER)
+    return DatasetSnapshot.objects.get(pk=snapshot_id)
+
+
+class SnapshotListCreate(APIView):
+    class SnapshotInput(serializers.Serializer):
+        kinds = serializers.ListField(child=serializers.ChoiceField(choices=KINDS), min_length=1)
+        formats = serializers.ListField(child=serializers.ChoiceField(choices=FORMATS),
+                                        default=["parquet", "jsonl"])
+        include_external = serializers.BooleanField(default=False)
+        exclude_flagged = serializers.BooleanField(default=True)
+        min_agreement = serializers.FloatField(required=False, min_value=0, max_value=1)
+        guideline_versions = serializers.ListField(child=serializers.IntegerField(),
+                                                   required=False)
+        since = serializers.DateField(required=False)
+        until = serializers.DateField(required=False)
+        conversational = serializers.BooleanField(default=False)
+        validation_fraction = serializers.FloatField(default=0.0, min_value=0, max_value=0.9)
+        split_seed = serializers.IntegerField(default=0)
+
+    @extend_schema(responses=SnapshotOutput(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        project = access.project_for(request.user, project_id, min_role=Role.REVIEWER)
+        return Response(SnapshotOutput(project.snapshots.order_by("-id")[:100], many=True).data)
+
+    @extend_schema(request=SnapshotInput, responses={202: SnapshotOutput})
+    def post(self, request: Request, project_id: int) -> Response:
+        """Freeze accepted labels into files (built by a task on the default queue)."""
+        project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
+        data = self.SnapshotInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        options = {name: values.pop(name)
+                   for name in ("conversational", "validation_fraction", "split_seed")}
+        kinds, formats = values.pop("kinds"), values.pop("formats")
+        filters = {key: (str(value) if key in {"since", "until"} else value)
+                   for key, value in values.items()}
+        snapshot = snapshot_create(project=project, kinds=kinds, formats=formats,
+                                   filters=filters, options=options, user=request.user)
+        audit(actor=request.user, project=project, action="snapshot.create", target=snapshot,
+              after={"kinds": snapshot.kinds, "filters": snapshot.filters})
+        return Response(SnapshotOutput(snapshot).data, status=status.HTTP_202_ACCEPTED)
+
+
+class SnapshotDetail(APIView):
+    @extend_schema(responses=SnapshotOutput)
+    def get(self, request: Request, snapshot_id: int) -> Response:
+        return Response(SnapshotOutput(snapshot_for(request.user, snapshot_id)).data)
+
+
+class SnapshotFile(APIView):
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    def get(self, request: Request, snapshot_id: int, name: str) -> FileResponse:
+        """Download one file as an attachment (streamed; never from a static path)."""
+        snapshot = snapshot_for(request.user, snapshot_id)
+        if snapshot.status != "done" or name not in snapshot.files:
+            raise Http404("No such file in this snapshot.")
+        response = FileResponse(open(snapshot_dir(snapshot) / name, "rb"),  # noqa: SIM115
+                                as_attachment=True, filename=name,
+                                content_type="application/octet-stream")
+        response["X-Content-Type-Options"] = "nosniff"
+        return response

@@ -43,3 +43,28 @@ class GenerationRun(Run):
                               help_text="Per-prompt problems: [{prompt, reason}].")
     stats = models.JSONField(default=dict, blank=True,
                              help_text="Duplicate rate, distinct-2, tokens, tokens/s.")
+
+
+class DatasetSnapshot(Run):
+    """An immutable, versioned export of accepted labels (built by a task on `default`).
+
+    Files live under ARTIFACT_ROOT/datasets/<id>/ with a manifest.json written last;
+    once built, nothing about the snapshot changes."""
+
+    task_name = "training.tasks.build_snapshot"
+
+    project = models.ForeignKey(
+        "labeling.Project", on_delete=models.CASCADE, related_name="snapshots"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    kinds = models.JSONField(help_text="pairs, dpo, sft, kto, raw")
+    formats = models.JSONField(help_text="jsonl, parquet")
+    filters = models.JSONField(default=dict, blank=True)
+    options = models.JSONField(default=dict, blank=True,
+                               help_text="conversational, validation_fraction, split_seed")
+    counts = models.JSONField(default=dict, blank=True)
+    files = models.JSONField(default=dict, blank=True, help_text="name -> rows, sha256, bytes")
+    path = models.CharField(max_length=500, blank=True)

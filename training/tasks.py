@@ -17,3 +17,13 @@ def generate_candidates(run_id: int) -> None:
     run = run_claim(GenerationRun, run_id)
     if run is not None:
         generation_run_execute(run)
+
+
+@shared_task(name="training.tasks.build_snapshot", ignore_result=True)
+def build_snapshot(snapshot_id: int) -> None:
+    from training.models import DatasetSnapshot
+    from training.snapshots import snapshot_build
+
+    snapshot = run_claim(DatasetSnapshot, snapshot_id)
+    if snapshot is not None:
+        snapshot_build(snapshot)

@@ -9,4 +9,9 @@ urlpatterns = [
          name="generation-run-detail"),
     path("generation-runs/<int:run_id>/cancel", api.GenerationRunCancel.as_view(),
          name="generation-run-cancel"),
+    path("projects/<int:project_id>/datasets", api.SnapshotListCreate.as_view(),
+         name="snapshot-list"),
+    path("datasets/<int:snapshot_id>", api.SnapshotDetail.as_view(), name="snapshot-detail"),
+    path("datasets/<int:snapshot_id>/files/<str:name>", api.SnapshotFile.as_view(),
+         name="snapshot-file"),
 ]

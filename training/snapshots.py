@@ -1,0 +1,310 @@
+"""Dataset snapshots: freeze accepted labels into versioned, TRL-ready files.
+
+`snapshot_create` validates the request; `snapshot_build` (the task on `default`, and
+`manage.py export_dataset`) reads the database in batches and streams rows through the
+engine's builders (training/engine/datasets.py) into JSONL/Parquet writers, then writes
+manifest.json last: filters, counts, sha256 of every file, guideline versions, code
+version, who and when. A snapshot with no rows is built, empty, with the reason in its
+manifest. Raw exports carry HMAC(export salt, user id) pseudonyms, never usernames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import shutil
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from labeling.models import ExternalPreference, Item, Project, Ranking
+from labeling.runs import Run, run_enqueue, run_finish, run_heartbeat
+from labeling.services import DomainError
+from training.models import DatasetSnapshot
+
+KINDS = ("pairs", "dpo", "sft", "kto", "raw")
+FORMATS = ("jsonl", "parquet")
+BATCH = 500
+Progress = Callable[[int, int], None]
+
+
+def export_salt() -> bytes:
+    """Stable per deployment, secret, and not the SECRET_KEY itself."""
+    configured = settings.EXPORT_SALT
+    if configured:
+        return configured.encode()
+    return hmac.new(settings.SECRET_KEY.encode(), b"ordinal-export-salt", hashlib.sha256).digest()
+
+
+def _clean_filters(project: Project, filters: dict[str, Any]) -> dict[str, Any]:
+    allowed = {"include_external", "guideline_versions", "min_agreement", "since", "until",
+               "exclude_flagged"}
+    unknown = sorted(set(filters) - allowed)
+    if unknown:
+        raise DomainError(f"unknown filters {unknown}; use {sorted(allowed)}")
+    clean: dict[str, Any] = {
+        "include_external": bool(filters.get("include_external", False)),
+        "exclude_flagged": bool(filters.get("exclude_flagged", True)),
+        "min_agreement": filters.get("min_agreement"),
+        "guideline_versions": filters.get("guideline_versions"),
+        "since": filters.get("since"),
+        "until": filters.get("until"),
+    }
+    threshold = clean["min_agreement"]
+    if threshold is not None and not (isinstance(threshold, int | float) and 0 <= threshold <= 1):
+        raise DomainError("min_agreement must be a number between 0 and 1")
+    for name in ("since", "until"):
+        if clean[name]:
+            try:
+                date.fromisoformat(str(clean[name]))
+            except ValueError:
+                raise DomainError(f"{name} must be a date like 2026-11-27") from None
+    if clean["since"] and clean["until"] and clean["since"] > clean["until"]:
+        raise DomainError("since is after until: no label can match both")
+    versions = clean["guideline_versions"]
+    if versions is not None:
+        if not isinstance(versions, list) or not all(isinstance(v, int) for v in versions):
+            raise DomainError("guideline_versions must be a list of version numbers")
+        if not versions:
+            raise DomainError("guideline_versions is empty: no label can match")
+    return clean
+
+
+@transaction.atomic
+def snapshot_create(*, project: Project, kinds: list[str], formats: list[str],
+                    filters: dict[str, Any] | None = None, options: dict[str, Any] | None = None,
+                    user: AbstractBaseUser | None = None, enqueue: bool = True) -> DatasetSnapshot:
+    from training.engine.datasets import ExportOptions
+
+    if not kinds or set(kinds) - set(KINDS):
+        raise DomainError(f"kinds must be some of {', '.join(KINDS)}")
+    if not formats or set(formats) - set(FORMATS):
+        raise DomainError(f"formats must be some of {', '.join(FORMATS)}")
+    try:
+        export = ExportOptions(**(options or {}))
+    except (TypeError, ValueError) as exc:
+        raise DomainError(f"invalid options: {exc}") from None
+    snapshot = DatasetSnapshot.objects.create(
+        project=project, created_by=user if user and user.is_authenticated else None,
+        kinds=sorted(set(kinds), key=KINDS.index), formats=sorted(set(formats)),
+        filters=_clean_filters(project, filters or {}),
+        options={"conversational": export.conversational,
+                 "validation_fraction": export.validation_fraction,
+                 "split_seed": export.split_seed},
+    )
+    if enqueue:
+        run_enqueue(snapshot)
+    return snapshot
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def accepted_items(snapshot: DatasetSnapshot):  # noqa: ANN201 - QuerySet[Item]
+    """Accepted items (reviewer-adjudicated ones included); gold items never."""
+    f = snapshot.filters
+    items = Item.objects.filter(project=snapshot.project, status=Item.Status.ACCEPTED,
+                                is_gold=False, consensus__isnull=False)
+    if f.get("min_agreement") is not None:
+        # An adjudicated item's decision stands whatever its raw agreement was.
+        items = items.filter(Q(agreement__gte=f["min_agreement"]) | Q(decided_by__isnull=False))
+    if f.get("since"):
+        items = items.filter(decided_at__date__gte=f["since"])
+    if f.get("until"):
+        items = items.filter(decided_at__date__lte=f["until"])
+    if f.get("exclude_flagged"):
+        items = items.exclude(rankings__in=Ranking.objects.filter(
+            Q(unsafe=True) | Q(needs_expert=True), superseded_by__isnull=True))
+    if f.get("guideline_versions"):
+        items = items.exclude(rankings__in=Ranking.objects.filter(superseded_by__isnull=True)
+                              .exclude(guideline_version__number__in=f["guideline_versions"]))
+    return items.order_by("id")
+
+
+def _candidate_info(candidate: Any) -> Any:
+    from training.engine.datasets import CandidateInfo
+
+    return CandidateInfo(text=candidate.text, model=candidate.model_name or None,
+                         temperature=(candidate.sampling_params or {}).get("temperature"),
+                         seed=candidate.seed, origin=candidate.origin)
+
+
+def snapshot_items(snapshot: DatasetSnapshot) -> Iterator[Any]:
+    from training.engine.datasets import SnapshotItem
+
+    ids = list(accepted_items(snapshot).values_list("id", flat=True).distinct())
+    for start in range(0, len(ids), BATCH):
+        batch = (Item.objects.filter(pk__in=ids[start:start + BATCH]).select_related("prompt")
+                 .prefetch_related("item_candidates__candidate", "rankings__guideline_version")
+                 .order_by("id"))
+        for item in batch:
+            live = [r for r in item.rankings.all() if r.superseded_by_id is None]
+            strengths = [r.strength for r in live if r.strength]
+            flags = []
+            if sum(r.all_bad for r in live) * 2 > len(live):
+                flags.append("all_bad")
+            yield SnapshotItem(
+                item_id=item.pk, prompt=item.prompt.messages,
+                candidates={ic.candidate_id: _candidate_info(ic.candidate)
+                            for ic in item.item_candidates.all()},
+                tiers=item.consensus, group_id=item.prompt.content_hash,
+                agreement=item.agreement,
+                guideline_versions=sorted({r.guideline_version.number for r in live
+                                           if r.guideline_version}),
+                strength=round(median(strengths)) if strengths else None, flags=flags,
+            )
+
+
+def snapshot_external(snapshot: DatasetSnapshot) -> Iterator[Any]:
+    from training.engine.datasets import ExternalPair
+
+    if not snapshot.filters.get("include_external"):
+        return
+    preferences = (ExternalPreference.objects.filter(project=snapshot.project)
+                   .select_related("prompt", "chosen", "rejected").order_by("id"))
+    for pref in preferences.iterator(chunk_size=2000):
+        yield ExternalPair(
+            preference_id=pref.pk, prompt=pref.prompt.messages, chosen=pref.chosen.text,
+            rejected=pref.rejected.text, source=pref.source, margin=pref.margin,
+            group_id=pref.prompt.content_hash, chosen_id=pref.chosen_id,
+            rejected_id=pref.rejected_id, chosen_model=pref.chosen.model_name or None,
+            rejected_model=pref.rejected.model_name or None,
+        )
+
+
+def snapshot_raw(snapshot: DatasetSnapshot) -> Iterator[Any]:
+    from training.engine.datasets import RawRanking, pseudonym
+
+    salt = export_salt()
+    rankings = (Ranking.objects.filter(item__project=snapshot.project, item__is_gold=False,
+                                       superseded_by__isnull=True)
+                .select_related("item__prompt", "guideline_version", "assignment")
+                .prefetch_related("item__item_candidates__candidate").order_by("id"))
+    f = snapshot.filters
+    if f.get("since"):
+        rankings = rankings.filter(created_at__date__gte=f["since"])
+    if f.get("until"):
+        rankings = rankings.filter(created_at__date__lte=f["until"])
+    if f.get("guideline_versions"):
+        rankings = rankings.filter(guideline_version__number__in=f["guideline_versions"])
+    for ranking in rankings.iterator(chunk_size=BATCH):
+        item = ranking.item
+        flags = [name for name in ("unsafe", "all_bad", "needs_expert") if getattr(ranking, name)]
+        yield RawRanking(
+            ranking_id=ranking.pk, item_id=item.pk, annotator=pseudonym(salt, ranking.annotator_id),
+            prompt=item.prompt.messages,
+            candidates={ic.candidate_id: _candidate_info(ic.candidate)
+                        for ic in item.item_candidates.all()},
+            tiers=ranking.tiers, group_id=item.prompt.content_hash,
+            guideline_version=ranking.guideline_version.number if ranking.guideline_version else None,
+            flags=flags, strength=ranking.strength, duration_ms=ranking.duration_ms,
+            created_at=ranking.created_at.isoformat(),
+            display_order=ranking.assignment.display_order,
+        )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def snapshot_dir(snapshot: DatasetSnapshot) -> Path:
+    return settings.ARTIFACT_ROOT / "datasets" / str(snapshot.pk)
+
+
+def _rows(snapshot: DatasetSnapshot, kind: str, options: Any) -> Iterator[dict[str, Any]]:
+    from training.engine import datasets as builders
+
+    if kind == "raw":
+        return builders.build_raw(snapshot_raw(snapshot), options)
+    if kind in {"pairs", "dpo"}:
+        build = builders.build_pairs if kind == "pairs" else builders.build_dpo
+        return build(snapshot_items(snapshot), options, external=snapshot_external(snapshot))
+    return getattr(builders, f"build_{kind}")(snapshot_items(snapshot), options)
+
+
+def snapshot_build(snapshot: DatasetSnapshot, *, progress: Progress | None = None) -> None:
+    """Build a claimed snapshot. A rerun after a crash starts the folder over; a
+    complete folder (manifest present) is never touched again."""
+    from training.engine import writers
+    from training.engine.datasets import ExportOptions
+
+    folder = snapshot_dir(snapshot)
+    if writers.read_manifest(folder) is not None:
+        run_finish(snapshot, status=Run.Status.DONE)
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    options = ExportOptions(**snapshot.options)
+    splits = ("train", "validation") if options.validation_fraction > 0 else ("train",)
+    files: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+    steps = [(kind, fmt) for kind in snapshot.kinds for fmt in snapshot.formats]
+    for done, (kind, fmt) in enumerate(steps):
+        schema = writers.parquet_schema(kind, conversational=options.conversational)
+
+        def open_writer(split: str, kind: str = kind, fmt: str = fmt, schema: Any = schema) -> Any:
+            path = folder / f"{kind}-{split}.{fmt}"
+            if fmt == "jsonl":
+                return writers.JsonlWriter(path)
+            return writers.ParquetRowWriter(path, schema)
+
+        stats = writers.write_split_files(_rows(snapshot, kind, options), open_writer,
+                                          splits=splits)
+        for split, stat in stats.items():
+            files[f"{kind}-{split}.{fmt}"] = stat
+            counts[f"{kind}-{split}"] = stat.rows
+        if not run_heartbeat(snapshot, steps_done=done + 1, steps_total=len(steps)):
+            shutil.rmtree(folder, ignore_errors=True)
+            return
+        if progress:
+            progress(done + 1, len(steps))
+    empty = not any(counts.values())
+    metadata = {
+        "snapshot": snapshot.pk, "project": snapshot.project.slug, "kinds": snapshot.kinds,
+        "formats": snapshot.formats, "filters": snapshot.filters, "options": snapshot.options,
+        "counts": counts, "guideline_versions": _guideline_versions(snapshot),
+        "code_version": code_version(), "created_by": getattr(snapshot.created_by, "pk", None),
+        "created_at": timezone.now().isoformat(),
+        "empty_reason": _empty_reason(snapshot) if empty else None,
+    }
+    writers.write_manifest(folder, files=files, metadata=metadata)
+    DatasetSnapshot.objects.filter(pk=snapshot.pk).update(
+        counts=counts, path=str(folder),
+        files={name: {"rows": s.rows, "sha256": s.sha256, "bytes": s.bytes}
+               for name, s in files.items()},
+    )
+    run_finish(snapshot, status=Run.Status.DONE)
+
+
+def _guideline_versions(snapshot: DatasetSnapshot) -> list[int]:
+    return sorted(set(
+        Ranking.objects.filter(item__in=accepted_items(snapshot), superseded_by__isnull=True,
+                               guideline_version__isnull=False)
+        .values_list("guideline_version__number", flat=True)
+    ))
+
+
+def _empty_reason(snapshot: DatasetSnapshot) -> str:
+    project = snapshot.project
+    accepted = Item.objects.filter(project=project, status=Item.Status.ACCEPTED).count()
+    if not accepted and not (snapshot.filters.get("include_external")
+                             and project.external_preferences.exists()):
+        return "the project has no accepted items yet"
+    return f"the filters exclude all {accepted} accepted items"
+
+
+def code_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"ordinal {version('ordinal')}" + (
+            f" ({settings.ORDINAL_COMMIT})" if settings.ORDINAL_COMMIT else "")
+    except PackageNotFoundError:
+        return "ordinal (not installed)"
