@@ -160,6 +160,9 @@ def _open_items(annotator: AbstractBaseUser, project: Project) -> QuerySet[Item]
         items = items.filter(flagged_unsafe=False)
     if project.assignment_strategy == Project.Strategy.COMPLETE_FIRST:
         return items.order_by("-rankings_count", "id")
+    if project.assignment_strategy == Project.Strategy.UNCERTAIN_FIRST:
+        # Items the reward model is least sure about first; unscored ones after them.
+        return items.order_by(F("uncertainty").asc(nulls_last=True), "id")
     return items.order_by("id")
 
 

@@ -31,6 +31,7 @@ class Project(models.Model):
     class Strategy(models.TextChoices):
         FIFO = "fifo"
         COMPLETE_FIRST = "complete_first"
+        UNCERTAIN_FIRST = "uncertain_first"  # the reward model separates its answers least
 
     class Status(models.TextChoices):
         ACTIVE = "active"
@@ -189,6 +190,10 @@ class Item(models.Model):
     active_leases = models.PositiveIntegerField(default=0)
     required_rankings = models.PositiveSmallIntegerField()
     flagged_unsafe = models.BooleanField(default=False)
+    uncertainty = models.FloatField(
+        null=True, blank=True,
+        help_text="Gap between the reward model's two best scores (smaller: less sure).",
+    )
     is_gold = models.BooleanField(default=False)
     gold_ranking = models.JSONField(null=True, blank=True)
     agreement = models.FloatField(null=True, blank=True,
@@ -222,6 +227,11 @@ class Item(models.Model):
             ),
             models.Index(fields=["project", "id"], name="item_gold",
                          condition=Q(is_gold=True, status="open")),
+            models.Index(
+                fields=["project", "uncertainty", "id"], name="item_open_uncertain_first",
+                condition=Q(status="open", is_gold=False)
+                & Q(rankings_count__lt=models.F("required_rankings") - models.F("active_leases")),
+            ),
         ]
         constraints = [
             models.CheckConstraint(

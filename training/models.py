@@ -43,6 +43,10 @@ class GenerationRun(Run):
                               help_text="Per-prompt problems: [{prompt, reason}].")
     stats = models.JSONField(default=dict, blank=True,
                              help_text="Duplicate rate, distinct-2, tokens, tokens/s.")
+    policy = models.ForeignKey(
+        "ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="Sample from this registered policy (closing the loop).",
+    )
 
 
 class DatasetSnapshot(Run):
@@ -68,3 +72,113 @@ class DatasetSnapshot(Run):
     counts = models.JSONField(default=dict, blank=True)
     files = models.JSONField(default=dict, blank=True, help_text="name -> rows, sha256, bytes")
     path = models.CharField(max_length=500, blank=True)
+
+
+class TrainingRun(Run):
+    """Train a reward model or a policy (SFT, DPO, online RL) on the `train` queue.
+
+    The full config is stored on the row; checkpoints and the final weights go under
+    ARTIFACT_ROOT/runs/<id>/. After a crash the sweep re-queues the run and it resumes
+    from its last complete checkpoint."""
+
+    class Kind(models.TextChoices):
+        REWARD = "reward"
+        SFT = "sft"
+        DPO = "dpo"
+        RL = "rl"
+
+    task_name = "training.tasks.train_run"
+
+    project = models.ForeignKey(
+        "labeling.Project", on_delete=models.CASCADE, related_name="training_runs"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    base_model = models.CharField(max_length=500, help_text="Hub id or local path.")
+    base_version = models.ForeignKey(
+        "ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="Start from a registered model (its adapter) instead of a raw base.",
+    )
+    snapshot = models.ForeignKey(
+        DatasetSnapshot, null=True, blank=True, on_delete=models.PROTECT,
+        related_name="training_runs",
+    )
+    reward_version = models.ForeignKey(
+        "ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="RL: the reward model that scores the policy's samples.",
+    )
+    config = models.JSONField(default=dict)
+    devices = models.PositiveSmallIntegerField(default=1)
+    artifact_path = models.CharField(max_length=500, blank=True)
+    results = models.JSONField(default=dict, blank=True)
+
+
+class TrainingMetric(models.Model):
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="metrics")
+    step = models.PositiveIntegerField()
+    values = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "step"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "step"], name="training_metric_unique_step"),
+        ]
+
+
+class ModelVersion(models.Model):
+    """A registered model: a policy (for generation) or a reward model (for scoring).
+    At most one current model of each kind per project; promoting switches it."""
+
+    class Kind(models.TextChoices):
+        POLICY = "policy"
+        REWARD = "reward"
+
+    project = models.ForeignKey(
+        "labeling.Project", on_delete=models.CASCADE, related_name="model_versions"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    name = models.CharField(max_length=200)
+    version = models.PositiveIntegerField()
+    base_model = models.CharField(max_length=500)
+    adapter_path = models.CharField(max_length=500, blank=True)
+    merged_path = models.CharField(max_length=500, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    source_run = models.ForeignKey(TrainingRun, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+    snapshot = models.ForeignKey(DatasetSnapshot, null=True, blank=True,
+                                 on_delete=models.SET_NULL, related_name="+")
+    guideline_versions = models.JSONField(default=list, blank=True)
+    is_current = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "kind", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name", "version"],
+                                    name="model_version_unique"),
+            models.UniqueConstraint(fields=["project", "kind"], condition=models.Q(is_current=True),
+                                    name="model_version_one_current_per_kind"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+class CandidateScore(models.Model):
+    """A reward model's score of one candidate (reviewers see it; annotators never)."""
+
+    candidate = models.ForeignKey("labeling.Candidate", on_delete=models.CASCADE,
+                                  related_name="scores")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE,
+                                      related_name="scores")
+    score = models.FloatField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["candidate", "model_version"],
+                                    name="candidate_score_unique"),
+        ]

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from django.test import Client
 
-from tests.factories import PASSWORD
-
 
 def login(user) -> Client:  # noqa: ANN001
     client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
+    client.force_login(user)  # the login form itself is tested in test_auth.py
     return client
 
 

@@ -14,12 +14,12 @@ from guidelines.models import Guideline
 from guidelines.services import draft_create, version_publish
 from labeling.assignment import RankingInput, next_item, ranking_submit
 from labeling.models import Assignment, AuditEvent, Item, Membership, Project, Role
-from tests.factories import PASSWORD, MembershipFactory, UserFactory, make_items
+from tests.factories import MembershipFactory, UserFactory, make_items
 
 
 def login(user) -> Client:  # noqa: ANN001
     client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
+    client.force_login(user)  # the login form itself is tested in test_auth.py
     return client
 
 

@@ -27,12 +27,12 @@ from labeling.assignment import (
 )
 from labeling.models import Item, Project, Ranking
 from labeling.services import items_reopen, stale_items_for
-from tests.factories import PASSWORD, UserFactory, make_items
+from tests.factories import UserFactory, make_items
 
 
 def login(user) -> Client:  # noqa: ANN001
     client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
+    client.force_login(user)  # the login form itself is tested in test_auth.py
     return client
 
 

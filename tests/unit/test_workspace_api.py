@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.test import Client
 
 from labeling.models import Candidate, Ranking
-from tests.factories import PASSWORD, make_items
+from tests.factories import make_items
 
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=1">'
 
@@ -105,7 +105,7 @@ def test_workspace_page_renders_answers_inert_and_blind(project, annotator) -> N
     item = make_items(project, 1, model="secret-model-name")[0]
     Candidate.objects.filter(pk=item.item_candidates.first().candidate_id).update(text=XSS)
     client = Client()
-    client.login(username=annotator.username, password=PASSWORD)
+    client.force_login(annotator)
 
     html = client.get(f"/annotate/{project.slug}/").content.decode()
 
@@ -117,7 +117,7 @@ def test_workspace_page_renders_answers_inert_and_blind(project, annotator) -> N
 def test_workspace_prefetch_fragment(project, annotator) -> None:  # noqa: ANN001
     make_items(project, 2)
     client = Client()
-    client.login(username=annotator.username, password=PASSWORD)
+    client.force_login(annotator)
     page = client.get(f"/annotate/{project.slug}/")
 
     fragment = client.get(f"/annotate/{project.slug}/prefetch")
@@ -129,7 +129,7 @@ def test_workspace_prefetch_fragment(project, annotator) -> None:  # noqa: ANN00
 
 def test_workspace_is_404_for_outsiders(project, outsider) -> None:  # noqa: ANN001
     client = Client()
-    client.login(username=outsider.username, password=PASSWORD)
+    client.force_login(outsider)
 
     assert client.get(f"/annotate/{project.slug}/").status_code == 404
     assert client.get(f"/annotate/{project.slug}/prefetch").status_code == 404
