@@ -1,0 +1,94 @@
+"""IDOR matrix: every API route that takes an id, called by each role of project A with
+project B's ids and every method, answers 404 (or 403/405) and changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from labeling.assignment import next_item
+from labeling.models import (
+    Assignment,
+    AuditEvent,
+    Candidate,
+    ImportJob,
+    Item,
+    Membership,
+    Project,
+    Prompt,
+    Ranking,
+    Role,
+)
+from tests.factories import MembershipFactory, UserFactory, make_items
+from training.models import DatasetSnapshot, GenerationRun
+
+METHODS = ["get", "post", "put", "patch", "delete"]
+
+
+def api_patterns() -> list[tuple[str, URLPattern]]:
+    found = []
+
+    def walk(patterns: list, prefix: str) -> None:
+        for entry in patterns:
+            if isinstance(entry, URLResolver):
+                walk(entry.url_patterns, prefix + str(entry.pattern))
+            elif isinstance(entry, URLPattern) and entry.name:
+                found.append((prefix + str(entry.pattern), entry))
+
+    walk(get_resolver().url_patterns, "")
+    return [(route, p) for route, p in found if route.startswith("api/") and p.pattern.converters]
+
+
+@pytest.fixture
+def other_ids(other_project: Project) -> dict[str, object]:
+    stranger = UserFactory(username="b-annotator")
+    MembershipFactory(user=stranger, project=other_project, role=Role.ANNOTATOR)
+    item = make_items(other_project, 1)[0]
+    assignment = next_item(annotator=stranger, project=other_project)
+    prompt = Prompt.objects.filter(project=other_project).first()
+    job = ImportJob.objects.create(project=other_project, file_path="/x", original_name="a.jsonl")
+    run = GenerationRun.objects.create(project=other_project, backend="builtin-tiny", params={})
+    snapshot = DatasetSnapshot.objects.create(project=other_project, kinds=["pairs"],
+                                              formats=["jsonl"], files={"pairs-train.jsonl": {}})
+    return {"project_id": other_project.pk, "prompt_id": prompt.pk, "import_id": job.pk,
+            "assignment_id": assignment.pk, "item_id": item.pk, "run_id": run.pk,
+            "snapshot_id": snapshot.pk, "user_id": stranger.pk, "name": "pairs-train.jsonl"}
+
+
+def state() -> tuple:
+    return (
+        list(Project.objects.order_by("id").values_list("name", "overlap", "status")),
+        Membership.objects.count(), Prompt.objects.count(), Candidate.objects.count(),
+        list(Item.objects.order_by("id").values_list("status", "required_rankings")),
+        list(Assignment.objects.order_by("id").values_list("status", flat=True)),
+        Ranking.objects.count(), ImportJob.objects.count(), GenerationRun.objects.count(),
+        DatasetSnapshot.objects.count(),
+    )
+
+
+@pytest.mark.parametrize("role", ["annotator", "reviewer", "project_admin"])
+def test_other_projects_ids_are_404_for_every_route_and_method(request, as_user, role,  # noqa: ANN001
+                                                               other_ids) -> None:
+    user = request.getfixturevalue(role)
+    client = as_user(user)
+    before = state()
+    checked = 0
+
+    for route, pattern in api_patterns():
+        url = reverse(pattern.name, kwargs={k: other_ids[k] for k in pattern.pattern.converters})
+        for method in METHODS:
+            response = getattr(client, method)(url, {}, format="json")
+            assert response.status_code in {403, 404, 405}, (role, method, url, response.status_code)
+            checked += 1
+
+    assert state() == before
+    assert AuditEvent.objects.count() == 0
+    assert checked >= 5 * 15
+
+
+def test_the_matrix_covers_every_id_route() -> None:
+    names = {p.name for _, p in api_patterns()}
+
+    assert {"project-detail", "prompt-list", "candidate-list", "import-detail", "next-item",
+            "ranking-create", "assignment-skip", "item-agreement", "generation-run-detail",
+            "snapshot-file", "member-remove"} <= names
