@@ -74,7 +74,7 @@ def test_other_projects_ids_are_404_for_every_route_and_method(request, as_user,
     before = state()
     checked = 0
 
-    for route, pattern in api_patterns():
+    for _route, pattern in api_patterns():
         url = reverse(pattern.name, kwargs={k: other_ids[k] for k in pattern.pattern.converters})
         for method in METHODS:
             response = getattr(client, method)(url, {}, format="json")
