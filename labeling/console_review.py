@@ -65,6 +65,13 @@ def adjudication_context(item: Item) -> dict:
         "candidate": c, "label": chr(ord("A") + i), "ranks": [r.get(c.pk) for r in ranks],
         "consensus": consensus.get(c.pk), "disputed": c.pk in disputed_ids,
     } for i, c in enumerate(candidates)]
+    from training.models import CandidateScore
+
+    scores = dict(CandidateScore.objects.filter(
+        candidate__in=candidates, model_version__is_current=True,
+        model_version__project_id=item.project_id).values_list("candidate_id", "score"))
+    for row in rows:
+        row["rm_score"] = scores.get(row["candidate"].pk)
     labels = {c.pk: chr(ord("A") + i) for i, c in enumerate(candidates)}
     return {
         "item": item, "rows": rows, "rankings": rankings,
@@ -234,23 +241,51 @@ def my_feedback(request: HttpRequest, slug: str) -> HttpResponse:
 def runs(request: HttpRequest, project_id: int) -> HttpResponse:
     """Imports, generation runs and dataset snapshots with live progress (the page
     refreshes itself while any is queued or running)."""
-    from training.models import DatasetSnapshot, GenerationRun
+    from labeling import charts
+    from training.models import DatasetSnapshot, GenerationRun, ModelVersion, TrainingRun
 
     project = console_project(request, project_id)
     if request.method == "POST":
-        project = console_project(request, project_id, min_role=Role.ADMIN)
-        from labeling.runs import run_cancel
-
-        run = GenerationRun.objects.filter(project=project, pk=request.POST.get("run")).first()
-        if run is not None and run_cancel(run):
-            audit(actor=request.user, project=project, action="generation.cancel", target=run)
-            messages.success(request, f"Generation run {run.pk} will stop after its current chunk.")
-        return redirect("console:runs", project_id=project.pk)
+        return _runs_action(request, project_id)
+    training = list(TrainingRun.objects.filter(project=project).order_by("-id")[:20])
+    curves = []
+    for run in training[:5]:
+        points = list(run.metrics.order_by("step").values_list("step", "values"))
+        losses = [(step, values["loss"]) for step, values in points if values.get("loss") is not None]
+        if losses:
+            high = max(loss for _, loss in losses) or 1.0
+            curves.append((run, charts.line_chart(
+                f"{run.kind} run {run.pk}: loss per step", [str(s) for s, _ in losses],
+                [loss for _, loss in losses], low=0.0, high=round(high * 1.1, 3))))
     generation = GenerationRun.objects.filter(project=project).order_by("-id")[:50]
     snapshots = DatasetSnapshot.objects.filter(project=project).order_by("-id")[:50]
     imports = project.imports.order_by("-id")[:50]
-    active = any(r.status in {"queued", "running"} for r in [*generation, *snapshots, *imports])
+    active = any(r.status in {"queued", "running"}
+                 for r in [*generation, *snapshots, *imports, *training])
     return render(request, "console/runs.html", {
         "project": project, "generation": generation, "snapshots": snapshots,
-        "imports": imports, "active": active, "can_admin": _is_admin(request, project.pk),
+        "imports": imports, "training": training, "curves": curves,
+        "versions": ModelVersion.objects.filter(project=project),
+        "active": active, "can_admin": _is_admin(request, project.pk),
     })
+
+
+def _runs_action(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Cancel a generation or training run, or promote a model version (admins)."""
+    from labeling.runs import run_cancel
+    from training.models import GenerationRun, ModelVersion, TrainingRun
+    from training.training import model_version_promote
+
+    project = console_project(request, project_id, min_role=Role.ADMIN)
+    if request.POST.get("promote"):
+        version = ModelVersion.objects.filter(project=project, pk=request.POST["promote"]).first()
+        if version is not None:
+            model_version_promote(version=version, actor=request.user)
+            messages.success(request, f"{version} is now the current {version.kind} model.")
+    for model, field in ((GenerationRun, "run"), (TrainingRun, "training_run")):
+        run = model.objects.filter(project=project, pk=request.POST.get(field) or 0).first()
+        if run is not None and run_cancel(run):
+            audit(actor=request.user, project=project,
+                  action=f"{model._meta.model_name}.cancel", target=run)
+            messages.success(request, f"Run {run.pk} will stop at its next step.")
+    return redirect("console:runs", project_id=project.pk)

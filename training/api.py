@@ -14,8 +14,9 @@ from labeling.models import Role
 from labeling.review import audit
 from labeling.runs import run_cancel
 from training.generation import generation_run_create
-from training.models import DatasetSnapshot, GenerationRun
+from training.models import DatasetSnapshot, GenerationRun, ModelVersion, TrainingMetric, TrainingRun
 from training.snapshots import FORMATS, KINDS, snapshot_create, snapshot_dir
+from training.training import model_version_promote, training_run_create
 
 
 class GenerationRunOutput(serializers.ModelSerializer):
@@ -171,3 +172,113 @@ class SnapshotFile(APIView):
                                 content_type="application/octet-stream")
         response["X-Content-Type-Options"] = "nosniff"
         return response
+
+
+class TrainingRunOutput(serializers.ModelSerializer):
+    class Meta:
+        model = TrainingRun
+        fields = ["id", "project", "kind", "base_model", "base_version", "snapshot",
+                  "reward_version", "config", "devices", "status", "attempts", "progress",
+                  "results", "error", "created_at", "started_at", "finished_at"]
+
+
+class TrainingMetricOutput(serializers.ModelSerializer):
+    class Meta:
+        model = TrainingMetric
+        fields = ["step", "values", "created_at"]
+
+
+class ModelVersionOutput(serializers.ModelSerializer):
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "project", "kind", "name", "version", "base_model", "adapter_path",
+                  "merged_path", "metrics", "source_run", "snapshot", "guideline_versions",
+                  "is_current", "created_at"]
+
+
+def training_run_for(user, run_id: int, *, min_role: str = Role.REVIEWER) -> TrainingRun:  # noqa: ANN001
+    run = TrainingRun.objects.filter(pk=run_id).only("project_id").first()
+    if run is None:
+        raise Http404("No such training run.")
+    access.project_for(user, run.project_id, min_role=min_role)
+    return TrainingRun.objects.get(pk=run_id)
+
+
+class TrainingRunListCreate(APIView):
+    class TrainingRunInput(serializers.Serializer):
+        kind = serializers.ChoiceField(choices=TrainingRun.Kind.choices)
+        snapshot = serializers.IntegerField()
+        base_model = serializers.CharField(required=False, allow_blank=True, max_length=500)
+        base_version = serializers.IntegerField(required=False)
+        config = serializers.DictField(required=False, default=dict)
+        devices = serializers.IntegerField(default=1, min_value=1, max_value=64)
+
+    @extend_schema(responses=TrainingRunOutput(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        project = access.project_for(request.user, project_id, min_role=Role.REVIEWER)
+        return Response(TrainingRunOutput(project.training_runs.order_by("-id")[:100],
+                                          many=True).data)
+
+    @extend_schema(request=TrainingRunInput, responses={202: TrainingRunOutput})
+    def post(self, request: Request, project_id: int) -> Response:
+        """Start a reward / SFT / DPO / RL run on the `train` queue."""
+        project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
+        data = self.TrainingRunInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        run = training_run_create(
+            project=project, kind=values["kind"],
+            snapshot=DatasetSnapshot.objects.filter(pk=values["snapshot"], project=project).first(),
+            base_model=values.get("base_model", ""),
+            base_version=ModelVersion.objects.filter(project=project,
+                                                     pk=values.get("base_version")).first()
+            if values.get("base_version") else None,
+            config=values["config"], devices=values["devices"], user=request.user,
+        )
+        audit(actor=request.user, project=project, action="training.start", target=run,
+              after={"kind": run.kind, "snapshot": run.snapshot_id})
+        return Response(TrainingRunOutput(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class TrainingRunDetail(APIView):
+    @extend_schema(responses=TrainingRunOutput)
+    def get(self, request: Request, run_id: int) -> Response:
+        return Response(TrainingRunOutput(training_run_for(request.user, run_id)).data)
+
+
+class TrainingRunMetrics(APIView):
+    @extend_schema(responses=TrainingMetricOutput(many=True))
+    def get(self, request: Request, run_id: int) -> Response:
+        run = training_run_for(request.user, run_id)
+        return Response(TrainingMetricOutput(run.metrics.order_by("step"), many=True).data)
+
+
+class TrainingRunCancel(APIView):
+    @extend_schema(request=None, responses=TrainingRunOutput)
+    def post(self, request: Request, run_id: int) -> Response:
+        """Stop at the end of the current step; checkpoints are kept."""
+        run = training_run_for(request.user, run_id, min_role=Role.ADMIN)
+        if run_cancel(run):
+            audit(actor=request.user, project=run.project, action="training.cancel", target=run)
+        run.refresh_from_db()
+        return Response(TrainingRunOutput(run).data)
+
+
+class ModelVersionList(APIView):
+    @extend_schema(responses=ModelVersionOutput(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        project = access.project_for(request.user, project_id, min_role=Role.REVIEWER)
+        return Response(ModelVersionOutput(project.model_versions.all(), many=True).data)
+
+
+class ModelVersionPromote(APIView):
+    @extend_schema(request=None, responses=ModelVersionOutput)
+    def post(self, request: Request, version_id: int) -> Response:
+        """Make this the project's current policy or reward model."""
+        version = ModelVersion.objects.filter(pk=version_id).only("project_id").first()
+        if version is None:
+            raise Http404("No such model version.")
+        access.project_for(request.user, version.project_id, min_role=Role.ADMIN)
+        version = model_version_promote(version=ModelVersion.objects.get(pk=version_id),
+                                        actor=request.user)
+        return Response(ModelVersionOutput(version).data)

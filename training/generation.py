@@ -56,8 +56,13 @@ def prompts_needing_candidates(project: Project, k: int) -> list[int]:
 def generation_run_create(
     *, project: Project, backend: str, model: str = "", params: dict[str, Any],
     prompt_ids: list[int] | None = None, backend_options: dict[str, Any] | None = None,
-    user: AbstractBaseUser | None = None, enqueue: bool = True,
+    user: AbstractBaseUser | None = None, enqueue: bool = True, policy: Any = None,
 ) -> GenerationRun:
+    if policy is not None:
+        # Closing the loop: sample from a registered policy (merged weights when LoRA).
+        if policy.project_id != project.pk or policy.kind != "policy":
+            raise DomainError("the policy must be a registered policy of this project")
+        backend, model = GenerationRun.Backend.TRANSFORMERS, policy.merged_path or policy.adapter_path
     if backend not in GenerationRun.Backend.values:
         raise DomainError(f"unknown backend {backend!r}; use one of "
                           f"{', '.join(GenerationRun.Backend.values)}")
@@ -78,7 +83,7 @@ def generation_run_create(
     run = GenerationRun.objects.create(
         project=project, created_by=user if user and user.is_authenticated else None,
         backend=backend, model=model, params=clean, backend_options=options,
-        prompt_ids=sorted(set(prompt_ids)),
+        prompt_ids=sorted(set(prompt_ids)), policy=policy,
         progress={"prompts_done": 0, "prompts_total": len(set(prompt_ids))},
     )
     if enqueue:
@@ -133,7 +138,21 @@ def generation_run_execute(run: GenerationRun, *, progress: Progress | None = No
         return
     stats = run_stats(run)
     GenerationRun.objects.filter(pk=run.pk).update(stats=stats)
+    _score_with_current_reward_model(run)
     run_finish(run, status=Run.Status.DONE, **_progress(run, counters))
+
+
+def _score_with_current_reward_model(run: GenerationRun) -> None:
+    """Closing the loop: the current reward model scores the new candidates (reviewers see
+    the scores; the uncertain_first strategy uses them)."""
+    from training.training import candidates_score, current_model
+
+    reward = current_model(run.project, "reward")
+    if reward is None:
+        return
+    ids = list(Candidate.objects.filter(dedupe_key__startswith=f"run:{run.pk}:",
+                                        prompt_id__in=run.prompt_ids).values_list("id", flat=True))
+    candidates_score(version=reward, candidate_ids=ids)
 
 
 def torch_threads() -> None:

@@ -27,3 +27,13 @@ def build_snapshot(snapshot_id: int) -> None:
     snapshot = run_claim(DatasetSnapshot, snapshot_id)
     if snapshot is not None:
         snapshot_build(snapshot)
+
+
+@shared_task(name="training.tasks.train_run", ignore_result=True)
+def train_run(run_id: int) -> None:
+    from training.models import TrainingRun
+    from training.training import training_run_execute
+
+    run = run_claim(TrainingRun, run_id)
+    if run is not None:
+        training_run_execute(run)

@@ -24,7 +24,8 @@ def test_reviewer_adjudicates_a_dispute_by_keyboard(page, live_server, project, 
 
     page.goto(f"{live_server.url}/console/projects/{project.pk}/disputes")
     page.click(f"a[href='/console/items/{disputed_item.pk}']")
-    assert page.locator("table.adjudication th").count() == 2 + 3 + 1  # answer, model, 3, consensus
+    # answer, model, three annotators, consensus, reward model score
+    assert page.locator("table.adjudication th").count() == 2 + 3 + 1 + 1
     screenshot(page, "console-adjudication")
     labels = page.locator("#final-board .chip").evaluate_all("els => els.map(e => e.dataset.label)")
     ids = page.locator("#final-board .chip").evaluate_all("els => els.map(e => +e.dataset.id)")

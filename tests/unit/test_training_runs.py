@@ -1,0 +1,94 @@
+"""Training runs through Ordinal's pipeline (snapshot -> run -> engine -> registry) with
+the real built-in models (MiniLM reward backbone, the tiny LM policy)."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+
+from labeling.models import AuditEvent, Project
+from labeling.runs import Run, run_claim
+from labeling.services import DomainError
+from tests.factories import make_items
+from training.models import DatasetSnapshot, ModelVersion, TrainingMetric, TrainingRun
+from training.snapshots import snapshot_build, snapshot_create
+from training.training import model_version_promote, training_run_create, training_run_execute
+
+FAST = {"max_steps": 3, "per_device_train_batch_size": 4, "logging_steps": 1, "save_steps": 2,
+        "max_length": 128}
+
+
+@pytest.fixture
+def snapshot(db: None, settings, tmp_path) -> DatasetSnapshot:  # noqa: ANN001
+    project = Project.objects.create(name="Loop", slug="loop", is_demo=True, overlap=3)
+    make_items(project, 8, k=3)
+    call_command("simulate_annotators", "--project", "loop", "--create", "3", "--noise", "0.1")
+    snap = snapshot_create(project=project, kinds=["pairs", "dpo", "sft"], formats=["parquet"],
+                           enqueue=False, options={"validation_fraction": 0.25})
+    snapshot_build(run_claim(DatasetSnapshot, snap.pk))
+    snap.refresh_from_db()
+    assert snap.counts["pairs-train"] > 0
+    return snap
+
+
+def execute(run: TrainingRun) -> TrainingRun:
+    training_run_execute(run_claim(TrainingRun, run.pk))
+    run.refresh_from_db()
+    return run
+
+
+def test_reward_run_streams_metrics_registers_and_promotes(snapshot, tiny_model) -> None:  # noqa: ANN001
+    run = execute(training_run_create(project=snapshot.project, kind="reward", snapshot=snapshot,
+                                      config=FAST, enqueue=False))
+
+    assert run.status == Run.Status.DONE, run.error
+    assert run.results["global_step"] == 3 and "eval" in run.results
+    assert TrainingMetric.objects.filter(run=run).count() >= 2
+    assert all("loss" in m.values for m in TrainingMetric.objects.filter(run=run)[:1])
+    version = ModelVersion.objects.get(source_run=run)
+    assert version.kind == "reward" and version.version == 1 and not version.is_current
+    model_version_promote(version=version, actor=None)
+    version.refresh_from_db()
+    assert version.is_current
+    assert AuditEvent.objects.filter(action="model.promote_reward").count() == 1
+
+
+def test_dpo_policy_run_is_merged_for_generation(snapshot, tiny_model) -> None:  # noqa: ANN001
+    run = execute(training_run_create(project=snapshot.project, kind="dpo", snapshot=snapshot,
+                                      config={**FAST, "per_device_train_batch_size": 2},
+                                      enqueue=False))
+
+    assert run.status == Run.Status.DONE, run.error
+    version = ModelVersion.objects.get(source_run=run)
+    assert version.kind == "policy" and version.merged_path
+    from training.engine.sampling import SamplingParams, load_backend, sample
+
+    backend = load_backend("transformers", version.merged_path)
+    result = sample([[{"role": "user", "content": "Hello?"}]],
+                    SamplingParams(k=2, max_new_tokens=6), backend)
+    assert len(result[0].samples) == 2
+
+
+@pytest.mark.parametrize(("kind", "kwargs", "message"), [
+    ("reward", {"config": {"nonsense": 1}}, "unknown"),
+    ("rl", {"config": {}}, "reward model"),
+    ("bogus", {"config": {}}, "kind must be"),
+])
+def test_bad_runs_are_refused(snapshot, kind, kwargs, message) -> None:  # noqa: ANN001
+    with pytest.raises(DomainError, match=message):
+        training_run_create(project=snapshot.project, kind=kind, snapshot=snapshot,
+                            enqueue=False, **kwargs)
+
+
+def test_api_access(as_user, snapshot, annotator, outsider) -> None:  # noqa: ANN001
+    from labeling.models import Membership
+
+    Membership.objects.create(user=annotator, project=snapshot.project, role="annotator")
+    url = f"/api/projects/{snapshot.project.pk}/training-runs"
+    body = {"kind": "reward", "snapshot": snapshot.pk, "config": FAST}
+
+    assert as_user(annotator).post(url, body, format="json").status_code == 403
+    assert as_user(outsider).post(url, body, format="json").status_code == 404
+    assert as_user(annotator).get(url).status_code == 403
+    assert as_user(outsider).get(f"/api/projects/{snapshot.project.pk}/model-versions"
+                                 ).status_code == 404

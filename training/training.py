@@ -1,0 +1,281 @@
+"""Training runs, the model registry and closing the loop.
+
+`training_run_create` validates a run (the engine's own config class checks the
+config); `training_run_execute` (the task on `train`, and `manage.py train`) runs the
+engine in-process on one device, or `accelerate launch` of the engine's entry point for
+several, streams its metric events into TrainingMetric rows and the run's heartbeat,
+stops when the run is cancelled, resumes from the last complete checkpoint after a
+crash (the engine picks it), and registers the result as a ModelVersion. Promoting a
+version makes it the project's current policy or reward model in one transaction; the
+current reward model scores new candidates and orders the `uncertain_first` queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Max
+
+from labeling.models import Candidate, Item, Project
+from labeling.review import audit
+from labeling.runs import Run, run_enqueue, run_finish, run_heartbeat
+from labeling.services import DomainError
+from training.models import (
+    CandidateScore,
+    DatasetSnapshot,
+    ModelVersion,
+    TrainingMetric,
+    TrainingRun,
+)
+from training.snapshots import snapshot_dir
+
+logger = logging.getLogger(__name__)
+DATA_KIND = {"reward": "pairs", "dpo": "dpo", "sft": "sft", "rl": "sft"}
+
+
+def default_base_model(kind: str) -> str:
+    """The built-in models: MiniLM for reward models, the tiny LM for policies."""
+    if kind == TrainingRun.Kind.REWARD:
+        from training.engine.reward import minilm_path
+
+        return str(minilm_path())
+    return str(settings.BUILTIN_TINY_DIR)
+
+
+def data_files(snapshot: DatasetSnapshot, kind: str) -> tuple[Path, Path | None]:
+    """The snapshot's training and validation files for this kind (parquet preferred)."""
+    data = DATA_KIND[kind]
+    for fmt in ("parquet", "jsonl"):
+        train = f"{data}-train.{fmt}"
+        if train in snapshot.files:
+            validation = f"{data}-validation.{fmt}"
+            folder = snapshot_dir(snapshot)
+            return folder / train, (folder / validation if validation in snapshot.files else None)
+    raise DomainError(f"snapshot {snapshot.pk} has no {data} files; a {kind} run needs them")
+
+
+@transaction.atomic
+def training_run_create(
+    *, project: Project, kind: str, snapshot: DatasetSnapshot | None, config: dict[str, Any],
+    base_model: str = "", base_version: ModelVersion | None = None,
+    reward_version: ModelVersion | None = None, devices: int = 1,
+    user: AbstractBaseUser | None = None, enqueue: bool = True,
+) -> TrainingRun:
+    from training.engine.cli import config_class
+
+    if kind not in TrainingRun.Kind.values:
+        raise DomainError(f"kind must be one of {', '.join(TrainingRun.Kind.values)}")
+    if snapshot is None or snapshot.project_id != project.pk or snapshot.status != "done":
+        raise DomainError("a training run needs a built dataset snapshot of this project")
+    train_file, _ = data_files(snapshot, kind)
+    if snapshot.files[train_file.name]["rows"] == 0:
+        raise DomainError(f"{train_file.name} in snapshot {snapshot.pk} has no rows to train on")
+    for version in (base_version, reward_version):
+        if version is not None and version.project_id != project.pk:
+            raise DomainError("registered models must belong to this project")
+    if base_version is not None:
+        base_model = base_version.merged_path or base_version.adapter_path
+    base_model = base_model or default_base_model(kind)
+    config = {**config, "model": base_model}
+    if kind == TrainingRun.Kind.RL:
+        reward_version = reward_version or ModelVersion.objects.filter(
+            project=project, kind=ModelVersion.Kind.REWARD, is_current=True).first()
+        if reward_version is None:
+            raise DomainError("online RL needs a reward model: promote one first")
+        config["reward_model"] = reward_version.adapter_path
+    try:
+        config = config_class(kind).from_dict(config).to_dict()
+    except (ValueError, TypeError) as exc:
+        raise DomainError(f"invalid {kind} config: {exc}") from None
+    if not 1 <= devices <= 64:
+        raise DomainError("devices must be between 1 and 64")
+    run = TrainingRun.objects.create(
+        project=project, created_by=user if user and user.is_authenticated else None, kind=kind,
+        base_model=base_model, base_version=base_version, snapshot=snapshot,
+        reward_version=reward_version, config=config, devices=devices,
+    )
+    TrainingRun.objects.filter(pk=run.pk).update(
+        artifact_path=str(settings.ARTIFACT_ROOT / "runs" / str(run.pk)))
+    run.refresh_from_db()
+    if enqueue:
+        run_enqueue(run)
+    return run
+
+
+# --------------------------------------------------------------------------- executing
+
+
+class _Sink:
+    """Turns engine metric events into rows and heartbeats; False cancels the engine."""
+
+    def __init__(self, run: TrainingRun, progress: Any = None) -> None:
+        self.run, self.progress = run, progress
+        self.max_steps: int | None = None
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        step = int(event.get("step") or 0)
+        if event.get("event") == "start":
+            self.max_steps = event.get("max_steps")
+        if event.get("event") in {"log", "eval"}:
+            values = {k: v for k, v in event.items()
+                      if k not in {"event", "logs"} and isinstance(v, int | float) and v is not None}
+            metric, created = TrainingMetric.objects.get_or_create(
+                run=self.run, step=step, defaults={"values": values})
+            if not created:
+                TrainingMetric.objects.filter(pk=metric.pk).update(values={**metric.values, **values})
+        if self.progress:
+            self.progress(step, self.max_steps)
+        return run_heartbeat(self.run, step=step, max_steps=self.max_steps)
+
+
+def training_run_execute(run: TrainingRun, *, progress: Any = None) -> None:
+    """Run (or resume) a claimed training run to the end; `progress(step, max_steps)`."""
+    from training.generation import torch_threads
+
+    train_file, eval_file = data_files(run.snapshot, run.kind)
+    output = Path(run.artifact_path)
+    sink = _Sink(run, progress)
+    torch_threads()
+    try:
+        if run.devices > 1:
+            results = _launch_accelerate(run, train_file, eval_file, output, sink)
+        else:
+            from training.engine.cli import train
+
+            results = train(run.kind, run.config, train_file, eval_file, output,
+                            on_metrics=sink, resume=True)
+    except Exception as exc:  # the engine's errors are many; the run records the message
+        logger.exception("training run %s failed", run.pk)
+        run_finish(run, status=Run.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+        return
+    summary = {k: v for k, v in results.items() if k != "history"}
+    TrainingRun.objects.filter(pk=run.pk).update(results=summary)
+    if results.get("status") == "cancelled":
+        return  # the run row is already CANCELLED; no model is registered
+    version = model_version_register(run=run, results=summary)
+    run_finish(run, status=Run.Status.DONE, model_version=version.pk)
+
+
+def _launch_accelerate(run: TrainingRun, train_file: Path, eval_file: Path | None, output: Path,
+                       sink: _Sink) -> dict[str, Any]:
+    """Several GPUs: `accelerate launch` the engine's entry point and follow its files."""
+    output.mkdir(parents=True, exist_ok=True)
+    config_file, metrics_file, cancel_file = (output / "run-config.json",
+                                              output / "metrics.jsonl", output / "CANCEL")
+    config_file.write_text(json.dumps(run.config))
+    cancel_file.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes",
+               str(run.devices), "-m", "training.engine.cli", "--kind", run.kind, "--config",
+               str(config_file), "--train", str(train_file), "--output", str(output),
+               "--metrics-file", str(metrics_file), "--cancel-file", str(cancel_file)]
+    if eval_file:
+        command += ["--eval", str(eval_file)]
+    process = subprocess.Popen(command)
+    seen = 0
+    while process.poll() is None:
+        time.sleep(2)
+        lines = metrics_file.read_text().splitlines() if metrics_file.exists() else []
+        for line in lines[seen:]:
+            if sink(json.loads(line)) is False:
+                cancel_file.touch()
+        seen = len(lines)
+    if process.returncode not in {0, 3}:
+        raise RuntimeError(f"accelerate launch exited with status {process.returncode}")
+    return json.loads((output / "results.json").read_text())
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def model_version_register(*, run: TrainingRun, results: dict[str, Any]) -> ModelVersion:
+    """Record the run's final model; policies also get merged weights for generation."""
+    kind = ModelVersion.Kind.REWARD if run.kind == TrainingRun.Kind.REWARD else ModelVersion.Kind.POLICY
+    name = f"{run.project.slug}-{kind}"
+    adapter = Path(run.artifact_path) / "model"
+    merged = ""
+    if kind == ModelVersion.Kind.POLICY and run.config.get("use_lora", True):
+        merged = str(_merge_policy(run, adapter))
+    with transaction.atomic():
+        number = (ModelVersion.objects.filter(project=run.project, name=name)
+                  .aggregate(n=Max("version"))["n"] or 0) + 1
+        metrics = {k: v for k, v in results.items() if isinstance(v, int | float | str)}
+        return ModelVersion.objects.create(
+            project=run.project, kind=kind, name=name, version=number,
+            base_model=run.base_model, adapter_path=str(adapter), merged_path=merged,
+            metrics=metrics, source_run=run, snapshot=run.snapshot,
+            guideline_versions=_manifest_versions(run.snapshot),
+        )
+
+
+def _manifest_versions(snapshot: DatasetSnapshot) -> list[int]:
+    manifest = snapshot_dir(snapshot) / "manifest.json"
+    return json.loads(manifest.read_text()).get("guideline_versions", []) if manifest.exists() else []
+
+
+def _merge_policy(run: TrainingRun, adapter: Path) -> Path:
+    """Merge the LoRA adapter into its base so any generation backend can load it."""
+    from training.engine.cli import config_class
+    from training.engine.common import load_causal_lm
+
+    target = Path(run.artifact_path) / "merged"
+    config = config_class("sft").from_dict({"model": str(adapter)})
+    model, tokenizer, _ = load_causal_lm(config, merge_adapter=True)
+    model = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+@transaction.atomic
+def model_version_promote(*, version: ModelVersion, actor: AbstractBaseUser | None) -> ModelVersion:
+    """Make `version` the project's current model of its kind (one transaction)."""
+    previous = ModelVersion.objects.select_for_update().filter(
+        project=version.project, kind=version.kind, is_current=True).first()
+    if previous is not None and previous.pk != version.pk:
+        ModelVersion.objects.filter(pk=previous.pk).update(is_current=False)
+    ModelVersion.objects.filter(pk=version.pk).update(is_current=True)
+    version.refresh_from_db()
+    audit(actor=actor, project=version.project, action=f"model.promote_{version.kind}",
+          target=version, before={"current": str(previous) if previous else None},
+          after={"current": str(version)})
+    return version
+
+
+def current_model(project: Project, kind: str) -> ModelVersion | None:
+    return ModelVersion.objects.filter(project=project, kind=kind, is_current=True).first()
+
+
+def candidates_score(*, version: ModelVersion, candidate_ids: list[int]) -> int:
+    """Score candidates with a reward model and refresh their items' uncertainty (the
+    gap between the two best scores: small means the model can't tell them apart)."""
+    from training.engine.reward import RewardScorer
+
+    candidates = list(Candidate.objects.filter(pk__in=candidate_ids).select_related("prompt"))
+    if not candidates:
+        return 0
+    scorer = RewardScorer.load(version.adapter_path)
+    scores = scorer.score([c.prompt.messages for c in candidates], [c.text for c in candidates])
+    CandidateScore.objects.bulk_create(
+        [CandidateScore(candidate=c, model_version=version, score=s)
+         for c, s in zip(candidates, scores, strict=True)],
+        update_conflicts=True, unique_fields=["candidate", "model_version"], update_fields=["score"],
+    )
+    by_candidate = dict(CandidateScore.objects.filter(model_version=version).filter(
+        candidate__items__in=Item.objects.filter(candidates__in=candidate_ids)
+    ).values_list("candidate_id", "score"))
+    for item in Item.objects.filter(candidates__in=candidate_ids).distinct().prefetch_related(
+            "item_candidates"):
+        top = sorted((by_candidate[ic.candidate_id] for ic in item.item_candidates.all()
+                      if ic.candidate_id in by_candidate), reverse=True)
+        if len(top) >= 2:
+            Item.objects.filter(pk=item.pk).update(uncertainty=top[0] - top[1])
+    return len(scores)
