@@ -56,12 +56,19 @@ def project_by_slug_for(user: User, slug: str, *, min_role: str = Role.ANNOTATOR
     return project_for(user, project.pk, min_role=min_role)
 
 
+def object_for(user: User, model: type, pk: int, *, min_role: str = Role.ANNOTATOR,
+               what: str = "object", project_field: str = "project_id"):  # noqa: ANN201
+    """Any row that belongs to a project, fetched for `user`: 404 when it does not exist
+    or its project is not theirs, 403 below `min_role`. One helper for every id route."""
+    row = model.objects.filter(pk=pk).values_list(project_field, flat=True).first()
+    if row is None:
+        raise Http404(f"No such {what}.")
+    project_for(user, row, min_role=min_role)
+    return model.objects.get(pk=pk)
+
+
 def prompt_for(user: User, prompt_id: int, *, min_role: str = Role.ANNOTATOR) -> Prompt:
-    prompt = Prompt.objects.filter(pk=prompt_id).only("project_id").first()
-    if prompt is None:
-        raise Http404("No such prompt.")
-    project_for(user, prompt.project_id, min_role=min_role)
-    return Prompt.objects.get(pk=prompt_id)
+    return object_for(user, Prompt, prompt_id, min_role=min_role, what="prompt")
 
 
 def candidates_for(user: User, project: Project) -> QuerySet[Candidate]:
@@ -71,11 +78,7 @@ def candidates_for(user: User, project: Project) -> QuerySet[Candidate]:
 
 
 def import_job_for(user: User, job_id: int) -> ImportJob:
-    job = ImportJob.objects.filter(pk=job_id).only("project_id").first()
-    if job is None:
-        raise Http404("No such import.")
-    project_for(user, job.project_id, min_role=Role.ADMIN)
-    return ImportJob.objects.get(pk=job_id)
+    return object_for(user, ImportJob, job_id, min_role=Role.ADMIN, what="import")
 
 
 def is_console_user(user: User) -> bool:

@@ -3,7 +3,6 @@ annotators never see other people's rankings or figures)."""
 
 from __future__ import annotations
 
-from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -95,11 +94,7 @@ class ItemAgreementOutput(serializers.Serializer):
 class ItemAgreement(APIView):
     @extend_schema(responses=ItemAgreementOutput)
     def get(self, request: Request, item_id: int) -> Response:
-        item = Item.objects.filter(pk=item_id).only("project_id").first()
-        if item is None:
-            raise Http404("No such item.")
-        access.project_for(request.user, item.project_id, min_role=Role.REVIEWER)
-        item = Item.objects.get(pk=item_id)
+        item = access.object_for(request.user, Item, item_id, min_role=Role.REVIEWER, what="item")
         rankings = [
             {"annotator": r.annotator.username, "tiers": r.tiers, "created_at": r.created_at,
              "guideline_version": r.guideline_version.number if r.guideline_version else None}

@@ -9,7 +9,7 @@ from itertools import combinations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -41,11 +41,8 @@ def disputes(request: HttpRequest, project_id: int) -> HttpResponse:
 
 
 def _item_for(request: HttpRequest, item_id: int) -> Item:
-    item = Item.objects.filter(pk=item_id).only("project_id").first()
-    if item is None:
-        raise Http404("No such item.")
-    console_project(request, item.project_id)
-    return Item.objects.select_related("project", "prompt", "decided_by").get(pk=item_id)
+    item = access.object_for(request.user, Item, item_id, min_role=Role.REVIEWER, what="item")
+    return Item.objects.select_related("project", "prompt", "decided_by").get(pk=item.pk)
 
 
 def adjudication_context(item: Item) -> dict:

@@ -28,11 +28,8 @@ class GenerationRunOutput(serializers.ModelSerializer):
 
 
 def generation_run_for(user, run_id: int, *, min_role: str = Role.REVIEWER) -> GenerationRun:  # noqa: ANN001
-    run = GenerationRun.objects.filter(pk=run_id).only("project_id").first()
-    if run is None:
-        raise Http404("No such generation run.")
-    access.project_for(user, run.project_id, min_role=min_role)
-    return GenerationRun.objects.get(pk=run_id)
+    return access.object_for(user, GenerationRun, run_id, min_role=min_role,
+                             what="generation run")
 
 
 class GenerationRunListCreate(APIView):
@@ -107,11 +104,8 @@ class SnapshotOutput(serializers.ModelSerializer):
 
 
 def snapshot_for(user, snapshot_id: int) -> DatasetSnapshot:  # noqa: ANN001
-    snapshot = DatasetSnapshot.objects.filter(pk=snapshot_id).only("project_id").first()
-    if snapshot is None:
-        raise Http404("No such dataset snapshot.")
-    access.project_for(user, snapshot.project_id, min_role=Role.REVIEWER)
-    return DatasetSnapshot.objects.get(pk=snapshot_id)
+    return access.object_for(user, DatasetSnapshot, snapshot_id, min_role=Role.REVIEWER,
+                             what="dataset snapshot")
 
 
 class SnapshotListCreate(APIView):
@@ -197,11 +191,8 @@ class ModelVersionOutput(serializers.ModelSerializer):
 
 
 def training_run_for(user, run_id: int, *, min_role: str = Role.REVIEWER) -> TrainingRun:  # noqa: ANN001
-    run = TrainingRun.objects.filter(pk=run_id).only("project_id").first()
-    if run is None:
-        raise Http404("No such training run.")
-    access.project_for(user, run.project_id, min_role=min_role)
-    return TrainingRun.objects.get(pk=run_id)
+    return access.object_for(user, TrainingRun, run_id, min_role=min_role,
+                             what="training run")
 
 
 class TrainingRunListCreate(APIView):
@@ -275,10 +266,7 @@ class ModelVersionPromote(APIView):
     @extend_schema(request=None, responses=ModelVersionOutput)
     def post(self, request: Request, version_id: int) -> Response:
         """Make this the project's current policy or reward model."""
-        version = ModelVersion.objects.filter(pk=version_id).only("project_id").first()
-        if version is None:
-            raise Http404("No such model version.")
-        access.project_for(request.user, version.project_id, min_role=Role.ADMIN)
-        version = model_version_promote(version=ModelVersion.objects.get(pk=version_id),
-                                        actor=request.user)
+        version = access.object_for(request.user, ModelVersion, version_id, min_role=Role.ADMIN,
+                                    what="model version")
+        version = model_version_promote(version=version, actor=request.user)
         return Response(ModelVersionOutput(version).data)

@@ -20,7 +20,7 @@ from labeling.models import (
     Role,
 )
 from tests.factories import MembershipFactory, UserFactory, make_items
-from training.models import DatasetSnapshot, GenerationRun
+from training.models import DatasetSnapshot, GenerationRun, ModelVersion
 
 METHODS = ["get", "post", "put", "patch", "delete"]
 
@@ -50,7 +50,9 @@ def other_ids(other_project: Project) -> dict[str, object]:
     run = GenerationRun.objects.create(project=other_project, backend="builtin-tiny", params={})
     snapshot = DatasetSnapshot.objects.create(project=other_project, kinds=["pairs"],
                                               formats=["jsonl"], files={"pairs-train.jsonl": {}})
-    return {"project_id": other_project.pk, "prompt_id": prompt.pk, "import_id": job.pk,
+    version = ModelVersion.objects.create(project=other_project, kind="reward", name="rm", version=1,
+                                          base_model="m")
+    return {"version_id": version.pk, "project_id": other_project.pk, "prompt_id": prompt.pk, "import_id": job.pk,
             "assignment_id": assignment.pk, "item_id": item.pk, "run_id": run.pk,
             "snapshot_id": snapshot.pk, "user_id": stranger.pk, "name": "pairs-train.jsonl"}
 
@@ -63,6 +65,7 @@ def state() -> tuple:
         list(Assignment.objects.order_by("id").values_list("status", flat=True)),
         Ranking.objects.count(), ImportJob.objects.count(), GenerationRun.objects.count(),
         DatasetSnapshot.objects.count(),
+        list(ModelVersion.objects.order_by("id").values_list("is_current", flat=True)),
     )
 
 
@@ -91,4 +94,5 @@ def test_the_matrix_covers_every_id_route() -> None:
 
     assert {"project-detail", "prompt-list", "candidate-list", "import-detail", "next-item",
             "ranking-create", "assignment-skip", "item-agreement", "generation-run-detail",
-            "snapshot-file", "member-remove"} <= names
+            "snapshot-file", "member-remove", "training-run-detail", "training-run-cancel",
+            "model-version-promote"} <= names
