@@ -9,7 +9,7 @@ each counts only the tokens it really generated.
     .venv/bin/python bench/generation_bench.py                     # the defaults above
     .venv/bin/python bench/generation_bench.py --threads 0 --prompts 16   # torch's thread count
 
-The tiny model is built first if its folder has none (about a minute; timed separately).
+The tiny model is built first if its folder has none (1.5 minutes or more; timed separately).
 Human-readable lines first; the LAST line is one JSON object.
 """
 
@@ -69,11 +69,17 @@ def naive(backend: TransformersBackend, conversations: list, params: SamplingPar
             torch.manual_seed(candidate_seed(prompt_seed(RUN_SEED, i), j))
             with torch.inference_mode():
                 out = model.generate(
-                    input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
-                    max_new_tokens=params.max_new_tokens, temperature=params.temperature, top_k=0, top_p=1.0,
-                    pad_token_id=backend.pad_id, eos_token_id=backend.eos_ids,
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    do_sample=True,
+                    max_new_tokens=params.max_new_tokens,
+                    temperature=params.temperature,
+                    top_k=0,
+                    top_p=1.0,
+                    pad_token_id=backend.pad_id,
+                    eos_token_id=backend.eos_ids,
                 )
-            new = out[0, ids.shape[1]:].tolist()
+            new = out[0, ids.shape[1] :].tolist()
             tokens += next((n for n, t in enumerate(new) if t in backend.eos_ids), len(new))
     return tokens, time.perf_counter() - started
 
@@ -85,7 +91,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument(
-        "--threads", type=int, default=1,
+        "--threads",
+        type=int,
+        default=1,
         help="torch CPU threads (0: torch's choice). 1 by default: on a shared 2-core machine two "
         "threads stall each other whenever another process takes a core, and the figures swing 5x",
     )
@@ -99,12 +107,18 @@ def main() -> None:
     ensure_tiny_model(args.model_dir)
     build_seconds = time.perf_counter() - started
     manifest = read_manifest(args.model_dir)
-    print(f"model:     {args.model_dir} ({manifest['parameters']:,} parameters, "
-          f"{'built now in' if built else 'reused; built in'} "
-          f"{build_seconds if built else manifest['build_seconds']:.1f} s)")
+    print(
+        f"model:     {args.model_dir} ({manifest['parameters']:,} parameters, "
+        f"{'built now in' if built else 'reused; built in'} "
+        f"{build_seconds if built else manifest['build_seconds']:.1f} s)"
+    )
 
-    backend = load_backend("builtin-tiny", str(args.model_dir), num_threads=args.threads or None,
-                           max_batch_tokens=args.max_batch_tokens)
+    backend = load_backend(
+        "builtin-tiny",
+        str(args.model_dir),
+        num_threads=args.threads or None,
+        max_batch_tokens=args.max_batch_tokens,
+    )
     conversations = prompts(args.prompts)
     params = SamplingParams(k=args.k, max_new_tokens=args.new_tokens, temperature=1.0, seed=RUN_SEED)
     sample(conversations[:2], SamplingParams(k=2, max_new_tokens=4), backend)  # warm-up
@@ -118,27 +132,31 @@ def main() -> None:
     print(f"speedup:   {speedup:.1f}x (tokens/s, batched / naive)")
     print(f"diversity: duplicate rate {stats.duplicate_rate:.3f}, distinct-2 {stats.distinct_2:.3f}")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(json.dumps({
-        "bench": "generation",
-        "model": "builtin-tiny",
-        "parameters": manifest["parameters"],
-        "prompts": args.prompts,
-        "k": args.k,
-        "max_new_tokens": args.new_tokens,
-        "batched_tokens": b_tokens,
-        "batched_seconds": round(b_seconds, 3),
-        "batched_tokens_per_s": round(b_tokens / b_seconds, 1),
-        "naive_tokens": n_tokens,
-        "naive_seconds": round(n_seconds, 3),
-        "naive_tokens_per_s": round(n_tokens / n_seconds, 1),
-        "speedup": round(speedup, 2),
-        "duplicate_rate": round(stats.duplicate_rate, 4),
-        "distinct_2": round(stats.distinct_2, 4),
-        "tiny_build_seconds": round(build_seconds if built else manifest["build_seconds"], 1),
-        "threads": torch.get_num_threads(),
-        "load_avg_1m_after": round(os.getloadavg()[0], 2),
-        "machine": f"{cores} cores, Python {platform.python_version()}, torch {torch.__version__}",
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "generation",
+                "model": "builtin-tiny",
+                "parameters": manifest["parameters"],
+                "prompts": args.prompts,
+                "k": args.k,
+                "max_new_tokens": args.new_tokens,
+                "batched_tokens": b_tokens,
+                "batched_seconds": round(b_seconds, 3),
+                "batched_tokens_per_s": round(b_tokens / b_seconds, 1),
+                "naive_tokens": n_tokens,
+                "naive_seconds": round(n_seconds, 3),
+                "naive_tokens_per_s": round(n_tokens / n_seconds, 1),
+                "speedup": round(speedup, 2),
+                "duplicate_rate": round(stats.duplicate_rate, 4),
+                "distinct_2": round(stats.distinct_2, 4),
+                "tiny_build_seconds": round(build_seconds if built else manifest["build_seconds"], 1),
+                "threads": torch.get_num_threads(),
+                "load_avg_1m_after": round(os.getloadavg()[0], 2),
+                "machine": f"{cores} cores, Python {platform.python_version()}, torch {torch.__version__}",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

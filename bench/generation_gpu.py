@@ -18,6 +18,7 @@ import argparse
 import gc
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -47,9 +48,16 @@ def build_model(folder: Path, size: str) -> int:
     tokenizer = train_tokenizer(corpus_documents(CORPUS.read_text()), vocab_size=32000)
     hidden, layers, heads, kv_heads, intermediate = SIZES[size]
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        num_key_value_heads=kv_heads, intermediate_size=intermediate, max_position_embeddings=4096,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=4096,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
         tie_word_embeddings=False,
     )
     torch.manual_seed(0)
@@ -90,8 +98,13 @@ def naive(backend: Any, prompts: list, params: SamplingParams) -> dict[str, floa
         for _ in range(params.k):
             with torch.inference_mode():
                 out = backend.model.generate(
-                    input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0,
-                    max_new_tokens=params.max_new_tokens, pad_token_id=backend.pad_id, eos_token_id=backend.eos_ids,
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    do_sample=True,
+                    top_k=0,
+                    max_new_tokens=params.max_new_tokens,
+                    pad_token_id=backend.pad_id,
+                    eos_token_id=backend.eos_ids,
                 )
             tokens += out.shape[1] - ids.shape[1]
     _sync()
@@ -130,13 +143,14 @@ def main() -> None:
 
     folder = Path(tempfile.mkdtemp(prefix="generation-gpu-"))
     parameters = build_model(folder, args.size)
-    print(f"model:        random Llama, {parameters / 1e6:.0f}M parameters, bf16, in {folder}")
+    print(f"model:        random Llama, {parameters / 1e6:.1f}M parameters, bf16, in {folder}")
     prompts = conversations(args.prompts)
     params = SamplingParams(k=args.k, max_new_tokens=args.new_tokens, temperature=1.0, seed=RUN_SEED)
     dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
 
-    hf = load_backend("transformers", str(folder), device=args.device, dtype=dtype,
-                      max_batch_tokens=args.max_batch_tokens)
+    hf = load_backend(
+        "transformers", str(folder), device=args.device, dtype=dtype, max_batch_tokens=args.max_batch_tokens
+    )
     figures: dict[str, Any] = {"transformers": timed(hf, prompts, params)}
     print(f"transformers: {figures['transformers']}")
     figures["naive"] = naive(hf, prompts[: args.naive_prompts], params)
@@ -153,21 +167,26 @@ def main() -> None:
         else:
             figures["vllm"] = timed(vllm_backend, prompts, params)
             print(f"vllm:         {figures['vllm']}")
+    shutil.rmtree(folder, ignore_errors=True)
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
-    print(json.dumps({
-        "bench": "generation_gpu",
-        "device": device,
-        "parameters": parameters,
-        "prompts": args.prompts,
-        "k": args.k,
-        "max_new_tokens": args.new_tokens,
-        "max_batch_tokens": args.max_batch_tokens,
-        "transformers_tokens_per_s": figures["transformers"]["tokens_per_s"],
-        "naive_tokens_per_s": figures["naive"]["tokens_per_s"],
-        "vllm_tokens_per_s": figures["vllm"]["tokens_per_s"] if figures["vllm"] else None,
-        "details": figures,
-        "torch": torch.__version__,
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "generation_gpu",
+                "device": device,
+                "parameters": parameters,
+                "prompts": args.prompts,
+                "k": args.k,
+                "max_new_tokens": args.new_tokens,
+                "max_batch_tokens": args.max_batch_tokens,
+                "transformers_tokens_per_s": figures["transformers"]["tokens_per_s"],
+                "naive_tokens_per_s": figures["naive"]["tokens_per_s"],
+                "vllm_tokens_per_s": figures["vllm"]["tokens_per_s"] if figures["vllm"] else None,
+                "details": figures,
+                "torch": torch.__version__,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

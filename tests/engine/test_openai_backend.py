@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 
 from training.engine.openai_backend import OpenAIBackend
-from training.engine.sampling import BackendError, SamplingParams, candidate_seed, load_backend, sample
+from training.engine.sampling import (
+    BackendError,
+    BackendUnavailable,
+    SamplingParams,
+    candidate_seed,
+    load_backend,
+    sample,
+)
 
 PARAMS = SamplingParams(k=3, max_new_tokens=16, seed=7, stop=("\n\n",), system_prompt="Be brief.")
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -48,8 +55,11 @@ class Stub:
 def completion(payload: dict[str, Any]) -> dict[str, Any]:
     n = payload.get("n", 1)
     choices = [
-        {"index": i, "message": {"role": "assistant", "content": f"answer {i} seed {payload['seed']}"},
-         "finish_reason": "stop" if i % 2 == 0 else "length"}
+        {
+            "index": i,
+            "message": {"role": "assistant", "content": f"answer {i} seed {payload['seed']}"},
+            "finish_reason": "stop" if i % 2 == 0 else "length",
+        }
         for i in range(n)
     ]
     return {"choices": choices, "usage": {"prompt_tokens": 11, "completion_tokens": 5 * n}}
@@ -61,7 +71,12 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         reply = self.stub.next_reply(
-            {"path": self.path, "payload": payload, "auth": self.headers.get("Authorization"), "at": time.monotonic()}
+            {
+                "path": self.path,
+                "payload": payload,
+                "auth": self.headers.get("Authorization"),
+                "at": time.monotonic(),
+            }
         )
         time.sleep(reply.delay)
         body = json.dumps(completion(payload) if reply.body is None else reply.body).encode()
@@ -86,7 +101,7 @@ def stub() -> Iterator[Stub]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     handler.stub = Stub(url=f"http://127.0.0.1:{server.server_address[1]}/v1", replies=[Reply()])
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield handler.stub
     server.shutdown()
@@ -94,7 +109,13 @@ def stub() -> Iterator[Stub]:
 
 
 def backend(stub: Stub, **options: Any) -> OpenAIBackend:
-    defaults = {"base_url": stub.url, "api_key": "sk-test", "backoff_base": 0.01, "max_retries": 2, "timeout": 5.0}
+    defaults = {
+        "base_url": stub.url,
+        "api_key": "sk-test",
+        "backoff_base": 0.01,
+        "max_retries": 2,
+        "timeout": 5.0,
+    }
     return load_backend("openai", "stub-model", **{**defaults, **options})
 
 
@@ -113,7 +134,11 @@ def test_one_request_per_prompt_with_n_k(stub: Stub) -> None:
     assert sent["auth"] == "Bearer sk-test"
     assert sent["payload"]["messages"] == [{"role": "system", "content": "Be brief."}, *HELLO]
     assert {k: sent["payload"][k] for k in ("model", "n", "max_tokens", "stop", "temperature")} == {
-        "model": "stub-model", "n": 3, "max_tokens": 16, "stop": ["\n\n"], "temperature": 1.0,
+        "model": "stub-model",
+        "n": 3,
+        "max_tokens": 16,
+        "stop": ["\n\n"],
+        "temperature": 1.0,
     }
 
 
@@ -139,7 +164,7 @@ def test_retries_after_429_honouring_retry_after(stub: Stub) -> None:
 def test_timeout_is_retried_then_reported(stub: Stub) -> None:
     stub.replies[:] = [Reply(delay=1.0)]
 
-    with pytest.raises(BackendError, match="timeout") as error:
+    with pytest.raises(BackendUnavailable, match="timeout") as error:
         sample([HELLO], PARAMS, backend(stub, timeout=0.2, max_retries=1))
 
     assert "2 attempts" in str(error.value)
@@ -149,7 +174,7 @@ def test_timeout_is_retried_then_reported(stub: Stub) -> None:
 def test_server_error_is_retried_then_reported(stub: Stub) -> None:
     stub.replies[:] = [Reply(500, {"error": "boom"})]
 
-    with pytest.raises(BackendError, match="HTTP 500"):
+    with pytest.raises(BackendUnavailable, match="HTTP 500"):
         sample([HELLO], PARAMS, backend(stub, max_retries=2))
 
     assert len(stub.requests) == 3
@@ -187,9 +212,10 @@ def test_rejected_prompt_is_skipped_with_the_servers_reason(stub: Stub) -> None:
 def test_auth_error_is_not_retried(stub: Stub) -> None:
     stub.replies[:] = [Reply(401, {"error": "bad key"})]
 
-    with pytest.raises(BackendError, match="HTTP 401"):
+    with pytest.raises(BackendError, match="HTTP 401") as error:
         sample([HELLO], PARAMS, backend(stub))
 
+    assert not isinstance(error.value, BackendUnavailable)  # a configuration error: don't retry
     assert len(stub.requests) == 1
 
 

@@ -35,8 +35,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_importing_the_engine_does_not_import_torch() -> None:
-    code = "import sys, training.engine.sampling, training.engine.tiny, training.engine.openai_backend; " \
-           "print('torch' in sys.modules, 'django' in sys.modules)"
+    code = (
+        "import sys, training.engine.sampling, training.engine.tiny, training.engine.openai_backend; "
+        "print('torch' in sys.modules, 'django' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
 
     assert out.stdout.split() == ["False", "False"]
@@ -61,7 +63,10 @@ def test_known_seed_value_never_changes() -> None:
         ("hello", "non-empty list"),
         ([{"role": "robot", "content": "hi"}], "role in"),
         ([{"role": "user", "content": None}], "no text content"),
-        ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], "end with a user message"),
+        (
+            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
+            "end with a user message",
+        ),
     ],
 )
 def test_malformed_conversations_are_named(conversation: Any, problem: str) -> None:
@@ -147,7 +152,9 @@ class EchoBackend:
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name}
 
-    def generate(self, conversations: list[Conversation], params: SamplingParams, seeds: list[int]) -> list[PromptResult]:
+    def generate(
+        self, conversations: list[Conversation], params: SamplingParams, seeds: list[int]
+    ) -> list[PromptResult]:
         self.calls.append((conversations, seeds))
         return [
             PromptResult(seed=s, samples=[Sample(c[-1]["content"], "stop", 1, 1, s, j) for j in range(params.k)])

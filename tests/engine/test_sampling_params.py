@@ -45,6 +45,11 @@ def test_to_dict_is_json_ready() -> None:
     params = SamplingParams(stop=["###"], system_prompt="Be kind.")
 
     assert params.to_dict() == {
-        "k": 4, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 256, "seed": 0,
-        "stop": ["###"], "system_prompt": "Be kind.",
+        "k": 4,
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "max_new_tokens": 256,
+        "seed": 0,
+        "stop": ["###"],
+        "system_prompt": "Be kind.",
     }

@@ -50,14 +50,21 @@ def test_second_call_reuses_the_build(tiny_dir: Path) -> None:
 
 def test_samples_are_word_like(tiny: TransformersBackend) -> None:
     """Pre-training worked: most sampled words are words of the corpus, not token soup."""
-    questions = ["How do I water a plant?", "Why do we sleep?", "What is a good habit?", "How do I cook rice?"]
+    questions = [
+        "How do I water a plant?",
+        "Why do we sleep?",
+        "What is a good habit?",
+        "How do I cook rice?",
+    ]
     vocabulary = set(re.findall(r"[a-z]+", CORPUS.read_text().lower()))
 
-    results = sample([[{"role": "user", "content": q}] for q in questions], SamplingParams(k=4, max_new_tokens=40), tiny)
+    results = sample(
+        [[{"role": "user", "content": q}] for q in questions], SamplingParams(k=4, max_new_tokens=40), tiny
+    )
 
     words = [w for r in results for s in r.samples for w in re.findall(r"[a-z]+", s.text.lower())]
     assert len(words) > 50
-    assert sum(w in vocabulary for w in words) / len(words) > 0.7
+    assert sum(w in vocabulary for w in words) / len(words) > 0.85  # untrained: about 0.55
 
 
 def test_incomplete_build_is_rebuilt(tmp_path: Path) -> None:

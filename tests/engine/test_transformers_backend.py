@@ -83,8 +83,7 @@ def test_prompt_too_long_for_the_context_window_is_skipped(tiny: TransformersBac
 
     assert long.samples == [] and long.prompt_tokens > 512
     assert long.skipped == (
-        f"prompt ({long.prompt_tokens} tokens) + max_new_tokens (24) exceeds "
-        "the model's context window (512 tokens)"
+        f"prompt ({long.prompt_tokens} tokens) + max_new_tokens (24) exceeds the model's context window (512 tokens)"
     )
     assert len(short.samples) == 4
 
@@ -159,3 +158,25 @@ def test_unknown_hub_id_offline_is_a_clear_error() -> None:
 def test_bad_dtype_is_a_clear_error(tiny_dir: Path) -> None:
     with pytest.raises(BackendError, match="dtype must be"):
         load_backend("transformers", str(tiny_dir), dtype="int3")
+
+
+def test_out_of_memory_halves_the_batch_without_changing_samples(
+    tiny: TransformersBackend, baseline: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    real = tiny._generate_batch
+    sizes: list[int] = []
+
+    def only_one_prompt_fits(prompts: list[list[int]], seeds: list[int], params: SamplingParams) -> list:
+        sizes.append(len(prompts))
+        if len(prompts) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return real(prompts, seeds, params)
+
+    monkeypatch.setattr(tiny, "_generate_batch", only_one_prompt_fits)
+
+    results = sample(CONVERSATIONS, PARAMS, tiny, seeds=SEEDS)
+
+    assert sizes == [3, 1, 2, 1, 1]
+    assert [[s.text for s in r.samples] for r in results] == baseline

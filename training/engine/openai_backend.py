@@ -22,7 +22,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from training.engine.sampling import BackendError, Conversation, PromptResult, Sample, SamplingParams, candidate_seed
+from training.engine.sampling import (
+    BackendError,
+    BackendUnavailable,
+    Conversation,
+    PromptResult,
+    Sample,
+    SamplingParams,
+    candidate_seed,
+)
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 PROMPT_REJECTED_STATUSES = frozenset({400, 413, 422})
@@ -83,8 +91,12 @@ class OpenAIBackend:
         )
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": "openai", "model": self.model_id, "base_url": self.base_url,
-                "n_per_request": self.n_per_request}
+        return {
+            "backend": "openai",
+            "model": self.model_id,
+            "base_url": self.base_url,
+            "n_per_request": self.n_per_request,
+        }
 
     def close(self) -> None:
         self.client.close()
@@ -109,8 +121,11 @@ class OpenAIBackend:
         return [
             PromptResult(seed=seeds[i], skipped=rejected[i])
             if i in rejected
-            else PromptResult(seed=seeds[i], samples=sorted(samples[i], key=lambda s: s.index),
-                              prompt_tokens=samples[i][0].prompt_tokens)
+            else PromptResult(
+                seed=seeds[i],
+                samples=sorted(samples[i], key=lambda s: s.index),
+                prompt_tokens=samples[i][0].prompt_tokens,
+            )
             for i in range(len(conversations))
         ]
 
@@ -180,7 +195,7 @@ class OpenAIBackend:
                 last, retry_after = detail, _retry_after(response.headers.get("Retry-After"))
             if attempt < self.max_retries:
                 time.sleep(self._delay(attempt, retry_after))
-        raise BackendError(f"{self.url}: gave up after {self.max_retries + 1} attempts; last: {last}")
+        raise BackendUnavailable(f"{self.url}: gave up after {self.max_retries + 1} attempts; last: {last}")
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Retry-After when the server sends one, else exponential backoff with jitter, so

@@ -11,6 +11,12 @@ from the run seed and the prompt id with `prompt_seed`, so a redelivered chunk s
 the same candidates again. A prompt that cannot be sampled as is (too long for the
 context window, malformed) comes back `skipped` with the reason; nothing is truncated.
 
+    backend = load_backend("builtin-tiny", str(artifact_root / "models" / "builtin-tiny"))
+    params = SamplingParams(k=4, max_new_tokens=256, seed=run.seed)
+    for chunk in chunks:                       # write each chunk's rows before the next
+        seeds = [prompt_seed(run.seed, p.id) for p in chunk]
+        results = sample([p.messages for p in chunk], params, backend, seeds=seeds)
+
 torch, transformers and vllm are imported inside the backends, never at module import,
 so the web process can import this module for its dataclasses and helpers.
 """
@@ -38,6 +44,11 @@ class InvalidSamplingParams(ValueError):
 
 class BackendError(RuntimeError):
     """A backend could not be loaded or could not answer (missing model, package, endpoint)."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend was reachable in principle but kept failing (timeouts, 429, 5xx) until the
+    retries ran out: an infrastructure error, worth retrying the chunk later."""
 
 
 @dataclass(frozen=True)
@@ -415,8 +426,8 @@ class TransformersBackend:
             tokenizer = AutoTokenizer.from_pretrained(model, **kwargs)
             lm = AutoModelForCausalLM.from_pretrained(model, dtype=self.dtype, **kwargs)
         except Exception as exc:  # OSError, ValueError, HFValidationError...: all mean "can't load"
-            where = "local folder" if Path(model).exists() else "hub id or path (offline)" if offline else "hub id"
-            raise BackendError(f"could not load model {model!r} as a {where}: {exc}") from exc
+            where = "a local folder" if Path(model).exists() else "a hub id" + (" (offline)" if offline else "")
+            raise BackendError(f"could not load model {model!r} as {where}: {exc}") from exc
         return tokenizer, lm.to(self.device).eval()
 
     def describe(self) -> dict[str, Any]:
@@ -450,9 +461,27 @@ class TransformersBackend:
         lengths = [len(encoded[i]) for i in runnable]
         for batch in plan_batches(lengths, params.k, params.max_new_tokens, self.max_batch_tokens):
             members = [runnable[b] for b in batch]
-            answers = self._generate_batch([encoded[i] for i in members], [seeds[i] for i in members], params)
+            answers = self._generate_fitting([encoded[i] for i in members], [seeds[i] for i in members], params)
             results.update(zip(members, answers, strict=True))
         return [results[i] for i in range(len(conversations))]
+
+    def _generate_fitting(
+        self, prompts: list[list[int]], seeds: list[int], params: SamplingParams
+    ) -> list[PromptResult]:
+        """Generate, halving the batch on a GPU out-of-memory error: the token budget is an
+        estimate, and since candidates don't depend on batching, splitting changes nothing."""
+        import torch
+
+        try:
+            return self._generate_batch(prompts, seeds, params)
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            if len(prompts) == 1:
+                raise BackendError(f"out of GPU memory on one prompt of {len(prompts[0])} tokens") from exc
+        half = len(prompts) // 2
+        return self._generate_fitting(prompts[:half], seeds[:half], params) + self._generate_fitting(
+            prompts[half:], seeds[half:], params
+        )
 
     def _generate_batch(self, prompts: list[list[int]], seeds: list[int], params: SamplingParams) -> list[PromptResult]:
         import torch
@@ -490,12 +519,14 @@ class TransformersBackend:
             for n, (prompt, seed) in enumerate(zip(prompts, seeds, strict=True))
         ]
 
-    def _to_sample(self, tokens: list[int], prompt_tokens: int, seed: int, index: int, params: SamplingParams) -> Sample:
+    def _to_sample(
+        self, tokens: list[int], prompt_tokens: int, seed: int, index: int, params: SamplingParams
+    ) -> Sample:
         """Cut at EOS, then at the first stop string; completion_tokens counts the tokens
         kept, stop string included, EOS and padding not."""
-        ends = [n for n, t in enumerate(tokens) if t in self.eos_ids]
-        stopped = bool(ends)
-        tokens = tokens[: ends[0]] if ends else tokens
+        end = next((n for n, t in enumerate(tokens) if t in self.eos_ids), None)
+        stopped = end is not None
+        tokens = tokens[:end]
         text, cut = trim_at_stop(self._decode(tokens), params.stop)
         if cut:
             tokens = tokens[: self._tokens_through_stop(tokens, params.stop)]
@@ -582,8 +613,12 @@ class VLLMBackend:
         self.context_window = self.llm.llm_engine.model_config.max_model_len
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": "vllm", "model": self.model_id, "context_window": self.context_window,
-                "vllm": self._vllm.__version__}
+        return {
+            "backend": "vllm",
+            "model": self.model_id,
+            "context_window": self.context_window,
+            "vllm": self._vllm.__version__,
+        }
 
     def generate(
         self, conversations: list[Conversation], params: SamplingParams, seeds: list[int]
@@ -593,7 +628,8 @@ class VLLMBackend:
         runnable = [i for i, reason in enumerate(reasons) if reason is None]
         requests = [{"prompt_token_ids": encoded[i]} for i in runnable]
         sampling = [self._params(params, seeds[i]) for i in runnable]
-        outputs = dict(zip(runnable, self.llm.generate(requests, sampling, use_tqdm=False), strict=True))
+        answers = self.llm.generate(requests, sampling, use_tqdm=False) if requests else []
+        outputs = dict(zip(runnable, answers, strict=True))
         return [
             PromptResult(seed=seeds[i], skipped=reasons[i], prompt_tokens=len(encoded[i]))
             if reasons[i]
@@ -603,15 +639,25 @@ class VLLMBackend:
 
     def _params(self, params: SamplingParams, seed: int) -> Any:
         return self._vllm.SamplingParams(
-            n=params.k, temperature=params.temperature, top_p=params.top_p,
-            max_tokens=params.max_new_tokens, seed=seed, stop=list(params.stop),
+            n=params.k,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_tokens=params.max_new_tokens,
+            seed=seed,
+            stop=list(params.stop),
         )
 
     @staticmethod
     def _result(output: Any, prompt_tokens: int, seed: int) -> PromptResult:
         samples = [
-            Sample(text=c.text, finish_reason=c.finish_reason or "length", prompt_tokens=prompt_tokens,
-                   completion_tokens=len(c.token_ids), seed=seed, index=c.index)
+            Sample(
+                text=c.text,
+                finish_reason=c.finish_reason or "length",
+                prompt_tokens=prompt_tokens,
+                completion_tokens=len(c.token_ids),
+                seed=seed,
+                index=c.index,
+            )
             for c in sorted(output.outputs, key=lambda c: c.index)
         ]
         return PromptResult(seed=seed, samples=samples, prompt_tokens=prompt_tokens)

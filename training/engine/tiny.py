@@ -3,7 +3,8 @@
 It lets the demo and the tests sample real candidates with no download: a byte-level BPE
 tokenizer is trained on training/engine/tiny_corpus.txt (prose and question/answer text
 written for this repo), a small Llama is pre-trained on the same text for a few hundred
-steps (about a minute on two CPU cores) so its samples are word-like, and both are saved
+steps (1.4M parameters; 300 steps take about 1.5 minutes on one free CPU core, several
+minutes on a busy machine) so its samples are word-like, and both are saved
 with `save_pretrained`. The sampling engine then loads the folder with the same
 transformers code as any other model.
 
