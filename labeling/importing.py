@@ -433,16 +433,29 @@ def prompts_import(
         report = ImportReport()
     chunk: list[ParsedRow] = []
     size = settings.IMPORT_CHUNK_ROWS
+    chunks = 0
     for row in _parsed_rows(project, path, fmt, report, _phase(progress, total, total)):
         chunk.append(row)
         if len(chunk) >= size:
             _import_chunk(project, chunk, source, report)
             chunk = []
+            chunks += 1
+            if chunks in {1, 10} or chunks % 100 == 0:
+                _refresh_statistics()
     if chunk:
         _import_chunk(project, chunk, source, report)
     if progress:
         progress(2 * total, 2 * total)
     return report
+
+
+def _refresh_statistics() -> None:
+    """A large import grows the tables faster than autovacuum (if it runs at all) updates
+    their statistics; with stale ones the planner turns the per-chunk look-ups into
+    sequential scans that get slower with every chunk. ANALYZE samples, so it is cheap."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE labeling_prompt, labeling_candidate")
 
 
 def _phase(progress: ProgressCallback | None, offset: int, total: int) -> ProgressCallback | None:
