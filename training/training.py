@@ -59,7 +59,8 @@ def data_files(snapshot: DatasetSnapshot, kind: str) -> tuple[Path, Path | None]
         if train in snapshot.files:
             validation = f"{data}-validation.{fmt}"
             folder = snapshot_dir(snapshot)
-            return folder / train, (folder / validation if validation in snapshot.files else None)
+            held_out = snapshot.files.get(validation, {}).get("rows", 0) > 0
+            return folder / train, (folder / validation if held_out else None)
     raise DomainError(f"snapshot {snapshot.pk} has no {data} files; a {kind} run needs them")
 
 

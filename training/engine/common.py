@@ -73,10 +73,11 @@ class TrainingConfig:
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
-    lora_target_modules: list[str] | None = field(
+    lora_target_modules: list[str] | str | None = field(
         default=None,
         metadata={"help": "Module names LoRA wraps; None uses peft's default for the architecture "
-                          "(q_proj/v_proj for Llama, query/value for BERT), 'all-linear' every linear layer."},
+                          "(q_proj/v_proj for Llama, query/value for BERT); 'all-linear' wraps every linear "
+                          "layer but the output head."},
     )
     load_in_4bit: bool = field(
         default=False,
@@ -248,6 +249,9 @@ def load_causal_lm(config: TrainingConfig, *, merge_adapter: bool = False) -> tu
         model = PeftModel.from_pretrained(model, config.model, is_trainable=not merge_adapter)
         peft_config = None
         if merge_adapter:
+            if not config.use_lora:  # the reference would be reloaded from the bare base's folder
+                raise ValueError("full fine-tuning cannot start from an adapter folder here: merge it into a "
+                                 "full model first, or set use_lora=True")
             model = model.merge_and_unload()
             peft_config = lora_config(config, "CAUSAL_LM")
     if kwargs.get("quantization_config") is not None:

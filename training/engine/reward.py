@@ -23,7 +23,8 @@ Decisions worth knowing:
   side is longer. Here ``overlong="truncate"`` (default) keeps the END of the sequence
   (the answer and its end token: where a decoder reads the reward) and the leading
   special tokens ([CLS]/BOS), dropping the start of the prompt; ``"drop"`` drops the
-  pair. Either way the counts are in the results.
+  pair. Either way the counts are in the results. Held-out pairs and the scorer always
+  truncate (a reward is never "dropped").
 - **End token.** BERT-style backbones (the MiniLM default) have no EOS: ``[SEP]`` is used.
 - **Padding.** A decoder reads the reward at the last non-pad token, so a pad token equal
   to EOS would move the read one token left: a distinct pad is chosen (unk, else a new
@@ -43,7 +44,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -312,8 +313,9 @@ def train(config: RewardTrainingConfig, train_path: Path | str, eval_path: Path 
     train_pairs = prepare_pairs(common.load_rows(train_path, run.cache_dir), tokenizer, fmt,
                                 use_margin=config.use_margin)
     eval_pairs = None
-    if eval_path is not None:
-        eval_pairs = prepare_pairs(common.load_rows(eval_path, run.cache_dir), tokenizer, fmt, use_margin=False)
+    if eval_path is not None:  # every held-out pair is scored, as the scorer would: long ones truncated
+        eval_pairs = prepare_pairs(common.load_rows(eval_path, run.cache_dir), tokenizer,
+                                   replace(fmt, overlong="truncate"), use_margin=False)
     batches = None
     if config.group_by_prompt and "group_id" in train_pairs.dataset.column_names:
         batches = PromptBatches(train_pairs.dataset["group_id"], config.per_device_train_batch_size, config.seed)
@@ -344,6 +346,7 @@ def train(config: RewardTrainingConfig, train_path: Path | str, eval_path: Path 
         "train_runtime": output.metrics.get("train_runtime"),
         "train_samples_per_second": output.metrics.get("train_samples_per_second"),
         "train_pairs": len(train_pairs.dataset),
+        "train_tokens": getattr(trainer, "_total_train_tokens", None),
         "eval_pairs": len(eval_pairs.dataset) if eval_pairs else 0,
         "truncated": {"train": train_pairs.truncated, "eval": eval_pairs.truncated if eval_pairs else 0},
         "dropped": {"train": train_pairs.dropped, "eval": eval_pairs.dropped if eval_pairs else 0},
