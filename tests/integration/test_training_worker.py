@@ -19,7 +19,8 @@ from training.training import training_run_create
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
-def test_killed_training_resumes_from_its_checkpoint(tiny_model_dir, tmp_path, settings) -> None:  # noqa: ANN001
+def test_killed_training_resumes_from_its_checkpoint(tiny_model, tiny_model_dir, tmp_path,  # noqa: ANN001
+                                                    settings) -> None:
     project = Project.objects.create(name="Train", slug="train-kill", is_demo=True, overlap=3)
     make_items(project, 8, k=3)
     call_command("simulate_annotators", "--project", project.slug, "--create", "3")
@@ -33,8 +34,11 @@ def test_killed_training_resumes_from_its_checkpoint(tiny_model_dir, tmp_path, s
         "max_steps": 12, "per_device_train_batch_size": 2, "logging_steps": 1, "save_steps": 3,
         "max_length": 128})
     try:
-        wait_until(lambda: TrainingMetric.objects.filter(run=run, step__gte=4).exists(),
+        wait_until(lambda: TrainingMetric.objects.filter(run=run, step__gte=4).exists()
+                   or TrainingRun.objects.get(pk=run.pk).is_finished,
                    timeout=300, what="a checkpoint and a few more steps")
+        run.refresh_from_db()
+        assert run.status == Run.Status.RUNNING, run.error
     finally:
         first.kill()
     killed_at = TrainingMetric.objects.filter(run=run).order_by("-step").first().step
@@ -53,4 +57,7 @@ def test_killed_training_resumes_from_its_checkpoint(tiny_model_dir, tmp_path, s
     run.refresh_from_db()
     assert run.status == Run.Status.DONE, run.error + second.output()[-3000:]
     assert run.attempts == 2 and run.results["global_step"] == 12
-    assert run.results.get("resumed_from_step") in {3, 6, 9}, run.results
+    resumed = run.results.get("resumed_from") or ""
+    assert resumed.rsplit("checkpoint-", 1)[-1] in {"3", "6", "9"}, run.results
+    # The metrics continue from the checkpoint, they do not restart at step 1.
+    assert TrainingMetric.objects.filter(run=run, step=12).exists()
