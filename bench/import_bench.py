@@ -2,8 +2,9 @@
 
 Generates a deterministic JSONL file of N prompts x K candidates, recreates a scratch
 PostgreSQL database, migrates it, creates a project and times the import of the file,
-then a second (idempotent) import of the same file. The import runs in a fresh child
-process so its peak RSS is its own, not the generator's.
+then a second (idempotent) import of the same file that adds nothing, then a third after
+an explicit ANALYZE (for servers running with autovacuum off). The imports run in a fresh
+child process so the peak RSS is theirs, not the generator's.
 
     .venv/bin/python bench/import_bench.py                    # 100,000 prompts x 4
     .venv/bin/python bench/import_bench.py --prompts 5000     # a quick check
@@ -45,45 +46,14 @@ PROJECT_SLUG = "import-bench"
 
 def _vocabulary(rng: random.Random, size: int = 2000) -> list[str]:
     """Pronounceable pseudo-words of 1-4 syllables (deterministic for a given rng)."""
-    onsets = [
-        "",
-        "b",
-        "c",
-        "d",
-        "f",
-        "g",
-        "h",
-        "l",
-        "m",
-        "n",
-        "p",
-        "r",
-        "s",
-        "t",
-        "v",
-        "w",
-        "br",
-        "ch",
-        "cl",
-        "gr",
-        "pl",
-        "qu",
-        "sh",
-        "st",
-        "th",
-        "tr",
-    ]
+    onsets = ["", *"b c d f g h l m n p r s t v w br ch cl gr pl qu sh st th tr".split()]  # noqa: SIM905
     vowels = ["a", "e", "i", "o", "u", "ai", "ea", "ou", "io"]
     codas = ["", "", "", "n", "r", "s", "t", "l", "nd", "st", "ng", "ck"]
     words: set[str] = set()
     while len(words) < size:
         syllables = rng.choice((1, 1, 2, 2, 2, 3, 3, 4))
-        words.add(
-            "".join(
-                rng.choice(onsets) + rng.choice(vowels) + rng.choice(codas)
-                for _ in range(syllables)
-            )
-        )
+        parts = (rng.choice(onsets) + rng.choice(vowels) + rng.choice(codas) for _ in range(syllables))
+        words.add("".join(parts))
     return sorted(words)
 
 
@@ -170,9 +140,7 @@ def recreate_database(url: str) -> str:
     name = _db_name(url)
     with psycopg.connect(**_admin_conninfo(url), autocommit=True) as conn:
         version = conn.execute("SHOW server_version").fetchone()[0].split()[0]
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return version
 
@@ -199,9 +167,23 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def measure(path: Path, profile_to: str | None) -> None:
-    """Child process: migrate, create the project, time the import and the re-import.
-    Prints one JSON line."""
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _backend_cpu(pid: int) -> float | None:
+    """utime + stime of a local PostgreSQL backend from /proc, or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(path: Path, candidates: int, profile_to: str | None) -> None:
+    """Child process: migrate, create the project, time the import, a re-import, then a
+    re-import after ANALYZE. Prints one JSON line."""
     import django
 
     django.setup()
@@ -214,9 +196,30 @@ def measure(path: Path, profile_to: str | None) -> None:
     from labeling.services import project_create
 
     call_command("migrate", verbosity=0, interactive=False)
-    project = project_create(name="Import bench", slug=PROJECT_SLUG)
-    connection.close()  # the import opens its own, like a worker does
+    project = project_create(name="Import bench", slug=PROJECT_SLUG, k=candidates)
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW autovacuum")
+        autovacuum = cursor.fetchone()[0]
+        cursor.execute("SELECT pg_backend_pid()")
+        backend_pid = cursor.fetchone()[0]  # the import reuses this connection
     rss_before = _peak_rss_mb()
+
+    cpu: dict[str, dict[str, float | None]] = {}
+
+    def timed_import(name: str) -> tuple[float, object]:
+        # CPU seconds of this process and of its PostgreSQL backend (when the server is
+        # local and /proc readable) are less sensitive than wall time to other jobs on
+        # a shared machine.
+        own, db = _own_cpu(), _backend_cpu(backend_pid)
+        start = time.perf_counter()
+        report = prompts_import(project=project, path=path, skip_invalid=False, progress=None)
+        wall = time.perf_counter() - start
+        db_after = _backend_cpu(backend_pid)
+        cpu[name] = {
+            "python_cpu_s": round(_own_cpu() - own, 2),
+            "postgres_cpu_s": None if db is None or db_after is None else round(db_after - db, 2),
+        }
+        return wall, report
 
     profiler = None
     if profile_to:
@@ -224,9 +227,7 @@ def measure(path: Path, profile_to: str | None) -> None:
 
         profiler = cProfile.Profile()
         profiler.enable()
-    start = time.perf_counter()
-    report = prompts_import(project=project, path=path, skip_invalid=False, progress=None)
-    seconds = time.perf_counter() - start
+    seconds, report = timed_import("import")
     if profiler is not None:
         profiler.disable()
         import io
@@ -240,9 +241,20 @@ def measure(path: Path, profile_to: str | None) -> None:
         profiler.dump_stats(profile_to + ".pstats")  # for snakeviz / pstats browsing
     rss_import = _peak_rss_mb()
 
-    start = time.perf_counter()
-    second = prompts_import(project=project, path=path, skip_invalid=False, progress=None)
-    reimport_seconds = time.perf_counter() - start
+    # The re-import as it comes: with autovacuum off (as on the reference machine) the
+    # planner still has no statistics for the tables the first import filled.
+    reimport_seconds, second = timed_import("reimport")
+    # Then with fresh statistics, as autovacuum would have left them in production.
+    with connection.cursor() as cursor:
+        for table in (
+            "labeling_prompt",
+            "labeling_candidate",
+            "labeling_item",
+            "labeling_itemcandidate",
+            "labeling_externalpreference",
+        ):
+            cursor.execute(f"ANALYZE {table}")  # noqa: S608 - fixed table names
+    analyzed_seconds, third = timed_import("reimport_analyzed")
 
     counts = {
         "prompts": Prompt.objects.filter(project=project).count(),
@@ -262,13 +274,17 @@ def measure(path: Path, profile_to: str | None) -> None:
             {
                 "seconds": seconds,
                 "reimport_seconds": reimport_seconds,
+                "reimport_analyzed_seconds": analyzed_seconds,
                 "rss_before_import_mb": rss_before,
                 "peak_rss_mb": rss_import,
                 "peak_rss_after_reimport_mb": _peak_rss_mb(),
                 "report": _counts(report),
                 "reimport_report": _counts(second),
+                "reimport_analyzed_report": _counts(third),
                 "db_counts": counts,
                 "chunk_rows": settings.IMPORT_CHUNK_ROWS,
+                "autovacuum": autovacuum,
+                "cpu": cpu,
             }
         )
     )
@@ -283,7 +299,11 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=4)
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL") or DEFAULT_URL)
     parser.add_argument("--keep", action="store_true", help="keep the generated file")
-    parser.add_argument("--workdir", help="where to write the file (default: a temp dir)")
+    parser.add_argument(
+        "--workdir",
+        help="where to write the file (default: a temp dir); a file kept there by an "
+        "earlier --keep run with the same sizes is reused",
+    )
     parser.add_argument(
         "--debug", action="store_true", help="run Django with DEBUG=1 (logs every query; slower)"
     )
@@ -296,12 +316,12 @@ def main() -> None:
     parser.add_argument("--measure", metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.measure:
-        measure(Path(args.measure), args.profile)
-        return
-
     if not 2 <= args.candidates <= 16:
         sys.exit("--candidates must be between 2 and 16 (a project's K range)")
+    if args.measure:
+        measure(Path(args.measure), args.candidates, args.profile)
+        return
+
     _db_name(args.database_url)  # refuse early
     tmp = None
     if args.workdir:
@@ -310,19 +330,24 @@ def main() -> None:
     else:
         tmp = tempfile.mkdtemp(prefix="ordinal-import-bench-")
         workdir = Path(tmp)
-    path = workdir / f"prompts-{args.prompts}x{args.candidates}.jsonl"
+    path = workdir / f"prompts-{args.prompts}x{args.candidates}-seed{SEED}.jsonl"
 
     try:
-        start = time.perf_counter()
-        shape = generate(path, args.prompts, args.candidates)
-        size_mb = path.stat().st_size / 2**20
-        print(
-            f"generated {path} ({size_mb:.1f} MiB, {args.prompts} prompts x "
-            f"{args.candidates} candidates, mean prompt {shape['mean_prompt_chars']:.0f} "
-            f"chars, mean answer {shape['mean_answer_chars']:.0f} chars) "
-            f"in {time.perf_counter() - start:.1f} s (not measured)",
-            flush=True,
-        )
+        if path.exists():
+            print(f"reusing {path} ({path.stat().st_size / 2**20:.1f} MiB)", flush=True)
+        else:
+            start = time.perf_counter()
+            partial = path.with_suffix(".partial")
+            shape = generate(partial, args.prompts, args.candidates)
+            partial.rename(path)  # a file under the final name is always complete
+            print(
+                f"generated {path} ({path.stat().st_size / 2**20:.1f} MiB, {args.prompts} "
+                f"prompts x {args.candidates} candidates, mean prompt "
+                f"{shape['mean_prompt_chars']:.0f} chars, mean answer "
+                f"{shape['mean_answer_chars']:.0f} chars) in "
+                f"{time.perf_counter() - start:.1f} s (not measured)",
+                flush=True,
+            )
 
         server_version = recreate_database(args.database_url)
         print(
@@ -330,7 +355,14 @@ def main() -> None:
             flush=True,
         )
 
-        command = [sys.executable, str(Path(__file__).resolve()), "--measure", str(path)]
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--measure",
+            str(path),
+            "--candidates",
+            str(args.candidates),
+        ]
         if args.profile:
             command += ["--profile", str(Path(args.profile).resolve())]
         child = subprocess.run(
@@ -349,6 +381,7 @@ def main() -> None:
     finally:
         if not args.keep:
             path.unlink(missing_ok=True)
+            path.with_suffix(".partial").unlink(missing_ok=True)
             if tmp:
                 os.rmdir(tmp)
     if args.keep:
@@ -362,18 +395,29 @@ def main() -> None:
         f"{n * k / seconds:,.0f} candidates/s (Django DEBUG={int(args.debug)}, "
         f"chunk {result['chunk_rows']} rows)"
     )
+    import_cpu = result["cpu"]["import"]
+    print(
+        f"cpu:       {import_cpu['python_cpu_s']} s in Python, {import_cpu['postgres_cpu_s']} s "
+        f"in the PostgreSQL backend during the import (of {seconds:.2f} s wall)"
+    )
     print(
         f"peak RSS:  {result['peak_rss_mb']:.0f} MB after the import "
         f"({result['rss_before_import_mb']:.0f} MB before it, after migrate; "
-        f"{result['peak_rss_after_reimport_mb']:.0f} MB after the re-import)"
+        f"{result['peak_rss_after_reimport_mb']:.0f} MB after the re-imports)"
     )
-    print(
-        f"re-import: {result['reimport_seconds']:.2f} s "
-        f"(added {result['reimport_report']['prompts_added']} prompts, "
-        f"{result['reimport_report']['candidates_added']} candidates)"
-    )
+    for label, key in (("re-import", "reimport"), ("+ANALYZE", "reimport_analyzed")):
+        again = result[f"{key}_report"]
+        print(
+            f"{label + ':':<10} {result[f'{key}_seconds']:.2f} s (added "
+            f"{again['prompts_added']} prompts, {again['candidates_added']} candidates, "
+            f"{again['items_added']} items)"
+        )
     print("report:    " + ", ".join(f"{key}={value}" for key, value in report.items()))
     print("database:  " + ", ".join(f"{key}={value}" for key, value in result["db_counts"].items()))
+    print(
+        f"server:    autovacuum={result['autovacuum']} (off: no table is analyzed during "
+        f"the run; the '+ANALYZE' re-import runs after an explicit ANALYZE)"
+    )
     if args.profile:
         print(f"profile:   {args.profile} (timing above includes cProfile overhead)")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -389,11 +433,14 @@ def main() -> None:
                 "candidates_per_s": round(n * k / seconds, 1),
                 "peak_rss_mb": round(result["peak_rss_mb"], 1),
                 "reimport_seconds": round(result["reimport_seconds"], 3),
+                "reimport_analyzed_seconds": round(result["reimport_analyzed_seconds"], 3),
                 "report": report,
                 "debug": args.debug,
                 "profiled": bool(args.profile),
-                "machine": f"{cores} cores, Python {platform.python_version()}, "
-                f"PostgreSQL {server_version}",
+                "autovacuum": result["autovacuum"],
+                "cpu": result["cpu"],
+                "load_avg_1m_after": round(os.getloadavg()[0], 2),
+                "machine": f"{cores} cores, Python {platform.python_version()}, PostgreSQL {server_version}",
             }
         )
     )
