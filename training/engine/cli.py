@@ -14,7 +14,8 @@ Several GPUs (the task runs this command and reads the files it writes)::
 
 ``--metrics-file`` receives one JSON object per metric event (see training.engine.common),
 ``--cancel-file`` cancels the run when it appears, and the results are written to
-``out/results.json`` and printed as the last line. Exit status: 0 completed, 3 cancelled.
+``out/results.json`` and printed as the last line. A cancelled run exits 0 too (launchers
+report any other status as a crash): its ``status`` in results.json says "cancelled".
 
 Kinds: "reward" (training.engine.reward), "sft", "dpo", "rl" (GRPO or RLOO). The config
 is the kind's Config dataclass or its JSON dict; unknown keys are refused. Importing this
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,7 +41,6 @@ KINDS = {
     "dpo": ("training.engine.dpo", "DPOTrainingConfig"),
     "rl": ("training.engine.rl", "RLTrainingConfig"),
 }
-EXIT_CANCELLED = 3
 
 
 def config_class(kind: str) -> type[TrainingConfig]:
@@ -78,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     sink = _file_sink(args.metrics_file, args.cancel_file)
     results = train(args.kind, config, args.train, args.eval, args.output, on_metrics=sink,
                     resume=not args.no_resume)
-    print(json.dumps({k: v for k, v in results.items() if k != "history"}, default=str))
-    return EXIT_CANCELLED if results.get("status") == "cancelled" else 0
+    if int(os.environ.get("RANK", "0")) == 0:  # one line from a multi-process launch
+        print(json.dumps({k: v for k, v in results.items() if k != "history"}, default=str))
+    return 0
 
 
 def _file_sink(metrics_file: Path | None, cancel_file: Path | None) -> MetricsSink:

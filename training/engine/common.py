@@ -199,10 +199,8 @@ def model_load_kwargs(config: TrainingConfig) -> dict[str, Any]:
         kwargs["dtype"] = torch.bfloat16
     quantization = quantization_config(config)
     if quantization is not None:
-        from accelerate import PartialState
-
         kwargs["quantization_config"] = quantization
-        kwargs["device_map"] = {"": PartialState().local_process_index}
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # one whole copy per GPU
     return kwargs
 
 
@@ -519,18 +517,16 @@ def callbacks_for(kind: str, config: TrainingConfig, run: RunContext, on_metrics
 
 
 def world_size() -> int:
-    from accelerate import PartialState
-
-    return PartialState().num_processes
+    """Processes in this run, from the launcher's environment: creating accelerate's
+    PartialState here, before the Trainer's arguments do, would fix its settings too early."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def finish(run: RunContext, results: dict[str, Any]) -> dict[str, Any]:
     """Write results.json and drop the datasets cache (derived data, rebuilt on a resume)."""
     results = {**results, "resumed_from": str(run.resume_from) if run.resume_from else None,
                "discarded_checkpoints": run.discarded_checkpoints}
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if int(os.environ.get("RANK", "0")) == 0:
         write_results(run.output_dir, results)
         shutil.rmtree(run.cache_dir, ignore_errors=True)
     return results

@@ -357,7 +357,7 @@ def train(config: RewardTrainingConfig, train_path: Path | str, eval_path: Path 
     if metrics.cancelled:
         return common.finish(run, results)
     if eval_pairs is not None:
-        scorer = RewardScorer.from_loaded(trainer.accelerator.unwrap_model(trainer.model), tokenizer, fmt,
+        scorer = RewardScorer(trainer.accelerator.unwrap_model(trainer.model), tokenizer, fmt,
                                           batch_size=config.per_device_eval_batch_size)
         results["eval"] = evaluate_pairs(scorer, eval_pairs.dataset)
     model_dir = run.output_dir / common.MODEL
@@ -479,10 +479,6 @@ class RewardScorer:
 
     def __init__(self, model: Any, tokenizer: Any, fmt: RewardFormat, *, batch_size: int = 16) -> None:
         self.model, self.tokenizer, self.format, self.batch_size = model, tokenizer, fmt, batch_size
-
-    @classmethod
-    def from_loaded(cls, model: Any, tokenizer: Any, fmt: RewardFormat, *, batch_size: int = 16) -> RewardScorer:
-        return cls(model, tokenizer, fmt, batch_size=batch_size)
 
     @classmethod
     def load(cls, model_dir: Path | str, *, device: str | None = None, batch_size: int = 16) -> RewardScorer:

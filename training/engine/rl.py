@@ -67,8 +67,6 @@ class RLTrainingConfig(TrainingConfig):
 def train(config: RLTrainingConfig, train_path: Path | str, eval_path: Path | str | None,
           output_dir: Path | str, on_metrics: MetricsSink | None = None, resume: bool = True) -> dict[str, Any]:
     """Optimise the policy against the reward model; returns the results (also in results.json)."""
-    from accelerate import PartialState
-
     from training.engine.reward import RewardScorer
 
     completions_per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps * common.world_size()
@@ -80,10 +78,8 @@ def train(config: RLTrainingConfig, train_path: Path | str, eval_path: Path | st
     model, tokenizer, peft_config = common.load_causal_lm(config, merge_adapter=True)
     prompts = unique_prompts(common.load_rows(train_path, run.cache_dir))
     eval_prompts = unique_prompts(common.load_rows(eval_path, run.cache_dir)) if eval_path else None
-    scorer = RewardScorer.load(config.reward_model, device=str(PartialState().device),
-                               batch_size=config.reward_batch_size)
-
     trainer_class, args = _trainer_and_args(config, run.checkpoint_dir)
+    scorer = RewardScorer.load(config.reward_model, device=str(args.device), batch_size=config.reward_batch_size)
     metrics, callbacks = common.callbacks_for(KIND, config, run, on_metrics, completions_per_step,
                                               {"reward": "reward", "kl": "kl"})
     trainer = trainer_class(model=model, reward_funcs=[scorer], args=args, train_dataset=prompts,
