@@ -295,6 +295,8 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "labeling.runs.Run.Status",
         "ItemStatusEnum": "labeling.models.Item.Status",
         "ProjectStatusEnum": "labeling.models.Project.Status",
+        "TrainingKindEnum": "training.models.TrainingRun.Kind",
+        "ModelKindEnum": "training.models.ModelVersion.Kind",
     },
 }
 
