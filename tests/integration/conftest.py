@@ -65,9 +65,11 @@ class Worker:
                 self.process.kill()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def celery_worker(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory
                   ) -> Iterator[Worker]:
+    """Module-scoped: a worker left running would take the tasks of later tests, which
+    start workers of their own with other settings (artifact root, model folder)."""
     worker = Worker(tmp_path_factory.mktemp("worker") / "worker.log", {})
     yield worker
     worker.stop()
