@@ -19,7 +19,8 @@ SKIP_REASONS = [
 
 
 def _item_context(request: HttpRequest, assignment_id: int) -> dict:
-    assignment = assignment_for(request.user, assignment_id)
+    # Only called right after next_item for a project the user was authorized on.
+    assignment = assignment_for(request.user, assignment_id, checked=True)
     version = assignment.guideline_version
     return {
         "assignment": assignment,

@@ -15,15 +15,18 @@ from labeling.access import project_for
 from labeling.models import Assignment, Candidate, Item, Project, Ranking
 
 
-def assignment_for(user: AbstractBaseUser, assignment_id: int) -> Assignment:
-    """The caller's own assignment; anyone else's answers 404."""
+def assignment_for(user: AbstractBaseUser, assignment_id: int, *, checked: bool = False
+                   ) -> Assignment:
+    """The caller's own assignment; anyone else's answers 404. `checked`: the caller has
+    just authorized the project (next_item's path), so the membership isn't read again."""
     assignment = (
         Assignment.objects.filter(pk=assignment_id, annotator=user)
         .select_related("item__project", "item__prompt", "guideline_version").first()
     )
     if assignment is None:
         raise Http404("No such assignment.")
-    project_for(user, assignment.item.project_id)  # still a member?
+    if not checked:
+        project_for(user, assignment.item.project_id)  # still a member?
     return assignment
 
 
