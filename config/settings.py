@@ -246,6 +246,9 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 
 # Artifacts (datasets, checkpoints, models) and uploads live outside any served path.
 ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT", str(VAR_DIR / "artifacts")))
+# Optional mirror of ARTIFACT_ROOT on object storage (training/artifacts.py): s3://bucket/prefix
+# or any fsspec URL. Empty: the shared volume is the only storage.
+ARTIFACT_STORAGE_URL = env_str("ARTIFACT_STORAGE_URL", "")
 UPLOAD_ROOT = Path(env_str("UPLOAD_ROOT", str(VAR_DIR / "uploads")))
 IMPORT_MAX_UPLOAD_BYTES = env_int("IMPORT_MAX_UPLOAD_BYTES", 512 * 1024 * 1024, minimum=1)
 IMPORT_MAX_TEXT_CHARS = env_int("IMPORT_MAX_TEXT_CHARS", 100_000, minimum=1)

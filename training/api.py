@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.http import FileResponse, Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -13,6 +15,7 @@ from labeling import access
 from labeling.models import Role
 from labeling.review import audit
 from labeling.runs import run_cancel
+from training.artifacts import artifact_open
 from training.generation import generation_run_create
 from training.models import DatasetSnapshot, GenerationRun, ModelVersion, TrainingMetric, TrainingRun
 from training.snapshots import FORMATS, KINDS, snapshot_create, snapshot_dir
@@ -98,9 +101,13 @@ class SnapshotOutput(serializers.ModelSerializer):
                   "counts", "files", "error", "created_at", "finished_at", "manifest"]
 
     def get_manifest(self, snapshot: DatasetSnapshot) -> dict | None:
-        from training.engine.writers import read_manifest
-
-        return read_manifest(snapshot_dir(snapshot)) if snapshot.status == "done" else None
+        if snapshot.status != "done":
+            return None
+        try:
+            with artifact_open(snapshot_dir(snapshot) / "manifest.json") as manifest:
+                return json.load(manifest)
+        except FileNotFoundError:
+            return None
 
 
 def snapshot_for(user, snapshot_id: int) -> DatasetSnapshot:  # noqa: ANN001
@@ -161,8 +168,11 @@ class SnapshotFile(APIView):
         snapshot = snapshot_for(request.user, snapshot_id)
         if snapshot.status != "done" or name not in snapshot.files:
             raise Http404("No such file in this snapshot.")
-        response = FileResponse(open(snapshot_dir(snapshot) / name, "rb"),  # noqa: SIM115
-                                as_attachment=True, filename=name,
+        try:
+            opened = artifact_open(snapshot_dir(snapshot) / name)
+        except FileNotFoundError:
+            raise Http404("This file is no longer in the artifact storage.") from None
+        response = FileResponse(opened, as_attachment=True, filename=name,
                                 content_type="application/octet-stream")
         response["X-Content-Type-Options"] = "nosniff"
         return response

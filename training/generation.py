@@ -23,6 +23,7 @@ from django.db.models import Count, Q
 from labeling.models import Candidate, Project, Prompt
 from labeling.runs import Run, run_enqueue, run_finish, run_heartbeat
 from labeling.services import DomainError, items_create_for_prompt
+from training.artifacts import ArtifactMissing, artifact_local_model
 from training.models import GenerationRun
 
 logger = logging.getLogger(__name__)
@@ -109,9 +110,11 @@ def generation_run_execute(run: GenerationRun, *, progress: Progress | None = No
     params = SamplingParams(**run.params)
     torch_threads()
     try:
-        backend = load_backend(run.backend, run.model or builtin_tiny_dir(),
-                               **_backend_options(run))
-    except BackendError as exc:
+        model = run.model or builtin_tiny_dir()
+        if run.backend == GenerationRun.Backend.TRANSFORMERS:
+            model = artifact_local_model(str(model))  # a registered policy may be in storage only
+        backend = load_backend(run.backend, model, **_backend_options(run))
+    except (BackendError, ArtifactMissing) as exc:
         run_finish(run, status=Run.Status.FAILED, error=str(exc))
         return
     todo = _prompts_left(run, params.k)

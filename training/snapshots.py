@@ -28,6 +28,7 @@ from django.utils import timezone
 from labeling.models import ExternalPreference, Item, Project, Ranking
 from labeling.runs import Run, run_enqueue, run_finish, run_heartbeat
 from labeling.services import DomainError
+from training.artifacts import artifact_local, artifact_publish
 from training.models import DatasetSnapshot
 
 KINDS = ("pairs", "dpo", "sft", "kto", "raw")
@@ -218,6 +219,11 @@ def snapshot_dir(snapshot: DatasetSnapshot) -> Path:
     return settings.ARTIFACT_ROOT / "datasets" / str(snapshot.pk)
 
 
+def snapshot_local_dir(snapshot: DatasetSnapshot) -> Path:
+    """The snapshot's folder on this machine, fetched from artifact storage if missing."""
+    return artifact_local(snapshot_dir(snapshot))
+
+
 def _rows(snapshot: DatasetSnapshot, kind: str, options: Any) -> Iterator[dict[str, Any]]:
     from training.engine import datasets as builders
 
@@ -237,6 +243,7 @@ def snapshot_build(snapshot: DatasetSnapshot, *, progress: Progress | None = Non
 
     folder = snapshot_dir(snapshot)
     if writers.read_manifest(folder) is not None:
+        artifact_publish(folder)  # a crash may have come between the manifest and the upload
         run_finish(snapshot, status=Run.Status.DONE)
         return
     shutil.rmtree(folder, ignore_errors=True)
@@ -275,6 +282,7 @@ def snapshot_build(snapshot: DatasetSnapshot, *, progress: Progress | None = Non
         "empty_reason": _empty_reason(snapshot) if empty else None,
     }
     writers.write_manifest(folder, files=files, metadata=metadata)
+    artifact_publish(folder)
     DatasetSnapshot.objects.filter(pk=snapshot.pk).update(
         counts=counts, path=str(folder),
         files={name: {"rows": s.rows, "sha256": s.sha256, "bytes": s.bytes}

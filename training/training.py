@@ -29,6 +29,7 @@ from labeling.models import Candidate, Item, Project
 from labeling.review import audit
 from labeling.runs import Run, run_enqueue, run_finish, run_heartbeat
 from labeling.services import DomainError
+from training.artifacts import artifact_local, artifact_local_model, artifact_publish
 from training.models import (
     CandidateScore,
     DatasetSnapshot,
@@ -36,7 +37,7 @@ from training.models import (
     TrainingMetric,
     TrainingRun,
 )
-from training.snapshots import snapshot_dir
+from training.snapshots import snapshot_local_dir
 
 logger = logging.getLogger(__name__)
 DATA_KIND = {"reward": "pairs", "dpo": "dpo", "sft": "sft", "rl": "sft"}
@@ -51,17 +52,23 @@ def default_base_model(kind: str) -> str:
     return str(settings.BUILTIN_TINY_DIR)
 
 
-def data_files(snapshot: DatasetSnapshot, kind: str) -> tuple[Path, Path | None]:
-    """The snapshot's training and validation files for this kind (parquet preferred)."""
+def data_file_names(snapshot: DatasetSnapshot, kind: str) -> tuple[str, str | None]:
+    """The snapshot's training and validation file names for this kind (parquet preferred)."""
     data = DATA_KIND[kind]
     for fmt in ("parquet", "jsonl"):
         train = f"{data}-train.{fmt}"
         if train in snapshot.files:
             validation = f"{data}-validation.{fmt}"
-            folder = snapshot_dir(snapshot)
             held_out = snapshot.files.get(validation, {}).get("rows", 0) > 0
-            return folder / train, (folder / validation if held_out else None)
+            return train, (validation if held_out else None)
     raise DomainError(f"snapshot {snapshot.pk} has no {data} files; a {kind} run needs them")
+
+
+def data_files(snapshot: DatasetSnapshot, kind: str) -> tuple[Path, Path | None]:
+    """The same files on this machine (fetched from artifact storage when missing)."""
+    train, validation = data_file_names(snapshot, kind)
+    folder = snapshot_local_dir(snapshot)
+    return folder / train, (folder / validation if validation else None)
 
 
 @transaction.atomic
@@ -77,9 +84,9 @@ def training_run_create(
         raise DomainError(f"kind must be one of {', '.join(TrainingRun.Kind.values)}")
     if snapshot is None or snapshot.project_id != project.pk or snapshot.status != "done":
         raise DomainError("a training run needs a built dataset snapshot of this project")
-    train_file, _ = data_files(snapshot, kind)
-    if snapshot.files[train_file.name]["rows"] == 0:
-        raise DomainError(f"{train_file.name} in snapshot {snapshot.pk} has no rows to train on")
+    train_file, _ = data_file_names(snapshot, kind)
+    if snapshot.files[train_file]["rows"] == 0:
+        raise DomainError(f"{train_file} in snapshot {snapshot.pk} has no rows to train on")
     for version in (base_version, reward_version):
         if version is not None and version.project_id != project.pk:
             raise DomainError("registered models must belong to this project")
@@ -142,17 +149,21 @@ def training_run_execute(run: TrainingRun, *, progress: Any = None) -> None:
     """Run (or resume) a claimed training run to the end; `progress(step, max_steps)`."""
     from training.generation import torch_threads
 
-    train_file, eval_file = data_files(run.snapshot, run.kind)
     output = Path(run.artifact_path)
     sink = _Sink(run, progress)
     torch_threads()
     try:
+        train_file, eval_file = data_files(run.snapshot, run.kind)
+        # Registered models this run starts from may live in artifact storage only.
+        config = {**run.config, "model": artifact_local_model(run.config["model"])}
+        if config.get("reward_model"):
+            config["reward_model"] = artifact_local_model(config["reward_model"])
         if run.devices > 1:
-            results = _launch_accelerate(run, train_file, eval_file, output, sink)
+            results = _launch_accelerate(run, config, train_file, eval_file, output, sink)
         else:
             from training.engine.cli import train
 
-            results = train(run.kind, run.config, train_file, eval_file, output,
+            results = train(run.kind, config, train_file, eval_file, output,
                             on_metrics=sink, resume=True)
     except Exception as exc:  # the engine's errors are many; the run records the message
         logger.exception("training run %s failed", run.pk)
@@ -166,13 +177,13 @@ def training_run_execute(run: TrainingRun, *, progress: Any = None) -> None:
     run_finish(run, status=Run.Status.DONE, model_version=version.pk)
 
 
-def _launch_accelerate(run: TrainingRun, train_file: Path, eval_file: Path | None, output: Path,
-                       sink: _Sink) -> dict[str, Any]:
+def _launch_accelerate(run: TrainingRun, config: dict[str, Any], train_file: Path,
+                       eval_file: Path | None, output: Path, sink: _Sink) -> dict[str, Any]:
     """Several GPUs: `accelerate launch` the engine's entry point and follow its files."""
     output.mkdir(parents=True, exist_ok=True)
     config_file, metrics_file, cancel_file = (output / "run-config.json",
                                               output / "metrics.jsonl", output / "CANCEL")
-    config_file.write_text(json.dumps(run.config))
+    config_file.write_text(json.dumps(config))
     cancel_file.unlink(missing_ok=True)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes",
                str(run.devices), "-m", "training.engine.cli", "--kind", run.kind, "--config",
@@ -205,6 +216,9 @@ def model_version_register(*, run: TrainingRun, results: dict[str, Any]) -> Mode
     merged = ""
     if kind == ModelVersion.Kind.POLICY and run.config.get("use_lora", True):
         merged = str(_merge_policy(run, adapter))
+    # Uploaded before it is registered: a registered version is always fetchable.
+    for folder in filter(None, (str(adapter), merged)):
+        artifact_publish(folder)
     with transaction.atomic():
         number = (ModelVersion.objects.filter(project=run.project, name=name)
                   .aggregate(n=Max("version"))["n"] or 0) + 1
@@ -218,7 +232,7 @@ def model_version_register(*, run: TrainingRun, results: dict[str, Any]) -> Mode
 
 
 def _manifest_versions(snapshot: DatasetSnapshot) -> list[int]:
-    manifest = snapshot_dir(snapshot) / "manifest.json"
+    manifest = snapshot_local_dir(snapshot) / "manifest.json"
     return json.loads(manifest.read_text()).get("guideline_versions", []) if manifest.exists() else []
 
 
@@ -263,7 +277,7 @@ def candidates_score(*, version: ModelVersion, candidate_ids: list[int]) -> int:
     candidates = list(Candidate.objects.filter(pk__in=candidate_ids).select_related("prompt"))
     if not candidates:
         return 0
-    scorer = RewardScorer.load(version.adapter_path)
+    scorer = RewardScorer.load(artifact_local(version.adapter_path))
     scores = scorer.score([c.prompt.messages for c in candidates], [c.text for c in candidates])
     CandidateScore.objects.bulk_create(
         [CandidateScore(candidate=c, model_version=version, score=s)

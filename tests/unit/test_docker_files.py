@@ -436,7 +436,7 @@ def test_web_image_has_no_ml_stack_and_gpu_image_has_it() -> None:
     assert "[ml]" not in web_code and "torch" not in web_code
     assert re.search(r"^CMD \[\"gunicorn\", \"config\.wsgi\"", web, re.MULTILINE)
     assert "python manage.py collectstatic --noinput" in web
-    assert '"./[ml]"' in gpu
+    assert '"./[ml,s3]"' in gpu
     assert re.search(r"^ARG INSTALL_VLLM=0$", gpu, re.MULTILINE)
     labels = ("org.opencontainers.image.title", "org.opencontainers.image.version")
     assert all(label in web and label in gpu for label in labels)
