@@ -8,6 +8,7 @@ from rest_framework.authtoken.views import obtain_auth_token
 
 from guidelines import views as guideline_views
 from labeling import console, console_review, views, views_annotate
+from training import console as training_console
 
 api = [
     path("auth/token", obtain_auth_token, name="api-token"),
@@ -31,6 +32,7 @@ console_urls = [
     path("projects/<int:project_id>/invite", console_review.invite, name="invite"),
     path("projects/<int:project_id>/models", console_review.models_page, name="models"),
     path("projects/<int:project_id>/runs", console_review.runs, name="runs"),
+    path("projects/<int:project_id>/schedule", training_console.schedule_page, name="schedule"),
     path("items/<int:item_id>", console_review.adjudicate, name="adjudicate"),
     path("audit", console_review.audit_log, name="audit"),
     path("guidelines/", guideline_views.guideline_list, name="guidelines"),

@@ -182,3 +182,71 @@ class CandidateScore(models.Model):
             models.UniqueConstraint(fields=["candidate", "model_version"],
                                     name="candidate_score_unique"),
         ]
+
+
+class TrainingSchedule(models.Model):
+    """A project's standing order: "train a reward model when at least N new accepted
+    comparisons exist since the last one" (optionally followed by DPO). A
+    django-celery-beat PeriodicTask ticks it; every tick logs a ScheduleDecision."""
+
+    project = models.OneToOneField(
+        "labeling.Project", on_delete=models.CASCADE, related_name="training_schedule"
+    )
+    enabled = models.BooleanField(default=True)
+    min_new_comparisons = models.PositiveIntegerField(
+        default=500, help_text="Train when at least this many new accepted comparisons exist.")
+    interval_minutes = models.PositiveIntegerField(
+        default=60, help_text="How often the schedule checks.")
+    then_dpo = models.BooleanField(
+        default=False, help_text="Also queue a DPO run of the current policy on the same data.")
+    reward_config = models.JSONField(default=dict, blank=True,
+                                     help_text="Reward config fields that differ from the defaults.")
+    dpo_config = models.JSONField(default=dict, blank=True,
+                                  help_text="DPO config fields that differ from the defaults.")
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    # Set while a snapshot the schedule started is being built; the runs start from it.
+    pending_snapshot = models.ForeignKey(
+        DatasetSnapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(interval_minutes__gte=1),
+                                   name="schedule_interval_positive"),
+            models.CheckConstraint(condition=models.Q(min_new_comparisons__gte=1),
+                                   name="schedule_threshold_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"schedule of project {self.project_id}"
+
+
+class ScheduleDecision(models.Model):
+    """What one tick decided and why (append-only)."""
+
+    class Action(models.TextChoices):
+        SKIP = "skip"          # nothing to do (below threshold, disabled, busy)
+        WAIT = "wait"          # a snapshot it started is still being built
+        SNAPSHOT = "snapshot"  # threshold reached: a snapshot is being built
+        TRAIN = "train"        # runs queued on the snapshot
+        ERROR = "error"        # a step failed; the reason says which
+
+    schedule = models.ForeignKey(TrainingSchedule, on_delete=models.CASCADE,
+                                 related_name="decisions")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    reason = models.TextField()
+    new_comparisons = models.PositiveIntegerField(null=True, blank=True)
+    snapshot = models.ForeignKey(DatasetSnapshot, null=True, blank=True,
+                                 on_delete=models.SET_NULL, related_name="+")
+    reward_run = models.ForeignKey(TrainingRun, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+    dpo_run = models.ForeignKey(TrainingRun, null=True, blank=True,
+                                on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]

@@ -37,3 +37,11 @@ def train_run(run_id: int) -> None:
     run = run_claim(TrainingRun, run_id)
     if run is not None:
         training_run_execute(run)
+
+
+@shared_task(name="training.tasks.schedule_tick", ignore_result=True)
+def schedule_tick(schedule_id: int) -> None:
+    """Beat calls this per project schedule (training/schedules.py); safe to repeat."""
+    from training.schedules import schedule_tick as tick
+
+    tick(schedule_id)

@@ -71,6 +71,10 @@ def test_dpo_policy_run_is_merged_for_generation(snapshot, tiny_model) -> None: 
 
 @pytest.mark.parametrize(("kind", "kwargs", "message"), [
     ("reward", {"config": {"nonsense": 1}}, "unknown"),
+    # JSON of the wrong type is refused at creation, not by the trainer hours later.
+    ("reward", {"config": {"learning_rate": "fast"}}, "learning_rate must be float"),
+    ("sft", {"config": {"max_steps": True}}, "max_steps must be int"),
+    ("dpo", {"config": {"lora_target_modules": [1, 2]}}, "lora_target_modules must be"),
     ("rl", {"config": {}}, "reward model"),
     ("bogus", {"config": {}}, "kind must be"),
 ])

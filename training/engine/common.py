@@ -119,11 +119,35 @@ class TrainingConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainingConfig:
         """The config from its JSON form; unknown keys are an error (a typo must not pass silently)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields: {unknown}")
+        for name, value in data.items():
+            if not _json_value_fits(value, str(known[name].type)):
+                raise ValueError(f"{name} must be {known[name].type}, got {value!r}")
         return cls(**data)
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),),
+    "list[str]": (list,),
+}
+
+
+def _json_value_fits(value: Any, annotation: str) -> bool:
+    """Whether a JSON value fits a config field's annotation ("int", "float | None",
+    "list[str] | str | None"); annotations it doesn't know are not checked."""
+    allowed: list[type] = []
+    for part in (p.strip() for p in annotation.split("|")):
+        if part not in _JSON_TYPES:
+            return True
+        allowed.extend(_JSON_TYPES[part])
+    if isinstance(value, bool) and bool not in allowed:
+        return False  # JSON true is not a number here, though Python's bool is an int
+    if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+        return False
+    return isinstance(value, tuple(allowed))
 
 
 def trainer_arguments(config: TrainingConfig, checkpoint_dir: Path) -> dict[str, Any]:
