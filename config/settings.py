@@ -343,6 +343,21 @@ RUN_STALE_AFTER_SECONDS = env_int("RUN_STALE_AFTER_SECONDS", 120, minimum=1)
 RUN_MAX_ATTEMPTS = env_int("RUN_MAX_ATTEMPTS", 3, minimum=1)
 RUN_SWEEP_INTERVAL_SECONDS = env_int("RUN_SWEEP_INTERVAL_SECONDS", 60, minimum=1)
 LEASE_SWEEP_INTERVAL_SECONDS = env_int("LEASE_SWEEP_INTERVAL_SECONDS", 60, minimum=1)
+# Time limit of one attempt of a run, per kind (seconds). At the soft limit the task
+# stops and its run fails with "time limit exceeded"; RUN_TIME_LIMIT_GRACE_SECONDS later
+# Celery kills the process, and the sweep fails (never re-queues) a run killed that way.
+RUN_SOFT_TIME_LIMITS = {
+    "labeling.tasks.import_prompts": env_int("IMPORT_TIME_LIMIT_SECONDS", 2 * 3600, minimum=1),
+    "training.tasks.build_snapshot": env_int("SNAPSHOT_TIME_LIMIT_SECONDS", 2 * 3600, minimum=1),
+    "training.tasks.generate_candidates": env_int("GENERATION_TIME_LIMIT_SECONDS", 24 * 3600,
+                                                  minimum=1),
+    "training.tasks.train_run": env_int("TRAINING_TIME_LIMIT_SECONDS", 47 * 3600, minimum=1),
+}
+RUN_TIME_LIMIT_GRACE_SECONDS = env_int("RUN_TIME_LIMIT_GRACE_SECONDS", 60, minimum=1)
+CELERY_TASK_ANNOTATIONS = {
+    name: {"soft_time_limit": soft, "time_limit": soft + RUN_TIME_LIMIT_GRACE_SECONDS}
+    for name, soft in RUN_SOFT_TIME_LIMITS.items()
+}
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-runs": {
         "task": "labeling.tasks.sweep_stale_runs",

@@ -5,18 +5,22 @@ subclass. Its task claims the row with a conditional UPDATE (QUEUED -> RUNNING),
 a heartbeat while it works, and finishes it. `runs_sweep_stale` (Celery beat) finds
 runs whose worker died (heartbeat older than RUN_STALE_AFTER_SECONDS), re-queues them
 and fails them after RUN_MAX_ATTEMPTS. It also re-sends queued runs whose message was
-lost (a Redis restart); the claim makes a duplicate message harmless.
+lost (a Redis restart or FLUSHALL, or a broker that was down when the run was created);
+the claim makes a duplicate message harmless. An attempt that outlives its time limit
+(RUN_SOFT_TIME_LIMITS) fails for good instead of going round the sweep again.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.apps import apps
 from django.conf import settings
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -62,9 +66,19 @@ def run_enqueue(run: Run) -> None:
 
 
 def send_run_task(task_name: str, run_id: int) -> None:
+    """Publish the run's task. A broker that is down does not fail the caller (the run
+    row is committed and the sweep re-sends it once the broker is back)."""
+    from kombu.exceptions import OperationalError
+
     from config.celery import app
 
-    app.tasks[task_name].apply_async(args=[run_id])
+    try:
+        # No limits in the message: Celery would let the sender's time limits override
+        # those of the worker that runs it (CELERY_TASK_ANNOTATIONS from its environment).
+        app.tasks[task_name].apply_async(args=[run_id], time_limit=None, soft_time_limit=None)
+    except OperationalError as exc:
+        logger.warning("broker unavailable, %s %s left for the sweep to re-send: %s",
+                       task_name, run_id, exc)
 
 
 def run_claim(model: type[Run], run_id: int) -> Run | None:
@@ -97,6 +111,32 @@ def run_finish(run: Run, *, status: str, error: str = "", **progress: object) ->
     type(run).objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(**fields)
 
 
+def run_time_limits(model: type[Run]) -> tuple[int, int] | None:
+    """(soft, hard) seconds one attempt of this kind of run may take, None if unlimited."""
+    soft = settings.RUN_SOFT_TIME_LIMITS.get(model.task_name)
+    if soft is None:
+        return None
+    return soft, soft + settings.RUN_TIME_LIMIT_GRACE_SECONDS
+
+
+@contextmanager
+def run_fails_at_time_limit(run: Run) -> Iterator[None]:
+    """Wrap a task's work: at the soft time limit Celery raises SoftTimeLimitExceeded in
+    the task, and the run fails with a message naming the limit. Without this the row
+    stayed RUNNING until the sweep re-queued it, to hit the same limit again."""
+    try:
+        yield
+    except SoftTimeLimitExceeded:
+        # The signal may have landed mid-query: start the bookkeeping on a fresh connection.
+        if not connection.in_atomic_block:
+            connection.close()
+        limits = run_time_limits(type(run))
+        limit = f" of {limits[0]} s" if limits else ""
+        logger.warning("%s %s stopped at its time limit%s", type(run).__name__, run.pk, limit)
+        run_finish(run, status=Run.Status.FAILED,
+                   error=f"time limit exceeded: stopped at the soft limit{limit}")
+
+
 def run_cancel(run: Run) -> bool:
     """Cancel a queued or running run; the worker stops at its next heartbeat."""
     updated = type(run).objects.filter(
@@ -112,8 +152,9 @@ def run_models() -> Iterator[type[Run]]:
 
 
 def runs_sweep_stale() -> dict[str, int]:
-    """Re-queue runs whose heartbeat went stale, fail those out of attempts, and re-send
-    queued runs whose message seems lost. Returns counts for the log."""
+    """Re-queue runs whose heartbeat went stale, fail those out of attempts or past their
+    hard time limit, and re-send queued runs whose message seems lost. Returns counts for
+    the log."""
     stale_before = timezone.now() - timedelta(seconds=settings.RUN_STALE_AFTER_SECONDS)
     counts = {"requeued": 0, "failed": 0, "resent": 0}
     for model in run_models():
@@ -121,6 +162,7 @@ def runs_sweep_stale() -> dict[str, int]:
             Q(heartbeat_at__lt=stale_before) | Q(heartbeat_at__isnull=True)
         )
         with transaction.atomic():
+            counts["failed"] += _fail_killed_at_time_limit(model, stale)
             exhausted = model.objects.filter(stale, attempts__gte=settings.RUN_MAX_ATTEMPTS)
             counts["failed"] += exhausted.update(
                 status=Run.Status.FAILED, finished_at=timezone.now(),
@@ -143,3 +185,16 @@ def runs_sweep_stale() -> dict[str, int]:
     if any(counts.values()):
         logger.warning("stale-run sweep: %s", counts)
     return counts
+
+
+def _fail_killed_at_time_limit(model: type[Run], stale: Q) -> int:
+    """A silent run whose attempt started longer ago than its hard limit was killed by
+    Celery (or could not have finished in time): another attempt would meet the same end."""
+    limits = run_time_limits(model)
+    if limits is None:
+        return 0
+    started_before = timezone.now() - timedelta(seconds=limits[1])
+    return model.objects.filter(stale, started_at__lt=started_before).update(
+        status=Run.Status.FAILED, finished_at=timezone.now(),
+        error=f"time limit exceeded: killed at the hard limit of {limits[1]} s",
+    )

@@ -1,7 +1,8 @@
 """Celery tasks of the labeling app: thin adapters (an id in, a claim, one service call).
 
 Each is safe to redeliver: the claim lets one worker run a row, and the import itself
-adds nothing that is already there.
+adds nothing that is already there. An import that reaches its soft time limit
+(IMPORT_TIME_LIMIT_SECONDS) fails with that message instead of being retried.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from celery import shared_task
 from labeling.assignment import assignments_expire
 from labeling.importing import ImportFileError, prompts_import
 from labeling.models import ImportJob
-from labeling.runs import Run, run_claim, run_finish, run_heartbeat, runs_sweep_stale
+from labeling.runs import (
+    Run,
+    run_claim,
+    run_fails_at_time_limit,
+    run_finish,
+    run_heartbeat,
+    runs_sweep_stale,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +37,11 @@ def import_prompts(job_id: int) -> None:
     job = run_claim(ImportJob, job_id)
     if job is None:
         return
+    with run_fails_at_time_limit(job):
+        _import(job)
+
+
+def _import(job: ImportJob) -> None:
     from django.conf import settings
 
     last_beat = 0.0

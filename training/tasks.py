@@ -1,12 +1,13 @@
 """Celery tasks of the training app: thin adapters (an id in, a claim, one service
 call). `generate_*` tasks route to the `generate` queue and `train_*` to `train`
-(config/celery.py). The engine, and torch with it, loads inside the task bodies."""
+(config/celery.py). The engine, and torch with it, loads inside the task bodies. A run
+that reaches its soft time limit (RUN_SOFT_TIME_LIMITS) fails with that message."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
-from labeling.runs import run_claim
+from labeling.runs import run_claim, run_fails_at_time_limit
 
 
 @shared_task(name="training.tasks.generate_candidates", ignore_result=True)
@@ -16,7 +17,8 @@ def generate_candidates(run_id: int) -> None:
 
     run = run_claim(GenerationRun, run_id)
     if run is not None:
-        generation_run_execute(run)
+        with run_fails_at_time_limit(run):
+            generation_run_execute(run)
 
 
 @shared_task(name="training.tasks.build_snapshot", ignore_result=True)
@@ -26,7 +28,8 @@ def build_snapshot(snapshot_id: int) -> None:
 
     snapshot = run_claim(DatasetSnapshot, snapshot_id)
     if snapshot is not None:
-        snapshot_build(snapshot)
+        with run_fails_at_time_limit(snapshot):
+            snapshot_build(snapshot)
 
 
 @shared_task(name="training.tasks.train_run", ignore_result=True)
@@ -36,7 +39,10 @@ def train_run(run_id: int) -> None:
 
     run = run_claim(TrainingRun, run_id)
     if run is not None:
-        training_run_execute(run)
+        # training_run_execute records most errors itself; this catches the limit
+        # landing outside its try (loading the snapshot, registering the model).
+        with run_fails_at_time_limit(run):
+            training_run_execute(run)
 
 
 @shared_task(name="training.tasks.schedule_tick", ignore_result=True)
