@@ -55,6 +55,7 @@ urlpatterns = [
     path("accounts/invite/<str:token>/", views.invite_accept_view, name="invite-accept"),
     path("annotate/<slug:slug>/", views_annotate.workspace, name="annotate"),
     path("annotate/<slug:slug>/prefetch", views_annotate.prefetch, name="annotate-prefetch"),
+    path("annotate/<slug:slug>/preview", views_annotate.preview, name="annotate-preview"),
     path("annotate/<slug:slug>/guideline", guideline_views.acknowledge_page,
          name="annotate-guideline"),
     path("annotate/<slug:slug>/feedback", console_review.my_feedback, name="annotate-feedback"),

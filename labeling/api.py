@@ -36,6 +36,7 @@ class ProjectOutput(serializers.ModelSerializer):
         fields = [
             "id", "name", "slug", "description", "k", "overlap", "agreement_threshold", "mode",
             "allow_ties", "gold_rate", "assignment_strategy", "generation_settings", "status",
+            "demonstrations", "demonstrations_per_prompt", "mix_demonstrations",
             "guideline", "created_at",
         ]
 
@@ -46,8 +47,10 @@ class ProjectInput(serializers.ModelSerializer):
         fields = [
             "name", "slug", "description", "k", "overlap", "agreement_threshold", "mode",
             "allow_ties", "gold_rate", "assignment_strategy", "generation_settings", "status",
+            "demonstrations", "demonstrations_per_prompt", "mix_demonstrations",
         ]
         extra_kwargs = {
+            "demonstrations_per_prompt": {"min_value": 1, "max_value": 50},
             "agreement_threshold": {"min_value": 0.0, "max_value": 1.0},
             "gold_rate": {"min_value": 0.0, "max_value": 1.0},
             "k": {"min_value": 2, "max_value": 16},
@@ -93,6 +96,11 @@ class ProjectDetail(APIView):
         data = ProjectInput(project, data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         project = data.save()
+        if project.demonstrations == Project.Demonstrations.ONLY:
+            # Switched to writing answers: every prompt without a demonstration item gets one.
+            from labeling.demonstrations import demonstration_items_create
+
+            demonstration_items_create(project=project)
         return Response(ProjectOutput(project).data)
 
     @extend_schema(responses={204: None})

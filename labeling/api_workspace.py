@@ -16,6 +16,7 @@ from labeling.assignment import (
     next_item,
     ranking_submit,
 )
+from labeling.demonstrations import DemonstrationInput, demonstration_submit
 from labeling.workspace import assignment_for, assignment_payload
 
 
@@ -33,6 +34,10 @@ class ShownCandidateOutput(serializers.Serializer):
 class AssignmentOutput(serializers.Serializer):
     id = serializers.IntegerField()
     item = serializers.IntegerField()
+    task = serializers.ChoiceField(
+        choices=["ranking", "demonstration"],
+        help_text="ranking: order the candidates. demonstration: write the answer you wish "
+                  "the model gave (POST .../demonstration); a candidate, if any, may be rewritten.")
     expires_at = serializers.DateTimeField()
     mode = serializers.CharField()
     allow_ties = serializers.BooleanField()
@@ -41,6 +46,12 @@ class AssignmentOutput(serializers.Serializer):
     guideline_version = serializers.IntegerField(allow_null=True)
     messages = MessageOutput(many=True)
     candidates = ShownCandidateOutput(many=True)
+
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key", str, OpenApiParameter.HEADER, required=True,
+    description="Client-generated; a retry with the same key stores nothing new and returns "
+                "the first result.")
 
 
 class ErrorOutput(serializers.Serializer):
@@ -89,10 +100,7 @@ class RankingCreate(APIView):
 
     @extend_schema(
         request=RankingSubmitInput,
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER,
-                                     required=True, description=(
-                                         "Client-generated; a retry with the same key stores "
-                                         "nothing new and returns the first result."))],
+        parameters=[IDEMPOTENCY_KEY],
         responses={201: RankingOutput, 200: RankingOutput, 400: ErrorOutput, 409: ErrorOutput},
     )
     def post(self, request: Request, assignment_id: int) -> Response:
@@ -105,6 +113,41 @@ class RankingCreate(APIView):
             idempotency_key=request.headers.get("Idempotency-Key", ""),
         )
         return Response(self.RankingOutput(ranking).data, status=201 if created else 200)
+
+
+class DemonstrationCreate(APIView):
+    class DemonstrationSubmitInput(serializers.Serializer):
+        text = serializers.CharField(max_length=100_000, help_text="The answer, in markdown.")
+        rewrite = serializers.BooleanField(
+            default=False, help_text="True when it started from the item's candidate "
+                                     "(its edit distance to it is stored).")
+        duration_ms = serializers.IntegerField(required=False, allow_null=True, min_value=0,
+                                               max_value=24 * 3600 * 1000)
+
+    class DemonstrationOutput(serializers.Serializer):
+        id = serializers.IntegerField()
+        assignment = serializers.IntegerField(source="assignment_id")
+        candidate = serializers.IntegerField(source="candidate_id")
+        edit_distance = serializers.IntegerField(allow_null=True)
+        created_at = serializers.DateTimeField()
+
+    @extend_schema(
+        request=DemonstrationSubmitInput,
+        parameters=[IDEMPOTENCY_KEY],
+        responses={201: DemonstrationOutput, 200: DemonstrationOutput, 400: ErrorOutput,
+                   409: ErrorOutput},
+    )
+    def post(self, request: Request, assignment_id: int) -> Response:
+        """Submit the answer you wrote for a demonstration item (idempotent like rankings)."""
+        assignment = assignment_for(request.user, assignment_id)
+        data = self.DemonstrationSubmitInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        demonstration, created = demonstration_submit(
+            annotator=request.user, assignment_id=assignment.pk,
+            data=DemonstrationInput(**data.validated_data),
+            idempotency_key=request.headers.get("Idempotency-Key", ""),
+        )
+        return Response(self.DemonstrationOutput(demonstration).data, status=201 if created else 200)
 
 
 class AssignmentSkip(APIView):

@@ -275,6 +275,8 @@ def _submit(annotator: AbstractBaseUser, assignment_id: int, data: RankingInput,
             raise SubmissionConflict("this Idempotency-Key was used for another item",
                                      code="idempotency_key_reused")
         return existing, False, None
+    if item.kind != Item.Kind.RANKING:
+        raise InvalidRanking("this item asks for a written answer, not a ranking")
     tiers = validate_tiers(
         data.tiers, set(item.item_candidates.values_list("candidate_id", flat=True)),
         allow_ties=project.allow_ties or project.mode == Project.Mode.PAIRWISE,
@@ -332,8 +334,14 @@ def _release(assignment: Assignment, item: Item, holds_lease: bool, *, status: s
 
 def item_completed(*, item_id: int) -> None:
     """An item reached its required rankings: the agreement step decides it (accepted,
-    disputed, or back to open for one more ranking under adaptive overlap)."""
+    disputed, or back to open for one more ranking under adaptive overlap); an accepted
+    item of a project that asks for demonstrations "after" ranking gets one."""
+    from labeling.demonstrations import demonstration_after_accept
+
     item_decide(item_id=item_id)
+    item = Item.objects.select_related("project").get(pk=item_id)
+    if item.status == Item.Status.ACCEPTED:
+        demonstration_after_accept(item=item)
 
 
 @transaction.atomic

@@ -522,7 +522,14 @@ def _import_chunk(project: Project, rows: list[ParsedRow], source: str,
         # an exact duplicate of a sibling answer gives annotators nothing to compare.
         fresh = [created.pop((prompt_id, key)) for key in keys if (prompt_id, key) in created]
         candidate_sets.append((prompt_id, [cid for cid, duplicate in fresh if not duplicate]))
-    report.items_added += items_create_bulk(project=project, candidate_sets=candidate_sets)
+    if project.demonstrations == Project.Demonstrations.ONLY:
+        # Annotators write the answers: one demonstration item per new prompt.
+        from labeling.demonstrations import demonstration_items_create
+
+        report.items_added += demonstration_items_create(project=project,
+                                                         prompt_ids=sorted(new_prompts))
+    else:
+        report.items_added += items_create_bulk(project=project, candidate_sets=candidate_sets)
     if preferences:
         _insert_preferences(preferences, report)
 

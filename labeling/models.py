@@ -38,6 +38,11 @@ class Project(models.Model):
         PAUSED = "paused"
         ARCHIVED = "archived"
 
+    class Demonstrations(models.TextChoices):
+        OFF = "off"
+        ONLY = "only"    # annotators write answers instead of ranking
+        AFTER = "after"  # an accepted item's prompt gets a rewrite of its best answer
+
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
     description = models.TextField(blank=True)
@@ -66,6 +71,17 @@ class Project(models.Model):
         default=False,
         help_text="Start items at 2 rankings; ask for more (up to the overlap) only when "
         "the first two disagree.",
+    )
+    demonstrations = models.CharField(
+        max_length=8, choices=Demonstrations.choices, default=Demonstrations.OFF,
+        help_text="Ask annotators to write the answer they wish the model gave (SFT data).",
+    )
+    demonstrations_per_prompt = models.PositiveSmallIntegerField(
+        default=1, help_text="Annotators who write a demonstration for one prompt."
+    )
+    mix_demonstrations = models.BooleanField(
+        default=False,
+        help_text="Put each demonstration into a new ranking item beside model answers.",
     )
     quality_refresh_pending = models.BooleanField(default=False)
     is_demo = models.BooleanField(
@@ -182,7 +198,14 @@ class Item(models.Model):
         DISPUTED = "disputed"
         DISCARDED = "discarded"
 
+    class Kind(models.TextChoices):
+        RANKING = "ranking"
+        # Write an answer: from scratch (no candidates) or by rewriting its one candidate.
+        # `required_rankings` and `rankings_count` then count demonstrations.
+        DEMONSTRATION = "demonstration"
+
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="items")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.RANKING)
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="items")
     candidates = models.ManyToManyField(Candidate, through="ItemCandidate", related_name="items")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
@@ -351,6 +374,40 @@ class Ranking(models.Model):
                 fields=["item", "annotator"], condition=Q(superseded_by__isnull=True),
                 name="ranking_one_live_per_item_annotator",
             ),
+        ]
+
+
+class Demonstration(models.Model):
+    """An answer an annotator wrote for a prompt (from scratch or by rewriting a model's
+    answer), stored as a human Candidate so it feeds SFT and can be ranked later."""
+
+    assignment = models.OneToOneField(Assignment, on_delete=models.PROTECT,
+                                      related_name="demonstration")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="demonstrations")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="demonstrations"
+    )
+    candidate = models.OneToOneField(Candidate, on_delete=models.PROTECT, related_name="demonstration")
+    source_candidate = models.ForeignKey(
+        Candidate, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The model answer it rewrites; empty when written from scratch.",
+    )
+    edit_distance = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Levenshtein distance (characters) from the source."
+    )
+    guideline_version = models.ForeignKey(
+        "guidelines.GuidelineVersion", null=True, blank=True, on_delete=models.PROTECT,
+        related_name="+",
+    )
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["annotator", "idempotency_key"],
+                                    name="demonstration_idempotent"),
+            models.UniqueConstraint(fields=["item", "annotator"], name="demonstration_once_per_item"),
         ]
 
 

@@ -28,6 +28,8 @@ urlpatterns = [
     path("projects/<int:project_id>/next", api_workspace.NextItem.as_view(), name="next-item"),
     path("assignments/<int:assignment_id>/ranking", api_workspace.RankingCreate.as_view(),
          name="ranking-create"),
+    path("assignments/<int:assignment_id>/demonstration",
+         api_workspace.DemonstrationCreate.as_view(), name="demonstration-create"),
     path("projects/<int:project_id>/guideline", guideline_api.ProjectGuideline.as_view(),
          name="project-guideline"),
     path("projects/<int:project_id>/guideline/acknowledge",

@@ -5,9 +5,11 @@ from __future__ import annotations
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
 from labeling import access
 from labeling.assignment import GuidelineAckRequired, next_item
+from labeling.rendering import render_markdown
 from labeling.workspace import annotator_progress, assignment_for, shown_candidates
 
 SKIP_REASONS = [
@@ -57,3 +59,12 @@ def prefetch(request: HttpRequest, slug: str) -> HttpResponse:
     if assignment is None:
         return HttpResponse(status=204)
     return render(request, "annotator/_item.html", _item_context(request, assignment.pk))
+
+
+@login_required
+@require_POST
+def preview(request: HttpRequest, slug: str) -> HttpResponse:
+    """A demonstration's markdown as the same sanitized HTML every answer is shown in."""
+    access.project_by_slug_for(request.user, slug)
+    text = request.POST.get("text", "")[:100_000]
+    return HttpResponse(render_markdown(text), content_type="text/html; charset=utf-8")

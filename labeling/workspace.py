@@ -12,7 +12,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from labeling.access import project_for
-from labeling.models import Assignment, Candidate, Item, Project, Ranking
+from labeling.models import Assignment, Candidate, Demonstration, Item, Project, Ranking
 
 
 def assignment_for(user: AbstractBaseUser, assignment_id: int, *, checked: bool = False
@@ -55,6 +55,7 @@ def assignment_payload(assignment: Assignment) -> dict[str, Any]:
     return {
         "id": assignment.pk,
         "item": item.pk,
+        "task": item.kind,
         "expires_at": assignment.expires_at,
         "mode": project.mode,
         "allow_ties": project.allow_ties,
@@ -74,11 +75,15 @@ class Progress:
 
 
 def annotator_progress(user: AbstractBaseUser, project: Project) -> Progress:
+    """Rankings and demonstrations both count as work done."""
     start = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
     mine = Ranking.objects.filter(annotator=user, item__project=project,
                                   superseded_by__isnull=True)
+    written = Demonstration.objects.filter(annotator=user, item__project=project)
     seen = Assignment.objects.filter(item=OuterRef("pk"), annotator=user)
     left = Item.objects.filter(project=project, status=Item.Status.OPEN).exclude(
         Exists(seen)).count()
-    return Progress(done_today=mine.filter(created_at__gte=start).count(),
-                    done_total=mine.count(), left=left)
+    return Progress(
+        done_today=mine.filter(created_at__gte=start).count()
+        + written.filter(created_at__gte=start).count(),
+        done_total=mine.count() + written.count(), left=left)

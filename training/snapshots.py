@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import shutil
 from collections.abc import Callable, Iterator
 from datetime import date
@@ -25,7 +26,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from labeling.models import ExternalPreference, Item, Project, Ranking
+from labeling.models import Demonstration, ExternalPreference, Item, Project, Ranking
 from labeling.runs import Run, run_enqueue, run_finish, run_heartbeat
 from labeling.services import DomainError
 from training.artifacts import artifact_local, artifact_publish
@@ -164,6 +165,31 @@ def snapshot_items(snapshot: DatasetSnapshot) -> Iterator[Any]:
             )
 
 
+def snapshot_demonstrations(snapshot: DatasetSnapshot) -> Iterator[Any]:
+    """Each written demonstration of an accepted demonstration item, as an unranked
+    item with its one human answer (SFT uses it; pairs and DPO have nothing to compare)."""
+    from training.engine.datasets import SnapshotItem
+
+    f = snapshot.filters
+    demonstrations = (Demonstration.objects.filter(
+        item__project=snapshot.project, item__status=Item.Status.ACCEPTED)
+        .select_related("item__prompt", "candidate", "guideline_version").order_by("id"))
+    if f.get("since"):
+        demonstrations = demonstrations.filter(created_at__date__gte=f["since"])
+    if f.get("until"):
+        demonstrations = demonstrations.filter(created_at__date__lte=f["until"])
+    if f.get("guideline_versions"):
+        demonstrations = demonstrations.filter(guideline_version__number__in=f["guideline_versions"])
+    for demonstration in demonstrations.iterator(chunk_size=BATCH):
+        version = demonstration.guideline_version
+        yield SnapshotItem(
+            item_id=demonstration.item_id, prompt=demonstration.item.prompt.messages,
+            candidates={demonstration.candidate_id: _candidate_info(demonstration.candidate)},
+            tiers=[], group_id=demonstration.item.prompt.content_hash,
+            guideline_versions=[version.number] if version else [],
+        )
+
+
 def snapshot_external(snapshot: DatasetSnapshot) -> Iterator[Any]:
     from training.engine.datasets import ExternalPair
 
@@ -232,6 +258,9 @@ def _rows(snapshot: DatasetSnapshot, kind: str, options: Any) -> Iterator[dict[s
     if kind in {"pairs", "dpo"}:
         build = builders.build_pairs if kind == "pairs" else builders.build_dpo
         return build(snapshot_items(snapshot), options, external=snapshot_external(snapshot))
+    if kind == "sft":  # consensus winners, then people's own written answers
+        return itertools.chain(builders.build_sft(snapshot_items(snapshot), options),
+                               builders.build_sft(snapshot_demonstrations(snapshot), options))
     return getattr(builders, f"build_{kind}")(snapshot_items(snapshot), options)
 
 

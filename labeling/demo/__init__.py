@@ -82,15 +82,36 @@ def demo_simulated_project() -> Project:
     return project
 
 
+WRITE_SLUG = "demo-write"
+
+
+def demo_write_project() -> Project:
+    """Demonstrations only: annotators write the answer they wish the model gave."""
+    project = Project.objects.filter(slug=WRITE_SLUG).first() or project_create(
+        name="Demo: write answers", slug=WRITE_SLUG, is_demo=True, k=4, overlap=3,
+        demonstrations=Project.Demonstrations.ONLY, demonstrations_per_prompt=1,
+        description="Write the best answer you can to everyday questions (SFT data).",
+        guideline=Guideline.objects.get(slug="default"),
+    )
+    prompts_import(project=project, path=DEMO_PROMPTS, source="demo")
+    return project
+
+
 def demo_setup() -> tuple[Project, ImportReport, dict[str, str]]:
     guidelines_sync()
     project = Project.objects.filter(slug=DEMO_SLUG).first() or project_create(
         name="Demo: helpful answers", slug=DEMO_SLUG, is_demo=True, k=4, overlap=3,
+        # Once an item's ranking is accepted, one annotator rewrites its best answer, and
+        # that rewrite is ranked against the model's answers in a new item.
+        demonstrations=Project.Demonstrations.AFTER, mix_demonstrations=True,
         description="Rank answers to everyday questions by helpfulness, honesty and care.",
         guideline=Guideline.objects.get(slug="default"),
     )
     report = prompts_import(project=project, path=DEMO_PROMPTS, source="demo")
     passwords = demo_accounts(project)
+    write = demo_write_project()
+    for username, role in DEMO_USERS:
+        membership_set(project=write, user=get_user_model().objects.get(username=username), role=role)
     simulated = demo_simulated_project()
     for username in ("admin", "reviewer"):
         membership_set(project=simulated, user=get_user_model().objects.get(username=username),

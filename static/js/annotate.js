@@ -25,6 +25,7 @@
 
   function bind(article) {
     if (!article) { state = null; return; }
+    if (article.dataset.task === "demonstration") { bindDemonstration(article); return; }
     state = {
       article: article,
       assignment: Number(article.dataset.assignment),
@@ -296,6 +297,96 @@
     } catch (error) { /* the reload fallback still works */ }
   }
 
+  // ------------------------------------------------------------------ demonstrations
+
+  function bindDemonstration(article) {
+    const editor = article.querySelector(".demonstration-text");
+    const source = article.querySelector(".source-text");
+    state = {
+      article: article, task: "demonstration", assignment: Number(article.dataset.assignment),
+      key: newKey(), started: Date.now(), sending: false, rewrite: false,
+      sourceText: source ? source.value : null,
+    };
+    article.querySelectorAll(".answer .collapsible").forEach(collapseLong);
+    editor.addEventListener("input", renderDemonstration);
+    editor.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+        event.preventDefault();
+        submitDemonstration();
+      }
+    });
+    const start = article.querySelector(".start-from-source");
+    if (start) {
+      start.addEventListener("click", () => {
+        if (editor.value.trim() && !window.confirm("Replace what you wrote with the answer above?")) return;
+        editor.value = state.sourceText;
+        state.rewrite = true;
+        renderDemonstration();
+        editor.focus();
+      });
+    }
+    article.querySelector(".tab-write").addEventListener("click", () => showPreview(false));
+    article.querySelector(".tab-preview").addEventListener("click", () => showPreview(true));
+    article.querySelector(".submit").addEventListener("click", submitDemonstration);
+    article.querySelector(".skip-open").addEventListener("click", openSkip);
+    article.querySelector(".skip-confirm").addEventListener("click", skip);
+    renderDemonstration();
+  }
+
+  function renderDemonstration() {
+    const text = state.article.querySelector(".demonstration-text").value;
+    state.article.querySelector(".char-count").textContent = String(text.length);
+    const note = state.article.querySelector(".edit-note");
+    if (note) note.textContent = state.rewrite ? "rewriting the answer above" : "written from scratch";
+    state.article.querySelector(".submit").disabled = !text.trim() || state.sending;
+  }
+
+  async function showPreview(on) {
+    const editor = state.article.querySelector(".demonstration-text");
+    const preview = state.article.querySelector(".demonstration-preview");
+    state.article.querySelector(".tab-write").classList.toggle("chosen", !on);
+    state.article.querySelector(".tab-preview").classList.toggle("chosen", on);
+    editor.hidden = on;
+    preview.hidden = !on;
+    if (!on) { editor.focus(); return; }
+    preview.textContent = "Rendering…";
+    const body = new URLSearchParams({ text: editor.value });
+    const response = await fetch(state.article.dataset.previewUrl, {
+      method: "POST", credentials: "same-origin", body: body,
+      headers: { "X-CSRFToken": csrfToken() },
+    });
+    // The server renders markdown to sanitized HTML (the same filter as every answer).
+    if (response.ok) preview.innerHTML = await response.text();
+    else preview.textContent = "The preview is not available right now.";
+  }
+
+  async function submitDemonstration() {
+    const text = state.article.querySelector(".demonstration-text").value;
+    if (!text.trim() || state.sending) return;
+    state.sending = true;
+    renderDemonstration();
+    let result;
+    try {
+      result = await post(root.dataset.apiRoot + "assignments/" + state.assignment + "/demonstration",
+        { text: text, rewrite: state.rewrite, duration_ms: Date.now() - state.started },
+        { "Idempotency-Key": state.key });
+    } catch (error) {
+      state.sending = false;
+      renderDemonstration();
+      showError("Could not reach the server; your answer is kept here. Press Ctrl+Enter to retry.");
+      return;
+    }
+    if (result.ok || (result.status === 409 && result.data.code !== "idempotency_key_reused")) {
+      if (result.ok) { bump("done-today", 1); bump("done-total", 1); bump("left", -1); }
+      notice(result.ok ? "" : result.data.detail);
+      advance();
+      return;
+    }
+    state.sending = false;
+    renderDemonstration();
+    showError(result.data.detail || describe(result.data) || "The answer was not accepted.");
+  }
+
   // ------------------------------------------------------------------ keyboard
 
   document.addEventListener("keydown", (event) => {
@@ -306,6 +397,10 @@
       return;
     }
     const key = event.key;
+    if (state.task === "demonstration") {
+      if (key === "s" || key === "S") { event.preventDefault(); openSkip(); }
+      return;
+    }
     if (key === "Enter") { event.preventDefault(); submit(); return; }
     if (key === "s" || key === "S") { event.preventDefault(); openSkip(); return; }
     if (state.mode === "pairwise") {

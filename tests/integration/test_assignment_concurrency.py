@@ -97,3 +97,43 @@ def test_expired_lease_is_reclaimed_by_another_annotator(project) -> None:  # no
 
     assert reclaimed is not None and reclaimed.item_id == lease.item_id
     assert Assignment.objects.get(pk=lease.pk).status == "expired"
+
+
+def test_fifty_identical_demonstrations_store_one_and_writers_never_exceed_the_need(project) -> None:  # noqa: ANN001
+    from labeling.demonstrations import DemonstrationInput, demonstration_items_create, demonstration_submit
+    from labeling.models import Candidate, Demonstration, Prompt
+    from tests.factories import PromptFactory
+
+    project.demonstrations_per_prompt = 2
+    project.save()
+    for _ in range(6):
+        PromptFactory(project=project)
+    demonstration_items_create(project=project)
+    first = UserFactory(username="writer-double-click")
+    assignment = next_item(annotator=first, project=project)
+    stored: list[int] = []
+
+    def double_click(index: int) -> None:
+        demonstration, _ = demonstration_submit(
+            annotator=first, assignment_id=assignment.pk, idempotency_key="double-click",
+            data=DemonstrationInput(text="The same answer, sent fifty times."))
+        stored.append(demonstration.pk)
+
+    assert run_threads(50, double_click) == []
+    assert len(stored) == 50 and len(set(stored)) == 1 and Demonstration.objects.count() == 1
+
+    writers = [UserFactory(username=f"writer{i}") for i in range(20)]
+
+    def write_all(index: int) -> None:
+        for n in range(10):
+            claimed = next_item(annotator=writers[index], project=project)
+            if claimed is None:
+                return
+            demonstration_submit(annotator=writers[index], assignment_id=claimed.pk,
+                                 idempotency_key=f"{index}-{n}", data=DemonstrationInput(text=f"w{index}"))
+
+    assert run_threads(20, write_all) == []
+    per_item = Counter(Demonstration.objects.values_list("item_id", flat=True))
+    assert sorted(per_item.values()) == [2] * Prompt.objects.filter(project=project).count()
+    assert set(Item.objects.values_list("status", "rankings_count", "active_leases")) == {("accepted", 2, 0)}
+    assert Candidate.objects.filter(origin="human").count() == Demonstration.objects.count() == 12

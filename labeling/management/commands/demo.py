@@ -48,6 +48,8 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"\nOrdinal is at http://127.0.0.1:{port}/"))
         self.stdout.write(f"console: http://127.0.0.1:{port}/console/   API docs: "
                           f"http://127.0.0.1:{port}/api/docs/")
+        self.stdout.write(f"rank: http://127.0.0.1:{port}/annotate/demo/   write answers: "
+                          f"http://127.0.0.1:{port}/annotate/demo-write/")
         for username, password in passwords.items():
             self.stdout.write(f"  {username:<12} {password}")
         self.stdout.write("(passwords are new each time `make demo` starts)\n")

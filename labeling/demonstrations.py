@@ -1,0 +1,180 @@
+"""Demonstrations: the SFT step, where people write the answer they wish the model gave.
+
+A demonstration item (Item.kind "demonstration") is claimed, leased, expired and
+skipped exactly like a ranking item (labeling/assignment.py), so it gets the same
+blind, overlap and lease rules; `required_rankings` counts the demonstrations it needs.
+It has no candidate (write from scratch) or one (rewrite it: the edit distance to it is
+stored). Where they come from:
+
+- projects with demonstrations "only" get one per prompt (`demonstration_items_create`,
+  run after an import and from the console or `manage.py demonstrations`);
+- projects with "after" get one when a ranking item is accepted, showing the consensus
+  best answer to rewrite (`demonstration_after_accept`).
+
+`demonstration_submit` stores the text as a Candidate of origin "human" (the annotator's
+own work, never shown with a name), is idempotent on (annotator, Idempotency-Key) like
+rankings, and with `mix_demonstrations` puts the new answer into a ranking item beside
+model answers of the same prompt, so people's answers are compared with the model's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, F, OuterRef
+from django.utils import timezone
+from rapidfuzz.distance import Levenshtein
+
+from guidelines.services import version_is_outdated
+from labeling.assignment import InvalidRanking, SubmissionConflict, _release
+from labeling.models import Assignment, Candidate, Demonstration, Item, ItemCandidate, Project, Prompt
+from labeling.services import items_create_for_prompt
+
+
+@dataclass(frozen=True)
+class DemonstrationInput:
+    text: str
+    rewrite: bool = False  # True: started from the item's candidate
+    duration_ms: int | None = None
+
+
+# --------------------------------------------------------------------------- items
+
+
+def demonstration_items_create(*, project: Project, prompt_ids: list[int] | None = None) -> int:
+    """One from-scratch demonstration item per prompt that has none yet; returns how many."""
+    prompts = Prompt.objects.filter(project=project).exclude(
+        Exists(Item.objects.filter(prompt=OuterRef("pk"), kind=Item.Kind.DEMONSTRATION)))
+    if prompt_ids is not None:
+        prompts = prompts.filter(pk__in=prompt_ids)
+    ids = list(prompts.order_by("id").values_list("id", flat=True))
+    Item.objects.bulk_create(
+        [Item(project=project, prompt_id=pid, kind=Item.Kind.DEMONSTRATION,
+              required_rankings=project.demonstrations_per_prompt) for pid in ids], batch_size=1000)
+    return len(ids)
+
+
+def demonstration_after_accept(*, item: Item) -> Item | None:
+    """An accepted ranking item of an "after" project: ask for a rewrite of its best
+    answer (the consensus top tier's first), once per prompt."""
+    project = item.project
+    if (project.demonstrations != Project.Demonstrations.AFTER or item.kind != Item.Kind.RANKING
+            or item.is_gold or not item.consensus):
+        return None
+    if Item.objects.filter(prompt_id=item.prompt_id, kind=Item.Kind.DEMONSTRATION).exists():
+        return None
+    demo = Item.objects.create(project=project, prompt_id=item.prompt_id,
+                               kind=Item.Kind.DEMONSTRATION,
+                               required_rankings=project.demonstrations_per_prompt)
+    ItemCandidate.objects.create(item=demo, candidate_id=item.consensus[0][0], position=0)
+    return demo
+
+
+# --------------------------------------------------------------------------- submit
+
+
+def demonstration_submit(*, annotator: AbstractBaseUser, assignment_id: int,
+                         data: DemonstrationInput, idempotency_key: str) -> tuple[Demonstration, bool]:
+    """Store one demonstration; returns (demonstration, created). A retry with the same
+    key returns the stored one. Raises InvalidRanking (400) or SubmissionConflict (409)."""
+    if not idempotency_key or len(idempotency_key) > 100:
+        raise InvalidRanking("an Idempotency-Key of 1 to 100 characters is required")
+    text = data.text.strip()
+    if not text:
+        raise InvalidRanking("write an answer first: the text is empty")
+    if len(text) > settings.IMPORT_MAX_TEXT_CHARS:
+        raise InvalidRanking(f"answers are limited to {settings.IMPORT_MAX_TEXT_CHARS} characters")
+    try:
+        demonstration, created, conflict = _submit(annotator, assignment_id, data, text,
+                                                   idempotency_key)
+    except IntegrityError:
+        existing = Demonstration.objects.filter(annotator=annotator, idempotency_key=idempotency_key)
+        if existing.exists():  # a concurrent twin with the same key stored it
+            return existing.get(), False
+        raise
+    if conflict is not None:
+        raise conflict  # after the commit, so the lease release it made is kept
+    if created and demonstration.item.project.mix_demonstrations:
+        _mix_into_ranking(demonstration)
+    return demonstration, created
+
+
+@transaction.atomic
+def _submit(annotator: AbstractBaseUser, assignment_id: int, data: DemonstrationInput, text: str,
+            idempotency_key: str) -> tuple[Demonstration | None, bool, SubmissionConflict | None]:
+    assignment = Assignment.objects.select_related("item__project").get(
+        pk=assignment_id, annotator=annotator)
+    # Lock order everywhere: the item, then the assignment.
+    item = Item.objects.select_for_update().get(pk=assignment.item_id)
+    assignment = Assignment.objects.select_for_update().get(pk=assignment.pk)
+    existing = Demonstration.objects.filter(annotator=annotator, idempotency_key=idempotency_key).first()
+    if existing is not None:
+        if existing.assignment_id != assignment.pk:
+            raise SubmissionConflict("this Idempotency-Key was used for another item",
+                                     code="idempotency_key_reused")
+        return existing, False, None
+    if item.kind != Item.Kind.DEMONSTRATION:
+        raise InvalidRanking("this item asks for a ranking, not a written answer")
+    source = item.item_candidates.select_related("candidate").first() if data.rewrite else None
+    if data.rewrite and source is None:
+        raise InvalidRanking("this item has no answer to rewrite: write one from scratch")
+    if assignment.status in {Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED}:
+        raise SubmissionConflict(f"this assignment was already {assignment.status}",
+                                 code=f"already_{assignment.status}")
+    holds_lease = assignment.status == Assignment.Status.ACTIVE
+    if item.status != Item.Status.OPEN:
+        raise SubmissionConflict("this item no longer takes answers", code="item_closed")
+    if version_is_outdated(assignment.guideline_version):
+        _release(assignment, item, holds_lease, status=Assignment.Status.EXPIRED)
+        return None, False, SubmissionConflict(
+            "a major guideline change was published after you opened this item; read it, "
+            "then continue (this answer was not stored)", code="guideline_changed")
+    lease_live = holds_lease and assignment.expires_at > timezone.now()
+    free = item.required_rankings - item.rankings_count - item.active_leases + int(holds_lease)
+    if not lease_live and free <= 0:
+        _release(assignment, item, holds_lease, status=Assignment.Status.EXPIRED)
+        return None, False, SubmissionConflict(
+            "your time on this item ran out and others have written its answers; "
+            "yours was not stored", code="lease_expired")
+    candidate = Candidate.objects.create(
+        prompt_id=item.prompt_id, text=text, origin=Candidate.Origin.HUMAN,
+        dedupe_key=f"human:{annotator.pk}:{item.pk}",
+        is_duplicate=Candidate.objects.filter(prompt_id=item.prompt_id, text=text).exists(),
+    )
+    demonstration = Demonstration.objects.create(
+        assignment=assignment, item=item, annotator=annotator, candidate=candidate,
+        source_candidate=source.candidate if source else None,
+        edit_distance=Levenshtein.distance(source.candidate.text, text) if source else None,
+        guideline_version_id=assignment.guideline_version_id, duration_ms=data.duration_ms,
+        idempotency_key=idempotency_key,
+    )
+    _release(assignment, item, holds_lease, status=Assignment.Status.SUBMITTED)
+    updates = {"rankings_count": F("rankings_count") + 1}
+    if item.rankings_count + 1 >= item.required_rankings:
+        # Nothing to agree on: a written answer is accepted as written (reviewers can
+        # still discard the item from the console).
+        updates |= {"status": Item.Status.ACCEPTED, "decided_at": timezone.now()}
+    Item.objects.filter(pk=item.pk).update(**updates)
+    return demonstration, True, None
+
+
+def _mix_into_ranking(demonstration: Demonstration) -> int:
+    """A ranking item of this human answer beside up to K-1 model answers of its prompt."""
+    project = demonstration.item.project
+    models = list(Candidate.objects.filter(prompt_id=demonstration.candidate.prompt_id,
+                                           origin=Candidate.Origin.MODEL, is_duplicate=False)
+                  .order_by("id").values_list("id", flat=True)[:max(1, project.k - 1)])
+    if not models:
+        return 0
+    return items_create_for_prompt(project=project, prompt_id=demonstration.candidate.prompt_id,
+                                   candidate_ids=[demonstration.candidate_id, *models])
+
+
+def demonstrations_done_today(*, annotator: AbstractBaseUser, project: Project) -> int:
+    start = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    return Demonstration.objects.filter(annotator=annotator, item__project=project,
+                                        created_at__gte=start).count()
+
