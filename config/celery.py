@@ -19,7 +19,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("ordinal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = (Queue("default"), Queue("generate"), Queue("train"))
+# Each queue bound under its own routing key, so the worker banner shows the routing
+# that is used (Queue("x") alone binds every queue to exchange "default", key "default").
+app.conf.task_queues = tuple(Queue(name, routing_key=name) for name in ("default", "generate", "train"))
 app.conf.task_routes = {
     "training.tasks.generate_*": {"queue": "generate"},
     "training.tasks.train_*": {"queue": "train"},

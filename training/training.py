@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -165,6 +166,8 @@ def training_run_execute(run: TrainingRun, *, progress: Any = None) -> None:
 
             results = train(run.kind, config, train_file, eval_file, output,
                             on_metrics=sink, resume=True)
+    except SoftTimeLimitExceeded:
+        raise  # the task fails the run with the time-limit message (labeling.runs)
     except Exception as exc:  # the engine's errors are many; the run records the message
         logger.exception("training run %s failed", run.pk)
         run_finish(run, status=Run.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
@@ -193,13 +196,19 @@ def _launch_accelerate(run: TrainingRun, config: dict[str, Any], train_file: Pat
         command += ["--eval", str(eval_file)]
     process = subprocess.Popen(command)
     seen = 0
-    while process.poll() is None:
-        time.sleep(2)
-        lines = metrics_file.read_text().splitlines() if metrics_file.exists() else []
-        for line in lines[seen:]:
-            if sink(json.loads(line)) is False:
-                cancel_file.touch()
-        seen = len(lines)
+    try:
+        while process.poll() is None:
+            time.sleep(2)
+            lines = metrics_file.read_text().splitlines() if metrics_file.exists() else []
+            for line in lines[seen:]:
+                if sink(json.loads(line)) is False:
+                    cancel_file.touch()
+            seen = len(lines)
+    except BaseException:
+        # A time limit or a crash here must not leave the launcher holding the GPUs.
+        process.kill()
+        process.wait()
+        raise
     if process.returncode not in {0, 3}:
         raise RuntimeError(f"accelerate launch exited with status {process.returncode}")
     return json.loads((output / "results.json").read_text())

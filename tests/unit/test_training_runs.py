@@ -96,3 +96,22 @@ def test_api_access(as_user, snapshot, annotator, outsider) -> None:  # noqa: AN
     assert as_user(annotator).get(url).status_code == 403
     assert as_user(outsider).get(f"/api/projects/{snapshot.project.pk}/model-versions"
                                  ).status_code == 404
+
+
+def test_a_time_limit_inside_the_engine_fails_the_run_with_the_limit_message(snapshot, settings) -> None:  # noqa: ANN001
+    from unittest import mock
+
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from config.celery import app
+
+    run = training_run_create(project=snapshot.project, kind="reward", snapshot=snapshot,
+                              config=FAST, enqueue=False)
+    soft = settings.RUN_SOFT_TIME_LIMITS["training.tasks.train_run"]
+    with mock.patch("training.engine.cli.train", side_effect=SoftTimeLimitExceeded()):
+        app.tasks["training.tasks.train_run"].apply(args=[run.pk])
+
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert run.error == f"time limit exceeded: stopped at the soft limit of {soft} s"
+    assert not ModelVersion.objects.filter(source_run=run).exists()
