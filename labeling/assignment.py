@@ -184,17 +184,25 @@ def _unsafe_seen_today(annotator: AbstractBaseUser, project: Project) -> int:
 
 
 def assignments_expire(*, now: timezone.datetime | None = None, limit: int = 1000) -> int:
-    """Return expired leases to the pool. Run by Celery beat; returns how many."""
+    """Return expired leases to the pool. Run by Celery beat; returns how many.
+
+    Locks in the hot path's order, the item then the assignment: a submit holds its
+    item's lock while it locks its assignment, so a sweep that locked the assignment
+    first and then waited for the item deadlocked with it (bench/load_bench.py). An item
+    another transaction holds is skipped; the next sweep takes its leases."""
     now = now or timezone.now()
     expired = 0
-    with transaction.atomic():
-        rows = Assignment.objects.filter(status=Assignment.Status.ACTIVE, expires_at__lte=now)
-        if connection.features.has_select_for_update_skip_locked:
-            rows = rows.select_for_update(skip_locked=True)
-        for assignment_id, item_id in rows.values_list("id", "item_id")[:limit]:
-            if Assignment.objects.filter(pk=assignment_id, status=Assignment.Status.ACTIVE).update(
-                status=Assignment.Status.EXPIRED, finished_at=now
-            ):
+    due = Assignment.objects.filter(status=Assignment.Status.ACTIVE, expires_at__lte=now)
+    for assignment_id, item_id in list(due.values_list("id", "item_id")[:limit]):
+        with transaction.atomic():
+            items = Item.objects.filter(pk=item_id)
+            if connection.features.has_select_for_update_skip_locked:
+                items = items.select_for_update(skip_locked=True)
+            if items.values_list("pk", flat=True).first() is None:
+                continue  # a submit or claim holds the item: next sweep
+            if Assignment.objects.filter(
+                pk=assignment_id, status=Assignment.Status.ACTIVE, expires_at__lte=now
+            ).update(status=Assignment.Status.EXPIRED, finished_at=now):
                 Item.objects.filter(pk=item_id, active_leases__gt=0).update(
                     active_leases=F("active_leases") - 1
                 )
@@ -349,11 +357,14 @@ def assignment_skip(*, annotator: AbstractBaseUser, assignment_id: int, reason: 
     """Give the item back; this annotator will not be shown it again."""
     if not reason.strip():
         raise InvalidRanking("say why you skip (e.g. 'needs expertise', 'broken text')")
-    assignment = Assignment.objects.select_for_update().get(pk=assignment_id, annotator=annotator)
+    # Lock order everywhere: the item, then the assignment.
+    item_id = Assignment.objects.values_list("item_id", flat=True).get(pk=assignment_id,
+                                                                      annotator=annotator)
+    item = Item.objects.select_for_update().get(pk=item_id)
+    assignment = Assignment.objects.select_for_update().get(pk=assignment_id)
     if assignment.status != Assignment.Status.ACTIVE:
         raise SubmissionConflict(f"this assignment was already {assignment.status}",
                                  code=f"already_{assignment.status}")
-    item = Item.objects.select_for_update().get(pk=assignment.item_id)
     Assignment.objects.filter(pk=assignment.pk).update(skip_reason=reason[:500])
     _release(assignment, item, True, status=Assignment.Status.SKIPPED)
     assignment.refresh_from_db()

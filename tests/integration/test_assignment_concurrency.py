@@ -10,7 +10,8 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+from django.utils import timezone
 
 from labeling.assignment import RankingInput, assignments_expire, next_item, ranking_submit
 from labeling.models import Assignment, Item, Ranking
@@ -137,3 +138,32 @@ def test_fifty_identical_demonstrations_store_one_and_writers_never_exceed_the_n
     assert sorted(per_item.values()) == [2] * Prompt.objects.filter(project=project).count()
     assert set(Item.objects.values_list("status", "rankings_count", "active_leases")) == {("accepted", 2, 0)}
     assert Candidate.objects.filter(origin="human").count() == Demonstration.objects.count() == 12
+
+
+def test_the_lease_sweep_never_deadlocks_with_a_submit_holding_the_item(project, annotator) -> None:  # noqa: ANN001
+    """A submit locks the item, then the assignment; the sweep used to lock the expired
+    assignment, then wait for the item: PostgreSQL killed one of them (a 500)."""
+    make_items(project, 1, k=3)
+    assignment = next_item(annotator=annotator, project=project)
+    Assignment.objects.filter(pk=assignment.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    item_locked, sweep_done = threading.Event(), threading.Event()
+    swept: list[int] = []
+
+    def submit_like(index: int) -> None:
+        if index == 0:  # the submit's lock order: the item, then (after a pause) the assignment
+            with transaction.atomic():
+                Item.objects.select_for_update().get(pk=assignment.item_id)
+                item_locked.set()
+                sweep_done.wait(timeout=10)
+                Assignment.objects.select_for_update().get(pk=assignment.pk)
+        else:
+            item_locked.wait(timeout=10)
+            swept.append(assignments_expire())
+            sweep_done.set()
+
+    errors = run_threads(2, submit_like)
+
+    assert errors == []
+    assert swept == [0]  # the held item was left for the next sweep
+    assert assignments_expire() == 1
+    assert Item.objects.get().active_leases == 0
