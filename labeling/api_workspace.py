@@ -73,7 +73,6 @@ class NextItem(APIView):
         assignment = next_item(annotator=request.user, project=project, prefetch=prefetch)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        assignment = assignment_for(request.user, assignment.pk, checked=True)
         return Response(AssignmentOutput(assignment_payload(assignment)).data)
 
 

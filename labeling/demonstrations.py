@@ -29,7 +29,7 @@ from django.utils import timezone
 from rapidfuzz.distance import Levenshtein
 
 from guidelines.services import version_is_outdated
-from labeling.assignment import InvalidRanking, SubmissionConflict, _release
+from labeling.assignment import InvalidRanking, SubmissionConflict, _locked_item_of, _release
 from labeling.models import Assignment, Candidate, Demonstration, Item, ItemCandidate, Project, Prompt
 from labeling.services import items_create_for_prompt
 
@@ -105,11 +105,9 @@ def demonstration_submit(*, annotator: AbstractBaseUser, assignment_id: int,
 @transaction.atomic
 def _submit(annotator: AbstractBaseUser, assignment_id: int, data: DemonstrationInput, text: str,
             idempotency_key: str) -> tuple[Demonstration | None, bool, SubmissionConflict | None]:
-    assignment = Assignment.objects.select_related("item__project").get(
-        pk=assignment_id, annotator=annotator)
     # Lock order everywhere: the item, then the assignment.
-    item = Item.objects.select_for_update().get(pk=assignment.item_id)
-    assignment = Assignment.objects.select_for_update().get(pk=assignment.pk)
+    item = _locked_item_of(annotator, assignment_id)
+    assignment = Assignment.objects.select_for_update().get(pk=assignment_id)
     existing = Demonstration.objects.filter(annotator=annotator, idempotency_key=idempotency_key).first()
     if existing is not None:
         if existing.assignment_id != assignment.pk:

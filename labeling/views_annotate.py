@@ -9,8 +9,9 @@ from django.views.decorators.http import require_POST
 
 from labeling import access
 from labeling.assignment import GuidelineAckRequired, next_item
+from labeling.models import Assignment
 from labeling.rendering import render_markdown
-from labeling.workspace import annotator_progress, assignment_for, shown_candidates
+from labeling.workspace import annotator_progress, shown_candidates
 
 SKIP_REASONS = [
     "needs expertise I don't have",
@@ -20,9 +21,8 @@ SKIP_REASONS = [
 ]
 
 
-def _item_context(request: HttpRequest, assignment_id: int) -> dict:
-    # Only called right after next_item for a project the user was authorized on.
-    assignment = assignment_for(request.user, assignment_id, checked=True)
+def _item_context(assignment: Assignment) -> dict:
+    """What the item template needs; `assignment` comes from next_item (loaded)."""
     version = assignment.guideline_version
     return {
         "assignment": assignment,
@@ -44,7 +44,7 @@ def workspace(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect("annotate-guideline", slug=project.slug)
     context = {"project": project, "progress": annotator_progress(request.user, project)}
     if assignment is not None:
-        context.update(_item_context(request, assignment.pk))
+        context.update(_item_context(assignment))
     return render(request, "annotator/workspace.html", context)
 
 
@@ -58,7 +58,7 @@ def prefetch(request: HttpRequest, slug: str) -> HttpResponse:
         assignment = None  # the page reloads into the acknowledgement gate
     if assignment is None:
         return HttpResponse(status=204)
-    return render(request, "annotator/_item.html", _item_context(request, assignment.pk))
+    return render(request, "annotator/_item.html", _item_context(assignment))
 
 
 @login_required

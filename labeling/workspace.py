@@ -15,18 +15,16 @@ from labeling.access import project_for
 from labeling.models import Assignment, Candidate, Demonstration, Item, Project, Ranking
 
 
-def assignment_for(user: AbstractBaseUser, assignment_id: int, *, checked: bool = False
-                   ) -> Assignment:
-    """The caller's own assignment; anyone else's answers 404. `checked`: the caller has
-    just authorized the project (next_item's path), so the membership isn't read again."""
+def assignment_for(user: AbstractBaseUser, assignment_id: int) -> Assignment:
+    """The caller's own assignment, while they are still in its project; anyone else's
+    answers 404."""
     assignment = (
         Assignment.objects.filter(pk=assignment_id, annotator=user)
         .select_related("item__project", "item__prompt", "guideline_version").first()
     )
     if assignment is None:
         raise Http404("No such assignment.")
-    if not checked:
-        project_for(user, assignment.item.project_id)  # still a member?
+    project_for(user, assignment.item.project_id)  # still a member?
     return assignment
 
 
@@ -39,9 +37,11 @@ class ShownCandidate:
 
 def shown_candidates(assignment: Assignment) -> list[ShownCandidate]:
     """The item's answers in this annotator's shuffled order, labelled A, B, C..."""
-    texts = dict(
-        Candidate.objects.filter(pk__in=assignment.display_order).values_list("id", "text")
-    )
+    texts = getattr(assignment, "candidate_texts", None)  # a fresh claim read them already
+    if texts is None:
+        texts = dict(
+            Candidate.objects.filter(pk__in=assignment.display_order).values_list("id", "text")
+        )
     return [
         ShownCandidate(id=cid, label=chr(ord("A") + index), text=texts[cid])
         for index, cid in enumerate(assignment.display_order)
