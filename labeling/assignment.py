@@ -306,27 +306,9 @@ def _submit(annotator: AbstractBaseUser, assignment_id: int, data: RankingInput,
     )
     if project.mode == Project.Mode.PAIRWISE:
         _validate_pairwise(data, tiers)
-    if assignment.status in {Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED}:
-        raise SubmissionConflict(f"this assignment was already {assignment.status}",
-                                 code=f"already_{assignment.status}")
-    holds_lease = assignment.status == Assignment.Status.ACTIVE
-    if item.status != Item.Status.OPEN:
-        raise SubmissionConflict("this item no longer takes rankings", code="item_closed")
-    if version_is_outdated(assignment.guideline_version):
-        _release(assignment, item, holds_lease, status=Assignment.Status.EXPIRED)
-        return None, False, SubmissionConflict(
-            "a major guideline change was published after you opened this item; read it, "
-            "then continue (this ranking was not stored)", code="guideline_changed",
-        )
-    lease_live = holds_lease and assignment.expires_at > timezone.now()
-    # An expired lease no longer reserves a slot: accept only if one is free.
-    free = item.required_rankings - item.rankings_count - item.active_leases + int(holds_lease)
-    if not lease_live and not item.is_gold and free <= 0:
-        _release(assignment, item, holds_lease, status=Assignment.Status.EXPIRED)
-        return None, False, SubmissionConflict(
-            "your time on this item ran out and others have filled it; "
-            "your ranking was not stored", code="lease_expired",
-        )
+    holds_lease, conflict = submission_gate(assignment, item, what="ranking")
+    if conflict is not None:
+        return None, False, conflict
     ranking = Ranking.objects.create(
         assignment=assignment, item=item, annotator=annotator, tiers=tiers,
         guideline_version_id=assignment.guideline_version_id, unsafe=data.unsafe,
@@ -348,6 +330,33 @@ def _submit(annotator: AbstractBaseUser, assignment_id: int, data: RankingInput,
     if updates.get("status") == Item.Status.COMPLETE:
         item_completed(item_id=item.pk)
     return ranking, True, None
+
+
+def submission_gate(assignment: Assignment, item: Item, *, what: str
+                    ) -> tuple[bool, SubmissionConflict | None]:
+    """The checks every submission on a locked item and assignment passes (rankings and
+    demonstrations alike). Returns whether the assignment still holds its lease, and a
+    conflict to raise after the commit: the lease release it made must be kept."""
+    if assignment.status in {Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED}:
+        raise SubmissionConflict(f"this assignment was already {assignment.status}",
+                                 code=f"already_{assignment.status}")
+    holds_lease = assignment.status == Assignment.Status.ACTIVE
+    if item.status != Item.Status.OPEN:
+        raise SubmissionConflict(f"this item no longer takes {what}s", code="item_closed")
+    if version_is_outdated(assignment.guideline_version):
+        _release(assignment, item, holds_lease, status=Assignment.Status.EXPIRED)
+        return holds_lease, SubmissionConflict(
+            "a major guideline change was published after you opened this item; read it, "
+            f"then continue (this {what} was not stored)", code="guideline_changed")
+    lease_live = holds_lease and assignment.expires_at > timezone.now()
+    # An expired lease no longer reserves a slot: accept only if one is free.
+    free = item.required_rankings - item.rankings_count - item.active_leases + int(holds_lease)
+    if not lease_live and not item.is_gold and free <= 0:
+        _release(assignment, item, holds_lease, status=Assignment.Status.EXPIRED)
+        return holds_lease, SubmissionConflict(
+            "your time on this item ran out and others have filled it; "
+            f"your {what} was not stored", code="lease_expired")
+    return holds_lease, None
 
 
 def _locked_item_of(annotator: AbstractBaseUser, assignment_id: int) -> Item:

@@ -28,8 +28,13 @@ from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 from rapidfuzz.distance import Levenshtein
 
-from guidelines.services import version_is_outdated
-from labeling.assignment import InvalidRanking, SubmissionConflict, _locked_item_of, _release
+from labeling.assignment import (
+    InvalidRanking,
+    SubmissionConflict,
+    _locked_item_of,
+    _release,
+    submission_gate,
+)
 from labeling.models import Assignment, Candidate, Demonstration, Item, ItemCandidate, Project, Prompt
 from labeling.services import items_create_for_prompt
 
@@ -119,24 +124,9 @@ def _submit(annotator: AbstractBaseUser, assignment_id: int, data: Demonstration
     source = item.item_candidates.select_related("candidate").first() if data.rewrite else None
     if data.rewrite and source is None:
         raise InvalidRanking("this item has no answer to rewrite: write one from scratch")
-    if assignment.status in {Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED}:
-        raise SubmissionConflict(f"this assignment was already {assignment.status}",
-                                 code=f"already_{assignment.status}")
-    holds_lease = assignment.status == Assignment.Status.ACTIVE
-    if item.status != Item.Status.OPEN:
-        raise SubmissionConflict("this item no longer takes answers", code="item_closed")
-    if version_is_outdated(assignment.guideline_version):
-        _release(assignment, item, holds_lease, status=Assignment.Status.EXPIRED)
-        return None, False, SubmissionConflict(
-            "a major guideline change was published after you opened this item; read it, "
-            "then continue (this answer was not stored)", code="guideline_changed")
-    lease_live = holds_lease and assignment.expires_at > timezone.now()
-    free = item.required_rankings - item.rankings_count - item.active_leases + int(holds_lease)
-    if not lease_live and free <= 0:
-        _release(assignment, item, holds_lease, status=Assignment.Status.EXPIRED)
-        return None, False, SubmissionConflict(
-            "your time on this item ran out and others have written its answers; "
-            "yours was not stored", code="lease_expired")
+    holds_lease, conflict = submission_gate(assignment, item, what="answer")
+    if conflict is not None:
+        return None, False, conflict
     candidate = Candidate.objects.create(
         prompt_id=item.prompt_id, text=text, origin=Candidate.Origin.HUMAN,
         dedupe_key=f"human:{annotator.pk}:{item.pk}",

@@ -165,22 +165,26 @@ def snapshot_items(snapshot: DatasetSnapshot) -> Iterator[Any]:
             )
 
 
+def _labelled_in(rows: Any, f: dict[str, Any]) -> Any:
+    """Rankings or demonstrations within the snapshot's dates and guideline versions."""
+    if f.get("since"):
+        rows = rows.filter(created_at__date__gte=f["since"])
+    if f.get("until"):
+        rows = rows.filter(created_at__date__lte=f["until"])
+    if f.get("guideline_versions"):
+        rows = rows.filter(guideline_version__number__in=f["guideline_versions"])
+    return rows
+
+
 def snapshot_demonstrations(snapshot: DatasetSnapshot) -> Iterator[Any]:
     """Each written demonstration of an accepted demonstration item, as an unranked
     item with its one human answer (SFT uses it; pairs and DPO have nothing to compare)."""
     from training.engine.datasets import SnapshotItem
 
-    f = snapshot.filters
     demonstrations = (Demonstration.objects.filter(
         item__project=snapshot.project, item__status=Item.Status.ACCEPTED)
         .select_related("item__prompt", "candidate", "guideline_version").order_by("id"))
-    if f.get("since"):
-        demonstrations = demonstrations.filter(created_at__date__gte=f["since"])
-    if f.get("until"):
-        demonstrations = demonstrations.filter(created_at__date__lte=f["until"])
-    if f.get("guideline_versions"):
-        demonstrations = demonstrations.filter(guideline_version__number__in=f["guideline_versions"])
-    for demonstration in demonstrations.iterator(chunk_size=BATCH):
+    for demonstration in _labelled_in(demonstrations, snapshot.filters).iterator(chunk_size=BATCH):
         version = demonstration.guideline_version
         yield SnapshotItem(
             item_id=demonstration.item_id, prompt=demonstration.item.prompt.messages,
@@ -215,14 +219,7 @@ def snapshot_raw(snapshot: DatasetSnapshot) -> Iterator[Any]:
                                        superseded_by__isnull=True)
                 .select_related("item__prompt", "guideline_version", "assignment")
                 .prefetch_related("item__item_candidates__candidate").order_by("id"))
-    f = snapshot.filters
-    if f.get("since"):
-        rankings = rankings.filter(created_at__date__gte=f["since"])
-    if f.get("until"):
-        rankings = rankings.filter(created_at__date__lte=f["until"])
-    if f.get("guideline_versions"):
-        rankings = rankings.filter(guideline_version__number__in=f["guideline_versions"])
-    for ranking in rankings.iterator(chunk_size=BATCH):
+    for ranking in _labelled_in(rankings, snapshot.filters).iterator(chunk_size=BATCH):
         item = ranking.item
         flags = [name for name in ("unsafe", "all_bad", "needs_expert") if getattr(ranking, name)]
         yield RawRanking(

@@ -222,16 +222,22 @@
 
   async function submit() {
     if (!state || !complete() || state.sending) return;
+    await sendWork("ranking", payload(), render, "ranking", "Enter");
+  }
+
+  // Sends a ranking or a demonstration with this item's idempotency key; on success (or
+  // a 409 that ends the item) moves on, otherwise keeps the work on screen.
+  async function sendWork(endpoint, body, redraw, what, retryKeys) {
     state.sending = true;
-    render();
+    redraw();
     let result;
     try {
-      result = await post(root.dataset.apiRoot + "assignments/" + state.assignment + "/ranking",
-        payload(), { "Idempotency-Key": state.key });
+      result = await post(root.dataset.apiRoot + "assignments/" + state.assignment + "/" + endpoint,
+        body, { "Idempotency-Key": state.key });
     } catch (error) {
       state.sending = false;
-      render();
-      showError("Could not reach the server; your ranking is kept here. Press Enter to retry.");
+      redraw();
+      showError("Could not reach the server; your " + what + " is kept here. Press " + retryKeys + " to retry.");
       return;
     }
     if (result.ok || (result.status === 409 && result.data.code !== "idempotency_key_reused")) {
@@ -241,8 +247,8 @@
       return;
     }
     state.sending = false;
-    render();
-    showError(result.data.detail || describe(result.data) || "The ranking was not accepted.");
+    redraw();
+    showError(result.data.detail || describe(result.data) || "The " + what + " was not accepted.");
   }
 
   function describe(errors) {
@@ -363,28 +369,9 @@
   async function submitDemonstration() {
     const text = state.article.querySelector(".demonstration-text").value;
     if (!text.trim() || state.sending) return;
-    state.sending = true;
-    renderDemonstration();
-    let result;
-    try {
-      result = await post(root.dataset.apiRoot + "assignments/" + state.assignment + "/demonstration",
-        { text: text, rewrite: state.rewrite, duration_ms: Date.now() - state.started },
-        { "Idempotency-Key": state.key });
-    } catch (error) {
-      state.sending = false;
-      renderDemonstration();
-      showError("Could not reach the server; your answer is kept here. Press Ctrl+Enter to retry.");
-      return;
-    }
-    if (result.ok || (result.status === 409 && result.data.code !== "idempotency_key_reused")) {
-      if (result.ok) { bump("done-today", 1); bump("done-total", 1); bump("left", -1); }
-      notice(result.ok ? "" : result.data.detail);
-      advance();
-      return;
-    }
-    state.sending = false;
-    renderDemonstration();
-    showError(result.data.detail || describe(result.data) || "The answer was not accepted.");
+    await sendWork("demonstration",
+      { text: text, rewrite: state.rewrite, duration_ms: Date.now() - state.started },
+      renderDemonstration, "answer", "Ctrl+Enter");
   }
 
   // ------------------------------------------------------------------ keyboard
