@@ -84,7 +84,8 @@ def draft_update(*, version: GuidelineVersion, body: str, changelog: str, change
 def version_publish(*, version: GuidelineVersion, user: AbstractBaseUser | None,
                     change: str | None = None) -> GuidelineVersion:
     """Freeze a draft. An empty draft, or one identical to the version before, can't be
-    published."""
+    published. A person's publish is audited in the same transaction; the file sync
+    (`user` None) is not a reviewer/admin action and writes no audit event."""
     version = GuidelineVersion.objects.select_for_update().get(pk=version.pk)
     if version.is_published:
         raise GuidelineError(f"v{version.number} is already published")
@@ -100,6 +101,14 @@ def version_publish(*, version: GuidelineVersion, user: AbstractBaseUser | None,
     version.published_at = timezone.now()
     version.published_by = user if user and user.is_authenticated else None
     version.save(update_fields=["change", "sha256", "published_at", "published_by"])
+    if version.published_by is not None:
+        # Imported here: labeling.assignment imports this module while it loads.
+        from labeling.review import audit
+
+        audit(actor=version.published_by, project=version.guideline.project,
+              action="guideline.publish", target=version,
+              before={"number": previous.number if previous else None},
+              after={"number": version.number, "change": version.change})
     return version
 
 

@@ -128,7 +128,14 @@ def next_item(*, annotator: AbstractBaseUser, project: Project, prefetch: bool =
     elif prefetch and not held:
         return None  # nothing on screen: the caller asks for the current item first
     else:
-        assignment = _claim(annotator=annotator, project=project)
+        try:
+            assignment = _claim(annotator=annotator, project=project)
+        except IntegrityError:
+            # This annotator's concurrent request (two tabs, a double-fired request)
+            # claimed the same item between our snapshot and our row lock: answer as a
+            # refresh would.
+            held = list(active_assignments(annotator=annotator, project=project)[:MAX_ACTIVE_LEASES])
+            assignment = held[wanted] if len(held) > wanted else None
     if assignment is not None:
         assignment.item.project = project
     return assignment

@@ -263,3 +263,24 @@ def test_ranking_records_the_guideline_version_at_claim(project, annotator) -> N
     ranking, _ = rank(annotator, assignment)
 
     assert ranking.guideline_version == v1
+
+
+def test_a_double_claim_by_one_annotator_answers_with_the_lease_they_hold(project, annotator) -> None:  # noqa: ANN001
+    """Two requests of one annotator racing (two tabs): the loser's INSERT hits the
+    one-assignment-per-item constraint; it gets the winner's lease, not a 500."""
+    from unittest import mock
+
+    from django.db import IntegrityError
+
+    from labeling import assignment as hot_path
+
+    make_items(project, 2)
+    winner = next_item(annotator=annotator, project=project)
+    with mock.patch.object(hot_path, "active_assignments", side_effect=[
+        Assignment.objects.none(),  # the loser's snapshot: nothing held yet
+        hot_path.active_assignments(annotator=annotator, project=project),
+    ]), mock.patch.object(hot_path, "_claim", side_effect=IntegrityError("assignment_once_per_item")):
+        loser = next_item(annotator=annotator, project=project)
+
+    assert loser.pk == winner.pk
+    assert Assignment.objects.filter(annotator=annotator).count() == 1
