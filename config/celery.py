@@ -20,8 +20,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("ordinal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # Each queue bound under its own routing key, so the worker banner shows the routing
-# that is used (Queue("x") alone binds every queue to exchange "default", key "default").
-app.conf.task_queues = tuple(Queue(name, routing_key=name) for name in ("default", "generate", "train"))
+# that is used (a queue given only its name binds to exchange "default", key "default").
+app.conf.task_queues = (
+    Queue("default", routing_key="default"),
+    Queue("generate", routing_key="generate"),
+    Queue("train", routing_key="train"),
+)
 app.conf.task_routes = {
     "training.tasks.generate_*": {"queue": "generate"},
     "training.tasks.train_*": {"queue": "train"},

@@ -57,12 +57,19 @@ class Worker:
         self.process.wait(timeout=30)
 
     def stop(self) -> None:
+        """Warm shutdown, else SIGKILL to the whole group: a worker left behind (its main
+        process or a pool child) would take the next tests' tasks from the same queue."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # pool children outlive their parent
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -117,11 +117,16 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 def use_broker(url: str) -> None:
     """Point this process's Celery app at another broker; the producer pool caches its
-    connections, so it is dropped too."""
+    connections, so it is dropped too, and so are kombu's global pools: their producer
+    pool for the old URL still points at the closed connection pool, and switching back
+    to that URL would hand it out ("Acquire on closed pool" in every later test)."""
+    from kombu import pools
+
     if app._pool is not None:
         app._pool.force_close_all()
     app._pool = None
     app.amqp._producer_pool = None
+    pools.reset()
     app.conf.broker_url = url
 
 

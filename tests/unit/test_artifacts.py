@@ -11,6 +11,7 @@ from pathlib import Path
 
 import fsspec
 import pytest
+import s3fs
 from moto.server import ThreadedMotoServer
 
 from labeling.models import Candidate, Project
@@ -39,6 +40,9 @@ def storage(s3_server: str, monkeypatch: pytest.MonkeyPatch, settings, request) 
     for name, value in {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "test",
                         "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(name, value)
+    # fsspec caches filesystems by arguments, not by the environment: a cached one may
+    # still point at the server of an earlier module-scope run on another port.
+    s3fs.S3FileSystem.clear_instance_cache()
     fs, _ = fsspec.core.url_to_fs(f"s3://{BUCKET}", skip_instance_cache=True)
     if not fs.exists(BUCKET):
         fs.mkdir(BUCKET)

@@ -278,7 +278,7 @@ def test_gpu_workers_reserve_one_nvidia_gpu_each_and_nothing_else_does() -> None
 
 
 def test_every_celery_queue_has_a_worker() -> None:
-    queues = re.findall(r"Queue\(\"([a-z_]+)\"\)", (ROOT / "config" / "celery.py").read_text())
+    queues = re.findall(r"Queue\(\"([a-z_]+)\"", (ROOT / "config" / "celery.py").read_text())
     assert queues, "no Queue(...) found in config/celery.py"
     consumers: dict[str, str] = {}
     for name, service in compose()["services"].items():
