@@ -2,16 +2,18 @@
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
+from django.views.defaults import page_not_found
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
-from rest_framework.authtoken.views import obtain_auth_token
 
 from guidelines import views as guideline_views
 from labeling import console, console_review, views, views_annotate
+from labeling.api import TokenObtain
 from training import console as training_console
 
 api = [
-    path("auth/token", obtain_auth_token, name="api-token"),
+    path("auth/token", TokenObtain.as_view(), name="api-token"),
     path("", include("labeling.urls_api")),
     path("", include("training.urls_api")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
@@ -66,3 +68,14 @@ urlpatterns = [
     path("readyz", views.readyz, name="readyz"),
     path("metrics", views.metrics, name="metrics"),
 ]
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """A URL that matches no route: JSON in the API's error shape under /api/ (a client
+    parses every answer there), the usual page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "No such endpoint.", "code": "not_found"}, status=404)
+    return page_not_found(request, exception)
+
+
+handler404 = not_found

@@ -11,23 +11,80 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.db import transaction
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import ValidationError
 from rest_framework.generics import ListAPIView
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import MultiPartParser
-from rest_framework.permissions import IsAdminUser
+from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from labeling import access, services
+from labeling.api_errors import StrictJSONInput, query_text
 from labeling.models import Candidate, ImportJob, Membership, Project, Prompt, Role
 from labeling.runs import run_enqueue
 
 IMPORT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
+PROMPT_ORDERINGS = ("id", "-id")
+
+
+class TokenObtain(ObtainAuthToken):
+    """Exchange a username and password for the caller's API token (programs' sign-in).
+
+    Needs no other credentials, so none are read: a stale token or session cookie sent
+    along must not turn a sign-in into a 403. Failed attempts count toward the lockout."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(request=AuthTokenSerializer, responses={200: inline_serializer(
+        "TokenOutput", {"token": serializers.CharField()})})
+    def post(self, request: Request, *args: object, **kwargs: object) -> Response:
+        return super().post(request, *args, **kwargs)
+
+
+class StrictLimitOffsetPagination(LimitOffsetPagination):
+    """LimitOffsetPagination that answers 400 to a limit or offset that is not one whole
+    number in range. DRF's falls back to the defaults, so `?limit=5O` or `?offset=-1`
+    would silently return another page than the one asked for; and the page size is
+    capped, so one request cannot load a whole project."""
+
+    max_limit = 1000
+
+    def get_limit(self, request: Request) -> int:
+        value = self._whole_number(request, self.limit_query_param, minimum=1, maximum=self.max_limit)
+        return self.default_limit if value is None else value
+
+    def get_offset(self, request: Request) -> int:
+        value = self._whole_number(request, self.offset_query_param, minimum=0)
+        return value or 0
+
+    @staticmethod
+    def _whole_number(request: Request, name: str, *, minimum: int, maximum: int | None = None) -> int | None:
+        values = request.query_params.getlist(name)
+        if not values:
+            return None
+        text = values[0]
+        in_range = (len(values) == 1 and text.isascii() and text.isdigit() and len(text) <= 18
+                    and minimum <= int(text) and (maximum is None or int(text) <= maximum))
+        if not in_range:
+            bounds = f"{minimum} to {maximum}" if maximum is not None else f"{minimum} or more"
+            raise ValidationError({name: [f"must be one whole number, {bounds}"]})
+        return int(text)
+
+    def get_schema_operation_parameters(self, view: object) -> list[dict]:
+        limit, offset = super().get_schema_operation_parameters(view)
+        limit["schema"].update(minimum=1, maximum=self.max_limit)
+        offset["schema"].update(minimum=0, maximum=10**18 - 1)
+        return [limit, offset]
 
 
 class ProjectOutput(serializers.ModelSerializer):
@@ -41,7 +98,23 @@ class ProjectOutput(serializers.ModelSerializer):
         ]
 
 
-class ProjectInput(serializers.ModelSerializer):
+@extend_schema_field({
+    "type": "object",
+    "properties": {
+        "pairs_per_prompt": {"type": "integer", "minimum": 1,
+                             "description": "Sample this many pairs per prompt instead of all C(K,2)."},
+        "duplicates": {"type": "string", "enum": ["keep", "drop"],
+                       "description": "Drop sampled candidates that repeat another one's text."},
+    },
+})
+class GenerationSettingsField(serializers.DictField):
+    """An object whose known keys the schema spells out (a model JSONField would be
+    documented as "any value", so a list or a bad key passed the schema and got a 400)."""
+
+
+class ProjectInput(StrictJSONInput, serializers.ModelSerializer):
+    generation_settings = GenerationSettingsField(required=False)
+
     class Meta:
         model = Project
         fields = [
@@ -57,13 +130,14 @@ class ProjectInput(serializers.ModelSerializer):
             "overlap": {"min_value": 1, "max_value": 50},
         }
 
-    def validate_generation_settings(self, value: object) -> dict:
-        if not isinstance(value, dict):
-            raise ValidationError("must be an object")
-        pairs = value.get("pairs_per_prompt")
-        if pairs is not None and (not isinstance(pairs, int) or isinstance(pairs, bool)
-                                  or pairs < 1):
+    def validate_generation_settings(self, value: dict) -> dict:
+        pairs = value.get("pairs_per_prompt", 1)
+        if isinstance(pairs, float) and pairs.is_integer():  # JSON Schema's integers include 2.0
+            pairs = value["pairs_per_prompt"] = int(pairs)
+        if not isinstance(pairs, int) or isinstance(pairs, bool) or pairs < 1:  # null too: leave it out
             raise ValidationError("pairs_per_prompt must be a positive integer")
+        if value.get("duplicates", "keep") not in ("keep", "drop"):  # a tuple: {} is unhashable
+            raise ValidationError("duplicates must be 'keep' or 'drop'")
         return value
 
 
@@ -71,6 +145,7 @@ class ProjectListCreate(ListAPIView):
     """Projects the caller belongs to; staff create new ones."""
 
     serializer_class = ProjectOutput
+    pagination_class = StrictLimitOffsetPagination
 
     def get_queryset(self):  # noqa: ANN201 - DRF hook
         return access.projects_for(self.request.user).order_by("id")
@@ -120,7 +195,7 @@ class MemberOutput(serializers.ModelSerializer):
 
 
 class MemberListSet(APIView):
-    class MemberSetInput(serializers.Serializer):
+    class MemberSetInput(StrictJSONInput, serializers.Serializer):
         username = serializers.CharField(max_length=150)
         role = serializers.ChoiceField(choices=Role.choices)
 
@@ -166,10 +241,11 @@ class PromptList(ListAPIView):
     """Prompts of one project, filterable by `source`, ordered by id."""
 
     serializer_class = PromptOutput
+    pagination_class = StrictLimitOffsetPagination
 
     @extend_schema(parameters=[
         OpenApiParameter("source", str, description="Only prompts imported from this source."),
-        OpenApiParameter("ordering", str, enum=["id", "-id"]),
+        OpenApiParameter("ordering", str, enum=list(PROMPT_ORDERINGS)),
     ])
     def get(self, request: Request, project_id: int) -> Response:
         return super().get(request, project_id)
@@ -177,12 +253,15 @@ class PromptList(ListAPIView):
     def get_queryset(self):  # noqa: ANN201 - DRF hook
         project = access.project_for(self.request.user, self.kwargs["project_id"])
         prompts = Prompt.objects.filter(project=project)
-        source = self.request.query_params.get("source")
+        source = query_text(self.request, "source")
         if source:
             prompts = prompts.filter(source=source)
         # Ordering is allow-listed: arbitrary field paths would leak data through sorting.
-        ordering = self.request.query_params.get("ordering")
-        return prompts.order_by(ordering if ordering in {"id", "-id"} else "id")
+        # Anything else is refused rather than ignored, so a client's typo isn't a wrong order.
+        ordering = self.request.query_params.get("ordering", "id")
+        if ordering not in PROMPT_ORDERINGS:
+            raise ValidationError({"ordering": [f"must be one of {', '.join(PROMPT_ORDERINGS)}"]})
+        return prompts.order_by(ordering)
 
 
 class PromptDetail(APIView):
@@ -204,8 +283,10 @@ class CandidateList(ListAPIView):
     """Candidates with provenance: reviewers and admins only (annotators rank blind)."""
 
     serializer_class = CandidateOutput
+    pagination_class = StrictLimitOffsetPagination
 
-    @extend_schema(parameters=[OpenApiParameter("prompt", int, description="Filter by prompt.")])
+    @extend_schema(parameters=[OpenApiParameter(
+        "prompt", {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}, description="Filter by prompt.")])
     def get(self, request: Request, project_id: int) -> Response:
         return super().get(request, project_id)
 
@@ -214,7 +295,8 @@ class CandidateList(ListAPIView):
         candidates = access.candidates_for(self.request.user, project)
         prompt = self.request.query_params.get("prompt")
         if prompt is not None:
-            if not prompt.isdigit():
+            # isascii: "²".isdigit() is true, and int("²") raises.
+            if not (prompt.isascii() and prompt.isdigit() and len(prompt) <= 18):
                 raise ValidationError({"prompt": ["must be a prompt id"]})
             candidates = candidates.filter(prompt_id=int(prompt))
         return candidates.order_by("id")
@@ -280,7 +362,7 @@ class ImportDetail(APIView):
 
 
 class InviteCreate(APIView):
-    class InviteInput(serializers.Serializer):
+    class InviteInput(StrictJSONInput, serializers.Serializer):
         role = serializers.ChoiceField(choices=Role.choices)
 
     @extend_schema(
@@ -310,8 +392,10 @@ class UserCreate(APIView):
 
     permission_classes = [IsAdminUser]
 
-    class UserCreateInput(serializers.Serializer):
-        username = serializers.CharField(max_length=150)
+    class UserCreateInput(StrictJSONInput, serializers.Serializer):
+        # Django's own rule for usernames (letters, digits and @.+-_), which sign-up forms
+        # apply and user_create does not.
+        username = serializers.CharField(max_length=150, validators=[UnicodeUsernameValidator()])
         password = serializers.CharField(write_only=True)
 
     @extend_schema(request=UserCreateInput, responses={201: inline_serializer("UserOutput", {

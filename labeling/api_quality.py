@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from labeling import access
+from labeling.api_errors import query_text
 from labeling.models import AnnotatorQuality, Item, Role
 from labeling.quality import live_rankings, model_comparison, project_agreement_summary
 
@@ -47,7 +48,7 @@ class ProjectAnnotators(APIView):
     )
     def get(self, request: Request, project_id: int) -> Response:
         project = access.project_for(request.user, project_id, min_role=Role.REVIEWER)
-        period = request.query_params.get("period", "all")[:32]
+        period = query_text(request, "period", "all")[:32]
         rows = AnnotatorQuality.objects.filter(project=project, period=period).select_related(
             "annotator").order_by("annotator__username")
         return Response(QualityOutput(rows, many=True).data)

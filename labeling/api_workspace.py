@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -68,8 +69,11 @@ class NextItem(APIView):
     )
     def get(self, request: Request, project_id: int) -> Response:
         """Your current item (the same one until you submit or skip it), or a new one."""
+        values = request.query_params.getlist("prefetch")
+        if len(values) > 1 or (values and values[0] not in {"true", "false", "1", "0"}):
+            raise ValidationError({"prefetch": ["must be one of true, false"]})
         project = access.project_for(request.user, project_id)
-        prefetch = request.query_params.get("prefetch") in {"1", "true"}
+        prefetch = bool(values) and values[0] in {"1", "true"}
         assignment = next_item(annotator=request.user, project=project, prefetch=prefetch)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from labeling import access
+from labeling.api_errors import StrictJSONInput
 from labeling.models import Role
 from labeling.review import audit
 from labeling.runs import run_cancel
@@ -36,7 +37,7 @@ def generation_run_for(user, run_id: int, *, min_role: str = Role.REVIEWER) -> G
 
 
 class GenerationRunListCreate(APIView):
-    class GenerationRunInput(serializers.Serializer):
+    class GenerationRunInput(StrictJSONInput, serializers.Serializer):
         backend = serializers.ChoiceField(choices=GenerationRun.Backend.choices)
         model = serializers.CharField(required=False, allow_blank=True, max_length=500)
         k = serializers.IntegerField(default=4)
@@ -116,7 +117,7 @@ def snapshot_for(user, snapshot_id: int) -> DatasetSnapshot:  # noqa: ANN001
 
 
 class SnapshotListCreate(APIView):
-    class SnapshotInput(serializers.Serializer):
+    class SnapshotInput(StrictJSONInput, serializers.Serializer):
         kinds = serializers.ListField(child=serializers.ChoiceField(choices=KINDS), min_length=1)
         formats = serializers.ListField(child=serializers.ChoiceField(choices=FORMATS),
                                         default=["parquet", "jsonl"])
@@ -206,7 +207,7 @@ def training_run_for(user, run_id: int, *, min_role: str = Role.REVIEWER) -> Tra
 
 
 class TrainingRunListCreate(APIView):
-    class TrainingRunInput(serializers.Serializer):
+    class TrainingRunInput(StrictJSONInput, serializers.Serializer):
         kind = serializers.ChoiceField(choices=TrainingRun.Kind.choices)
         snapshot = serializers.IntegerField()
         base_model = serializers.CharField(required=False, allow_blank=True, max_length=500)

@@ -3,6 +3,7 @@ PostgreSQL test database that pytest-django created."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -61,14 +62,10 @@ class Worker:
         process or a pool child) would take the next tests' tasks from the same queue."""
         if self.process.poll() is None:
             self.process.terminate()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)  # pool children outlive their parent
-        except ProcessLookupError:
-            pass
         self.process.wait(timeout=30)
 
 

@@ -133,3 +133,16 @@ def test_workspace_is_404_for_outsiders(project, outsider) -> None:  # noqa: ANN
 
     assert client.get(f"/annotate/{project.slug}/").status_code == 404
     assert client.get(f"/annotate/{project.slug}/prefetch").status_code == 404
+
+
+def test_prefetch_must_be_a_boolean(as_user, project, annotator) -> None:  # noqa: ANN001
+    """Found by Schemathesis: `?prefetch=null&prefetch=null` was taken as false (a 200)."""
+    make_items(project, 2)
+    client = as_user(annotator)
+    url = f"/api/projects/{project.pk}/next"
+
+    for bad in ("?prefetch=null", "?prefetch=null&prefetch=null", "?prefetch=yes", "?prefetch=true&prefetch=1"):
+        response = client.get(url + bad)
+        assert response.status_code == 400 and "prefetch" in response.json(), bad
+    assert client.get(url + "?prefetch=false").status_code == 200
+    assert client.get(url + "?prefetch=true").status_code == 200
