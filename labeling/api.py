@@ -13,6 +13,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.db import transaction
+from django.db.models import ProtectedError
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
@@ -28,7 +29,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from labeling import access, services
-from labeling.api_errors import StrictJSONInput, query_text
+from labeling.api_errors import ApiErrorSerializer, StrictJSONInput, query_text
 from labeling.models import Candidate, ImportJob, Membership, Project, Prompt, Role
 from labeling.runs import run_enqueue
 
@@ -178,10 +179,18 @@ class ProjectDetail(APIView):
             demonstration_items_create(project=project)
         return Response(ProjectOutput(project).data)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, 409: ApiErrorSerializer})
     def delete(self, request: Request, project_id: int) -> Response:
+        """Delete a project that holds no labels yet. Rankings, the items they rank and the
+        snapshots and runs built on them are protected (their foreign keys say so): such a
+        project answers 409, and is archived instead (PATCH status "archived")."""
         project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
-        project.delete()
+        try:
+            with transaction.atomic():
+                project.delete()
+        except ProtectedError:
+            return Response({"detail": "this project holds labels or runs, which are kept; archive it instead",
+                             "code": "protected"}, status=status.HTTP_409_CONFLICT)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -207,3 +207,28 @@ def test_a_blank_project_name_is_a_400(as_user, project, project_admin, name: st
 
     assert response.status_code == 400
     assert "name" in response.json()
+
+
+def test_deleting_a_project_with_labels_is_a_409_not_a_500(as_user, project, project_admin,  # noqa: ANN001
+                                                         annotator) -> None:
+    # Rankings, items and runs are on protected foreign keys: project.delete() raised
+    # ProtectedError, a 500.
+    from labeling.assignment import RankingInput, next_item, ranking_submit
+    from tests.factories import make_items
+
+    make_items(project, 1, k=2)
+    assignment = next_item(annotator=annotator, project=project)
+    ranking_submit(annotator=annotator, assignment_id=assignment.pk, idempotency_key="k",
+                   data=RankingInput(tiers=[[c] for c in assignment.item.candidates.values_list("id", flat=True)]))
+
+    response = as_user(project_admin).delete(f"/api/projects/{project.pk}/")
+
+    assert response.status_code == 409 and response.json()["code"] == "protected"
+    assert Project.objects.filter(pk=project.pk).exists()
+
+
+def test_deleting_an_empty_project_still_works(as_user, project, project_admin) -> None:  # noqa: ANN001
+    response = as_user(project_admin).delete(f"/api/projects/{project.pk}/")
+
+    assert response.status_code == 204
+    assert not Project.objects.filter(pk=project.pk).exists()
