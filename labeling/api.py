@@ -107,10 +107,13 @@ class ProjectOutput(serializers.ModelSerializer):
         "duplicates": {"type": "string", "enum": ["keep", "drop"],
                        "description": "Drop sampled candidates that repeat another one's text."},
     },
+    "additionalProperties": False,
 })
 class GenerationSettingsField(serializers.DictField):
-    """An object whose known keys the schema spells out (a model JSONField would be
+    """An object of known keys, spelled out in the schema (a model JSONField would be
     documented as "any value", so a list or a bad key passed the schema and got a 400)."""
+
+    KEYS = ("pairs_per_prompt", "duplicates")
 
 
 class ProjectInput(StrictJSONInput, serializers.ModelSerializer):
@@ -132,6 +135,9 @@ class ProjectInput(StrictJSONInput, serializers.ModelSerializer):
         }
 
     def validate_generation_settings(self, value: dict) -> dict:
+        unknown = sorted(set(value) - set(GenerationSettingsField.KEYS))
+        if unknown:
+            raise ValidationError(f"unknown keys {unknown}; the keys are {', '.join(GenerationSettingsField.KEYS)}")
         pairs = value.get("pairs_per_prompt", 1)
         if isinstance(pairs, float) and pairs.is_integer():  # JSON Schema's integers include 2.0
             pairs = value["pairs_per_prompt"] = int(pairs)

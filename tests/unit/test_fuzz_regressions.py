@@ -158,9 +158,12 @@ def test_a_nul_in_a_text_filter_is_a_400_not_a_500(as_user, project, project_adm
     assert response.status_code == 400
 
 
-@pytest.mark.parametrize("settings_value", [{"x\u0000": 1}, {"note": "a\u0000"}, {"notes": ["\u0000"]}])
-def test_a_nul_in_stored_json_is_a_400_not_a_500(as_user, project, project_admin, settings_value) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("settings_value", [{"x\u0000": 1}, {"note": "a\u0000"}, {"notes": ["\u0000"]},
+                                            {"pairs_per_prompt": 2, "extra": 1}])
+def test_a_nul_or_an_unknown_key_in_stored_json_is_a_400_not_a_500(as_user, project, project_admin,  # noqa: ANN001
+                                                                    settings_value) -> None:
     # jsonb has no NUL character: PostgreSQL answered "unsupported Unicode escape" (a 500).
+    # Unknown keys are refused too, as the schema now says (additionalProperties: false).
     response = as_user(project_admin).patch(f"/api/projects/{project.pk}/",
                                             {"generation_settings": settings_value}, format="json")
 
