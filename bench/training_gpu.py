@@ -41,7 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from training.engine.datasets import CandidateInfo, ExportOptions, SnapshotItem, build_pairs  # noqa: E402
+from training.engine.datasets import CandidateInfo, ExportOptions, SnapshotItem, build_dpo, build_pairs  # noqa: E402
 from training.engine.writers import parquet_schema, write_parquet  # noqa: E402
 
 SIZES = {  # Llama-style shapes
@@ -75,8 +75,9 @@ def build_model(folder: Path, size: str, seed: int) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def write_pairs(path: Path, *, count: int, tokens: int, seed: int) -> Path:
-    """Text pairs of about ``tokens`` tokens per prompt+answer (a third prompt, the rest answer)."""
+def write_pairs(path: Path, *, kind: str, count: int, tokens: int, seed: int) -> Path:
+    """Pairs of about ``tokens`` tokens per prompt+answer (a third prompt, the rest answer),
+    in the snapshot's default shape for ``kind``: text for the reward model, messages for DPO."""
     rng = random.Random(seed)
 
     def text(words: int) -> str:
@@ -88,7 +89,8 @@ def write_pairs(path: Path, *, count: int, tokens: int, seed: int) -> Path:
                      tiers=[[1], [2]])
         for n in range(count)
     ]
-    write_parquet(build_pairs(items, ExportOptions()), path, parquet_schema("pairs", conversational=False))
+    options, build = ExportOptions(), build_pairs if kind == "pairs" else build_dpo
+    write_parquet(build(items, options), path, parquet_schema(kind, conversational=options.conversational_for(kind)))
     return path
 
 
@@ -143,13 +145,14 @@ def main() -> None:
     started = time.monotonic()
     model_dir = args.workdir / f"model-{args.size}"
     parameters = build_model(model_dir, args.size, seed=0)
-    data = write_pairs(args.workdir / "pairs.parquet", count=args.steps * args.batch + args.batch,
-                       tokens=args.tokens, seed=1)
+    data = {kind: write_pairs(args.workdir / f"{data_kind}.parquet", kind=data_kind,
+                              count=args.steps * args.batch + args.batch, tokens=args.tokens, seed=1)
+            for kind, data_kind in (("reward", "pairs"), ("dpo", "dpo"))}
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     print(f"{args.size} Llama, {parameters / 1e9:.3f}B parameters, on {device}")
     runs = {}
     for kind in ("reward", "dpo"):
-        runs[kind] = measure(kind, model_dir, data, args.workdir / kind, args)
+        runs[kind] = measure(kind, model_dir, data[kind], args.workdir / kind, args)
         print(f"{kind}: {runs[kind]['samples_per_second']} pairs/s, peak {runs[kind]['peak_memory_gb']} GiB "
               f"({runs[kind]['peak_memory_kind']})")
     gpu = torch.cuda.is_available()

@@ -128,7 +128,11 @@ class SnapshotListCreate(APIView):
                                                    required=False)
         since = serializers.DateField(required=False)
         until = serializers.DateField(required=False)
-        conversational = serializers.BooleanField(default=False)
+        conversational = serializers.BooleanField(
+            allow_null=True, default=None,
+            help_text="Prompts and answers as message lists (true) or plain-format text (false) in "
+                      "every file; null: messages for sft, dpo and kto (policy training needs them), "
+                      "text for pairs (reward models).")
         validation_fraction = serializers.FloatField(default=0.0, min_value=0, max_value=0.9)
         split_seed = serializers.IntegerField(default=0)
 

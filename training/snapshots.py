@@ -280,7 +280,7 @@ def snapshot_build(snapshot: DatasetSnapshot, *, progress: Progress | None = Non
     counts: dict[str, int] = {}
     steps = [(kind, fmt) for kind in snapshot.kinds for fmt in snapshot.formats]
     for done, (kind, fmt) in enumerate(steps):
-        schema = writers.parquet_schema(kind, conversational=options.conversational)
+        schema = writers.parquet_schema(kind, conversational=options.conversational_for(kind))
 
         def open_writer(split: str, kind: str = kind, fmt: str = fmt, schema: Any = schema) -> Any:
             path = folder / f"{kind}-{split}.{fmt}"

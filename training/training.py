@@ -86,6 +86,7 @@ def training_run_create(
     if snapshot is None or snapshot.project_id != project.pk or snapshot.status != "done":
         raise DomainError("a training run needs a built dataset snapshot of this project")
     train_file, _ = data_file_names(snapshot, kind)
+    _check_policy_data(snapshot, kind)
     if snapshot.files[train_file]["rows"] == 0:
         raise DomainError(f"{train_file} in snapshot {snapshot.pk} has no rows to train on")
     for version in (base_version, reward_version):
@@ -118,6 +119,21 @@ def training_run_create(
     if enqueue:
         run_enqueue(run)
     return run
+
+
+def _check_policy_data(snapshot: DatasetSnapshot, kind: str) -> None:
+    """A policy trains on messages, rendered by its chat template as they are when it is
+    sampled; a snapshot exported as text would train it on another prompt format (the
+    engine refuses such files too, but hours later on a worker)."""
+    from training.engine.datasets import ExportOptions
+
+    if kind == TrainingRun.Kind.REWARD:
+        return
+    if not ExportOptions(**snapshot.options).conversational_for(DATA_KIND[kind]):
+        raise DomainError(
+            f"snapshot {snapshot.pk} holds text prompts (conversational=false), and a {kind} run "
+            "needs messages so the policy is trained on the prompt format it is sampled with: "
+            "export a new snapshot with conversational left unset or true")
 
 
 # --------------------------------------------------------------------------- executing

@@ -31,13 +31,13 @@ from training.engine.datasets import (
     build_pairs,
     build_raw,
     build_sft,
-    flatten_prompt,
     prompt_hash,
     pseudonym,
     sft_choice,
     split_of,
 )
 from training.engine.pairs import InvalidRankingError, pairs_from_ranking
+from training.engine.prompt_format import plain_prompt
 from training.engine.writers import (
     MANIFEST,
     FileStats,
@@ -60,7 +60,7 @@ CHAT = [
     {"role": "assistant", "content": "Blue."},
     {"role": "user", "content": "Another one?"},
 ]
-STANDARD, CONVERSATIONAL = ExportOptions(), ExportOptions(conversational=True)
+STANDARD, CONVERSATIONAL = ExportOptions(conversational=False), ExportOptions(conversational=True)
 
 
 def candidates(*ids: int, human: int | None = None) -> dict[int, CandidateInfo]:
@@ -184,7 +184,7 @@ def test_standard_rows_are_text_with_the_prompt_flattened() -> None:
 
 
 def test_a_single_turn_prompt_is_flattened_the_same_way() -> None:
-    assert flatten_prompt(HELLO) == "User:\nSay hello.\n\nAssistant:\n"
+    assert plain_prompt(HELLO) == "User:\nSay hello.\n\nAssistant:\n"
 
 
 def test_conversational_rows_are_message_lists() -> None:
@@ -195,11 +195,21 @@ def test_conversational_rows_are_message_lists() -> None:
     assert row["rejected"] == [{"role": "assistant", "content": "answer 2"}]
 
 
+@pytest.mark.parametrize(("kind", "messages"), [("pairs", False), ("dpo", True), ("sft", True), ("kto", True)])
+def test_by_default_policy_kinds_carry_messages_and_reward_pairs_text(kind: str, messages: bool) -> None:
+    """A policy is trained on its chat template's rendering of messages (what it is sampled
+    with); the default reward model (MiniLM) has no chat template, so pairs stay text."""
+    (row, *_) = rows_of(kind, ExportOptions())
+
+    prompt = row["messages"][:-1] if "messages" in row else row["prompt"]
+    assert prompt == (CHAT if messages else plain_prompt(CHAT))
+
+
 def test_sft_rows_in_both_shapes() -> None:
     (standard,) = build_sft([item([[1], [2]], prompt=CHAT)], STANDARD)
     (conversational,) = build_sft([item([[1], [2]], prompt=CHAT)], CONVERSATIONAL)
 
-    assert (standard["prompt"], standard["completion"]) == (flatten_prompt(CHAT), "answer 1")
+    assert (standard["prompt"], standard["completion"]) == (plain_prompt(CHAT), "answer 1")
     assert conversational["messages"] == [*CHAT, {"role": "assistant", "content": "answer 1"}]
     assert conversational["candidate_id"] == standard["candidate_id"] == 1
 
@@ -347,18 +357,19 @@ def rows_of(kind: str, options: ExportOptions) -> list[dict]:
     return list(builder(items, options, **extra))
 
 
-KIND_SHAPES = [(kind, conv) for kind in ("pairs", "dpo", "sft", "kto", "raw") for conv in (False, True)]
+KIND_SHAPES = [(kind, conv) for kind in ("pairs", "dpo", "sft", "kto", "raw") for conv in (False, True, None)]
 
 
 @pytest.mark.parametrize(("kind", "conversational"), KIND_SHAPES)
-def test_parquet_round_trips_through_pyarrow(tmp_path: Path, kind: str, conversational: bool) -> None:
-    rows = rows_of(kind, ExportOptions(conversational=conversational))
+def test_parquet_round_trips_through_pyarrow(tmp_path: Path, kind: str, conversational: bool | None) -> None:
+    options = ExportOptions(conversational=conversational)
+    rows = rows_of(kind, options)
+    schema = parquet_schema(kind, conversational=options.conversational_for(kind))
 
-    stats = write_parquet(iter(rows), tmp_path / "out.parquet",
-                          parquet_schema(kind, conversational=conversational), batch_rows=2)
+    stats = write_parquet(iter(rows), tmp_path / "out.parquet", schema, batch_rows=2)
 
     table = pq.read_table(tmp_path / "out.parquet")
-    assert table.schema.equals(parquet_schema(kind, conversational=conversational))
+    assert table.schema.equals(schema)
     assert table.to_pylist() == rows
     assert stats.rows == len(rows)
     assert pq.ParquetFile(tmp_path / "out.parquet").num_row_groups == -(-len(rows) // 2)

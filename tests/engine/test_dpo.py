@@ -69,7 +69,7 @@ def test_dpo_from_an_adapter_uses_that_adapter_as_its_reference(tmp_path: Path, 
                 param.normal_(std=0.05)  # an adapter that changes the model, as a trained one does
     policy.save_pretrained(start)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(start)
-    train_path, eval_path = export(tmp_path, conversational=False)
+    train_path, eval_path = export(tmp_path, conversational=True)
     config = dpo.DPOTrainingConfig(model=str(start), max_length=64, per_device_train_batch_size=4,
                                    learning_rate=5e-3, max_steps=2, logging_steps=1, save_steps=100)
 

@@ -75,7 +75,7 @@ def test_rloo_from_an_adapter_saves_the_merged_policy(tmp_path: Path, tiny_model
     get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
                    LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8)).save_pretrained(start)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(start)
-    prompts = pairs_file(tmp_path / "pairs.parquet", conversational=False)
+    prompts = pairs_file(tmp_path / "pairs.parquet", conversational=True)
 
     results = rl.train(rl_config(start, reward_model, algorithm="rloo"), prompts, None, tmp_path / "out")
 
@@ -98,12 +98,13 @@ def test_completions_per_step_must_hold_whole_groups(tmp_path: Path, tiny_model_
 def test_prompts_are_deduplicated_from_any_row_shape() -> None:
     import datasets
 
-    pairs = datasets.Dataset.from_list([{"prompt": "A", "chosen": "x"}, {"prompt": "A", "chosen": "y"},
-                                        {"prompt": "B", "chosen": "z"}])
+    a, b = [{"role": "user", "content": "A"}], [{"role": "user", "content": "B"}]
+    pairs = datasets.Dataset.from_list([{"prompt": a, "chosen": "x"}, {"prompt": a, "chosen": "y"},
+                                        {"prompt": b, "chosen": "z"}])
     chats = datasets.Dataset.from_list([{"messages": [{"role": "user", "content": "A"},
                                                       {"role": "assistant", "content": "x"}]}])
 
-    assert rl.unique_prompts(pairs)["prompt"] == ["A", "B"]
+    assert rl.unique_prompts(pairs)["prompt"] == [a, b]
     assert rl.unique_prompts(chats)["prompt"] == [[{"role": "user", "content": "A"}]]
 
 

@@ -22,7 +22,6 @@ from training.engine.sampling import (
     diversity_stats,
     exact_duplicates,
     load_backend,
-    plain_chat_prompt,
     plan_batches,
     prompt_seed,
     sample,
@@ -80,19 +79,6 @@ def test_system_prompt_is_prepended_only_when_missing() -> None:
     assert with_system_prompt(plain, "Run's.")[0] == {"role": "system", "content": "Run's."}
     assert with_system_prompt(own, "Run's.") == own
     assert with_system_prompt(plain, None) == plain
-
-
-def test_plain_format_for_models_without_a_chat_template() -> None:
-    conversation = [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hello."},
-        {"role": "user", "content": "Bye"},
-    ]
-
-    assert plain_chat_prompt(conversation) == (
-        "System: Be brief.\n\nUser: Hi\n\nAssistant: Hello.\n\nUser: Bye\n\nAssistant:"
-    )
 
 
 def test_batches_respect_the_token_budget() -> None:

@@ -27,13 +27,13 @@ def sft_items(count: int, offset: int = 0) -> list[SnapshotItem]:
     ]
 
 
-@pytest.mark.parametrize("conversational", [False, True])
-def test_sft_lora_learns_the_answers(conversational: bool, tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_sft_lora_learns_the_answers(tmp_path: Path, tiny_model_dir: Path) -> None:
     from safetensors.torch import load_file
 
-    options = ExportOptions(conversational=conversational)
+    options = ExportOptions()
     train_path, eval_path = tmp_path / "sft-train.parquet", tmp_path / "sft-validation.jsonl"
-    write_parquet(build_sft(sft_items(12), options), train_path, parquet_schema("sft", conversational=conversational))
+    write_parquet(build_sft(sft_items(12), options), train_path,
+                  parquet_schema("sft", conversational=options.conversational_for("sft")))
     write_jsonl(build_sft(sft_items(3, offset=50), options), eval_path)
     config = sft.SFTTrainingConfig(model=str(tiny_model_dir), max_length=96, per_device_train_batch_size=4,
                                    learning_rate=3e-3, max_steps=6, logging_steps=1, save_steps=3)

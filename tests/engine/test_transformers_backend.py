@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from training.engine.prompt_format import plain_prompt
 from training.engine.sampling import (
     BackendError,
     SamplingParams,
@@ -15,7 +16,6 @@ from training.engine.sampling import (
     candidate_seed,
     exact_duplicates,
     load_backend,
-    plain_chat_prompt,
     sample,
 )
 
@@ -141,7 +141,7 @@ def test_plain_format_without_a_chat_template(tiny_dir: Path, tmp_path: Path) ->
     [result] = sample([conversation], SamplingParams(k=2, max_new_tokens=4), backend)
 
     assert backend.describe()["chat_template"] is False
-    assert backend.tokenizer.decode(backend.encode(conversation)) == plain_chat_prompt(conversation)
+    assert backend.tokenizer.decode(backend.encode(conversation)) == plain_prompt(conversation)
     assert len(result.samples) == 2
 
 

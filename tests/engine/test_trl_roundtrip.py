@@ -27,8 +27,8 @@ from training.engine.datasets import (  # noqa: E402 - after the offline switche
     ExternalPair,
     SnapshotItem,
     build_pairs,
-    flatten_prompt,
 )
+from training.engine.prompt_format import plain_prompt  # noqa: E402
 from training.engine.writers import parquet_schema, save_to_disk, write_jsonl, write_parquet  # noqa: E402
 
 QUESTIONS = [
@@ -82,7 +82,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, bool],
 def tokenizer() -> Any:
     from training.engine.tiny import train_tokenizer
 
-    texts = QUESTIONS + ANSWERS + [flatten_prompt([{"role": "user", "content": q}]) for q in QUESTIONS]
+    texts = QUESTIONS + ANSWERS + [plain_prompt([{"role": "user", "content": q}]) for q in QUESTIONS]
     return train_tokenizer(texts * 4, vocab_size=400)
 
 

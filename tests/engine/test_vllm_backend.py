@@ -13,10 +13,23 @@ from training.engine.sampling import SamplingParams, VLLMBackend, load_backend, 
 
 
 class CharTokenizer:
+    """One id per character; no chat template of its own (a base model's tokenizer), so
+    the backend gives it the plain one and renders it as transformers does, with Jinja."""
+
     chat_template = None
+    bos_token_id = None
+    eos_token = "$"
 
     def __call__(self, text: str, **kwargs: Any) -> dict[str, list[int]]:
         return {"input_ids": [ord(c) for c in text]}
+
+    def apply_chat_template(self, messages: list[dict], *, add_generation_prompt: bool = False,
+                            **kwargs: Any) -> dict[str, list[int]]:
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        template = ImmutableSandboxedEnvironment().from_string(self.chat_template)
+        return self(template.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                    eos_token=self.eos_token))
 
 
 class FakeLLM:
@@ -59,7 +72,7 @@ def test_one_request_per_prompt_with_n_k_and_its_seed(fake_vllm: types.ModuleTyp
     assert isinstance(backend, VLLMBackend)
     assert backend.llm.options == {"gpu_memory_utilization": 0.5}
     [(requests, sampling)] = backend.llm.calls
-    assert requests == [{"prompt_token_ids": [ord(c) for c in "User: Hi\n\nAssistant:"]}]
+    assert requests == [{"prompt_token_ids": [ord(c) for c in "User:\nHi\n\nAssistant:\n"]}]
     assert vars(sampling[0]) == {
         "n": 2,
         "temperature": 0.9,
@@ -73,7 +86,7 @@ def test_one_request_per_prompt_with_n_k_and_its_seed(fake_vllm: types.ModuleTyp
         (1, "s42-1", "length", 2),
     ]
     assert {s.seed for s in result.samples} == {42}
-    assert result.prompt_tokens == len("User: Hi\n\nAssistant:")
+    assert result.prompt_tokens == len("User:\nHi\n\nAssistant:\n")
 
 
 def test_too_long_prompts_are_skipped_before_vllm(fake_vllm: types.ModuleType) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pyarrow.parquet as pq
 import pytest
 from django.core.management import call_command
 from django.test import Client
@@ -17,7 +18,7 @@ from labeling.services import DomainError
 from tests.factories import UserFactory, make_items
 from training.models import DatasetSnapshot, ScheduleDecision, TrainingRun, TrainingSchedule
 from training.schedules import _decide, _start_runs, new_comparisons, pairs_in, schedule_save, schedule_tick
-from training.snapshots import snapshot_build
+from training.snapshots import snapshot_build, snapshot_dir
 
 SKIP, WAIT, SNAPSHOT, TRAIN = "skip", "wait", "snapshot", "train"
 
@@ -156,6 +157,11 @@ def test_then_dpo_queues_dpo_of_the_current_policy_on_the_same_snapshot(labelled
     assert (dpo.kind, dpo.snapshot_id, dpo.config["beta"]) == ("dpo", decision.snapshot_id, 0.2)
     assert set(decision.snapshot.kinds) == {"pairs", "dpo"}
     assert f"DPO run {dpo.pk}" in decision.reason
+    # The policy trains on messages (rendered by its chat template, as when it is sampled);
+    # the reward model on plain-format text.
+    folder = snapshot_dir(decision.snapshot)
+    assert isinstance(pq.read_table(folder / "dpo-train.parquet").to_pylist()[0]["prompt"], list)
+    assert isinstance(pq.read_table(folder / "pairs-train.parquet").to_pylist()[0]["prompt"], str)
 
 
 def test_disabled_schedules_log_why_they_did_nothing(labelled: Project) -> None:

@@ -162,3 +162,47 @@ def test_cli_export(labelled: Project) -> None:
                  stdout=out, stderr=StringIO())
 
     assert "dpo-train.parquet" in out.getvalue() and "done" in out.getvalue()
+
+
+def test_by_default_policy_files_carry_messages_and_reward_pairs_text(labelled: Project) -> None:
+    """What the API default and the scheduled DPO run export: messages for the policy kinds
+    (the policy's chat template renders them in training as in sampling), plain-format
+    text for the reward model's pairs (the MiniLM default has no chat template)."""
+    snapshot = build(labelled, kinds=["pairs", "dpo", "sft", "kto"], formats=["parquet"])
+
+    folder = snapshot_dir(snapshot)
+    first = {kind: pq.read_table(folder / f"{kind}-train.parquet").to_pylist()[0]
+             for kind in ("pairs", "dpo", "sft", "kto")}
+    assert snapshot.options["conversational"] is None
+    assert isinstance(first["pairs"]["prompt"], str) and first["pairs"]["prompt"].startswith("User:\n")
+    assert first["dpo"]["prompt"][0]["role"] == "user"
+    assert first["dpo"]["chosen"] == [{"role": "assistant", "content": first["pairs"]["chosen"]}]
+    assert first["sft"]["messages"][-1]["role"] == "assistant"
+    assert first["kto"]["prompt"][0]["role"] == "user"
+
+
+@pytest.mark.parametrize(("sent", "stored"), [({}, None), ({"conversational": False}, False),
+                                              ({"conversational": True}, True),
+                                              ({"conversational": None}, None)])
+def test_api_stores_the_prompt_shape_asked_for(as_user, labelled, sent, stored,  # noqa: ANN001
+                                               django_capture_on_commit_callbacks) -> None:
+    from labeling.models import Membership
+
+    admin = UserFactory(username="ds-admin")
+    Membership.objects.create(user=admin, project=labelled, role="admin")
+
+    created = as_user(admin).post(f"/api/projects/{labelled.pk}/datasets",
+                                  {"kinds": ["dpo"], "formats": ["jsonl"], **sent}, format="json")
+
+    assert created.status_code == 202
+    assert DatasetSnapshot.objects.get(pk=created.json()["id"]).options["conversational"] is stored
+
+
+@pytest.mark.parametrize(("flags", "stored"), [([], None), (["--conversational"], True), (["--text"], False)])
+def test_cli_export_prompt_shape(labelled: Project, flags: list[str], stored: bool | None) -> None:
+    from io import StringIO
+
+    call_command("export_dataset", "--project", "sim", "--kind", "dpo", *flags, stdout=StringIO(),
+                 stderr=StringIO())
+
+    assert DatasetSnapshot.objects.get().options["conversational"] is stored

@@ -84,6 +84,21 @@ def test_bad_runs_are_refused(snapshot, kind, kwargs, message) -> None:  # noqa:
                             enqueue=False, **kwargs)
 
 
+@pytest.mark.parametrize("kind", ["sft", "dpo", "rl"])
+def test_policy_runs_refuse_a_snapshot_of_text_prompts(snapshot, kind) -> None:  # noqa: ANN001
+    """Text prompts cannot go through the policy's chat template, so the policy would be
+    trained on one prompt format and sampled with another: refused at creation."""
+    text = snapshot_create(project=snapshot.project, kinds=["pairs", "dpo", "sft"], formats=["parquet"],
+                           enqueue=False, options={"conversational": False})
+    snapshot_build(run_claim(DatasetSnapshot, text.pk))
+    text.refresh_from_db()
+
+    with pytest.raises(DomainError, match="holds text prompts"):
+        training_run_create(project=text.project, kind=kind, snapshot=text, config=FAST, enqueue=False)
+    assert training_run_create(project=text.project, kind="reward", snapshot=text, config=FAST,
+                               enqueue=False).status == Run.Status.QUEUED
+
+
 def test_api_access(as_user, snapshot, annotator, outsider) -> None:  # noqa: ANN001
     from labeling.models import Membership
 

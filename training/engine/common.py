@@ -46,6 +46,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from training.engine import prompt_format
+
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 CHECKPOINTS = "checkpoints"
@@ -259,6 +261,9 @@ def load_causal_lm(config: TrainingConfig, *, merge_adapter: bool = False) -> tu
     kwargs = model_load_kwargs(config)
     base = adapter_base(config.model)
     tokenizer = AutoTokenizer.from_pretrained(config.model)
+    # A base model gets the plain format as its chat template: TRL renders the training rows
+    # (messages) with it, the sampler renders prompts with it, and it is saved with the model.
+    prompt_format.ensure_chat_template(tokenizer)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # causal LMs mask padding by attention_mask; pad may equal EOS
     if base is None:

@@ -7,10 +7,10 @@ builder is a generator: it takes an iterable and yields one dict per row, so a s
 of millions of pairs streams from a database cursor through a writer
 (``training.engine.writers``) in constant memory.
 
-    options = ExportOptions(conversational=True, validation_fraction=0.05, split_seed=7)
-    rows = build_pairs(items, options, external=external_pairs)
-    write_split_files(rows, lambda split: ParquetRowWriter(out / f"pairs-{split}.parquet",
-                                                           parquet_schema("pairs", options)))
+    options = ExportOptions(validation_fraction=0.05, split_seed=7)
+    schema = parquet_schema("dpo", conversational=options.conversational_for("dpo"))
+    rows = build_dpo(items, options, external=external_pairs)
+    write_split_files(rows, lambda split: ParquetRowWriter(out / f"dpo-{split}.parquet", schema))
 
 Kinds and their TRL trainers (every row also carries provenance columns TRL ignores):
 
@@ -25,10 +25,17 @@ Kinds and their TRL trainers (every row also carries provenance columns TRL igno
 
 Prompt shapes. Conversational rows carry the prompt as its list of messages and each
 answer as ``[{"role": "assistant", "content": ...}]``; the trainer applies the model's
-chat template. Standard rows carry text: every prompt, single-turn or not, is flattened
-by `flatten_prompt` into one fixed transcript format (``"User:\\n...\\n\\nAssistant:\\n"``,
-see there), so ``prompt + chosen`` (which is what TRL tokenizes) always reads as a
-transcript ending in the answer, and a system prompt or earlier turns are never dropped.
+chat template, as the sampler does (``training.engine.prompt_format``). Standard rows
+carry text: every prompt, single-turn or not, is written in the plain format by
+``prompt_format.plain_prompt`` (``"User:\\n...\\n\\nAssistant:\\n"``), so ``prompt + chosen``
+always reads as a transcript ending in the answer, and a system prompt or earlier turns
+are never dropped.
+
+Which shape: `ExportOptions.conversational` left unset (None, the default) gives
+messages for the policy kinds (``sft``, ``dpo``, ``kto``: a policy must be trained on the
+prompt format it is sampled with, and the policy trainers refuse text prompts) and text
+for ``pairs`` (reward models; the default MiniLM backbone has no chat template). True or
+False applies to every kind.
 
 Train/validation split: by prompt (`split_of` on the row's ``group_id``), so every row of
 one prompt lands on the same side; each row says which in its ``split`` column.
@@ -47,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from training.engine.pairs import check_tiers, pairs_from_ranking
+from training.engine.prompt_format import plain_prompt
 
 Message = dict[str, str]
 Row = dict[str, Any]
@@ -59,7 +67,8 @@ ALL_BAD = "all_bad"  # the item flag "no answer is acceptable" (ranking mode) / 
 STRENGTH_MARGIN = {1: 0.0, 2: 1.0, 3: 2.0, 4: 3.0}
 PSEUDONYM_HEX = 16
 _PSEUDONYM = re.compile(rf"[0-9a-f]{{{PSEUDONYM_HEX}}}")
-_ROLE_LABEL = {"system": "System", "user": "User", "assistant": "Assistant"}
+# Kinds that train a policy: their prompts are messages unless text is asked for.
+POLICY_KINDS = ("sft", "dpo", "kto")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -69,10 +78,11 @@ _ROLE_LABEL = {"system": "System", "user": "User", "assistant": "Assistant"}
 class ExportOptions:
     """How a snapshot's rows are shaped and split (stored on the snapshot, in the manifest)."""
 
-    conversational: bool = field(
-        default=False,
-        metadata={"help": "Prompts as message lists and answers as assistant messages (chat models); "
-                          "False flattens them to text with flatten_prompt."},
+    conversational: bool | None = field(
+        default=None,
+        metadata={"help": "Prompts as message lists and answers as assistant messages (True) or as text in "
+                          "the plain format (False), for every kind; None: messages for sft, dpo and kto "
+                          "(policy training), text for pairs (reward models)."},
     )
     validation_fraction: float = field(
         default=0.0, metadata={"help": "Share of prompts (not rows) in the validation split, 0 <= f <= 1."}
@@ -82,6 +92,14 @@ class ExportOptions:
     def __post_init__(self) -> None:
         if not 0.0 <= self.validation_fraction <= 1.0:
             raise ValueError(f"validation_fraction must be in [0, 1], got {self.validation_fraction}")
+        if self.conversational not in (None, True, False):
+            raise ValueError(f"conversational must be true, false or null, got {self.conversational!r}")
+
+    def conversational_for(self, kind: str) -> bool:
+        """Whether rows of this kind carry messages (raw rows always do)."""
+        if self.conversational is None:
+            return kind in POLICY_KINDS or kind == "raw"
+        return self.conversational
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,17 +217,6 @@ def pseudonym(salt: bytes, user_id: int) -> str:
     return hmac.new(salt, str(user_id).encode(), hashlib.sha256).hexdigest()[:PSEUDONYM_HEX]
 
 
-def flatten_prompt(messages: Sequence[Message]) -> str:
-    """The text form of a prompt in standard (non-conversational) rows.
-
-    Each message becomes ``"<Role>:\\n<content>"`` (System, User, Assistant), messages are
-    separated by a blank line, and the text ends with ``"\\n\\nAssistant:\\n"`` so the answer
-    follows on its own line: ``[{"role": "user", "content": "Hi"}]`` gives
-    ``"User:\\nHi\\n\\nAssistant:\\n"``. Every prompt gets the same format, single-turn or not."""
-    turns = [f"{_ROLE_LABEL.get(m['role'], m['role'].capitalize())}:\n{m['content']}" for m in messages]
-    return "\n\n".join(turns) + "\n\nAssistant:\n"
-
-
 # --------------------------------------------------------------------------- builders
 
 
@@ -224,11 +231,7 @@ def build_pairs(
 
     ``ordinal_margin`` is the tier distance (1 for adjacent tiers), or for a pairwise item
     with a strength, ``STRENGTH_MARGIN[strength]``; for an external pair, its margin."""
-    options = options or ExportOptions()
-    for item in items:
-        yield from _item_pairs(item, options)
-    for pair in external:
-        yield _external_pair_row(pair, options)
+    return _pair_rows(items, options or ExportOptions(), "pairs", external)
 
 
 def build_dpo(
@@ -238,8 +241,9 @@ def build_dpo(
     external: Iterable[ExternalPair] = (),
 ) -> Iterator[Row]:
     """DPO rows for TRL's DPOTrainer: the same rows as `build_pairs`, one per pair
-    (DPOTrainer reads ``prompt``/``chosen``/``rejected`` and ignores the rest)."""
-    return build_pairs(items, options, external=external)
+    (DPOTrainer reads ``prompt``/``chosen``/``rejected`` and ignores the rest), as messages
+    unless the options ask for text."""
+    return _pair_rows(items, options or ExportOptions(), "dpo", external)
 
 
 def build_sft(items: Iterable[SnapshotItem], options: ExportOptions | None = None) -> Iterator[Row]:
@@ -251,24 +255,25 @@ def build_sft(items: Iterable[SnapshotItem], options: ExportOptions | None = Non
         if chosen is None:
             continue
         info = item.candidates[chosen]
-        if options.conversational:
+        if options.conversational_for("sft"):
             shape: Row = {"messages": [*_messages(item.prompt), _answer(info.text)]}
         else:
-            shape = {"prompt": flatten_prompt(item.prompt), "completion": info.text}
+            shape = {"prompt": plain_prompt(item.prompt), "completion": info.text}
         yield shape | _candidate_provenance(item, chosen, info, options)
 
 
 def build_kto(items: Iterable[SnapshotItem], options: ExportOptions | None = None) -> Iterator[Row]:
     """Unpaired KTO rows ``{"prompt", "completion", "label"}``, by `kto_labels`."""
     options = options or ExportOptions()
+    conversational = options.conversational_for("kto")
     for item in items:
         labels = kto_labels(item)
         if not labels:
             continue
-        prompt = _prompt_value(item.prompt, options)
+        prompt = _prompt_value(item.prompt, conversational)
         for candidate, label in labels:
             info = item.candidates[candidate]
-            completion = [_answer(info.text)] if options.conversational else info.text
+            completion = [_answer(info.text)] if conversational else info.text
             row = {"prompt": prompt, "completion": completion, "label": label}
             yield row | _candidate_provenance(item, candidate, info, options)
 
@@ -344,13 +349,22 @@ def kto_labels(item: SnapshotItem) -> list[tuple[int, bool]]:
 # --------------------------------------------------------------------------- internals
 
 
-def _item_pairs(item: SnapshotItem, options: ExportOptions) -> Iterator[Row]:
+def _pair_rows(items: Iterable[SnapshotItem], options: ExportOptions, kind: str,
+               external: Iterable[ExternalPair]) -> Iterator[Row]:
+    conversational = options.conversational_for(kind)
+    for item in items:
+        yield from _item_pairs(item, options, conversational)
+    for pair in external:
+        yield _external_pair_row(pair, options, conversational)
+
+
+def _item_pairs(item: SnapshotItem, options: ExportOptions, conversational: bool) -> Iterator[Row]:
     if not item.tiers:
         return
     pairs = pairs_from_ranking(item.tiers)  # validates the tiers
     _check_known(item.item_id, item.tiers, item.candidates)
-    prompt = _prompt_value(item.prompt, options)
-    answers = {c: [_answer(i.text)] if options.conversational else i.text for c, i in item.candidates.items()}
+    prompt = _prompt_value(item.prompt, conversational)
+    answers = {c: [_answer(i.text)] if conversational else i.text for c, i in item.candidates.items()}
     # Shared by every pair of the item: computed once, referenced by each row.
     common = {
         "group_id": item.group_id,
@@ -385,12 +399,12 @@ def _item_pairs(item: SnapshotItem, options: ExportOptions) -> Iterator[Row]:
         }
 
 
-def _external_pair_row(pair: ExternalPair, options: ExportOptions) -> Row:
+def _external_pair_row(pair: ExternalPair, options: ExportOptions, conversational: bool) -> Row:
     chosen, rejected = pair.chosen, pair.rejected
-    if options.conversational:
+    if conversational:
         chosen, rejected = [_answer(chosen)], [_answer(rejected)]
     return {
-        "prompt": _prompt_value(pair.prompt, options),
+        "prompt": _prompt_value(pair.prompt, conversational),
         "chosen": chosen,
         "rejected": rejected,
         "ordinal_margin": None if pair.margin is None else float(pair.margin),
@@ -440,8 +454,8 @@ def _split(group_id: str, options: ExportOptions) -> str:
     return split_of(group_id, options.validation_fraction, options.split_seed)
 
 
-def _prompt_value(messages: Sequence[Message], options: ExportOptions) -> str | list[Message]:
-    return _messages(messages) if options.conversational else flatten_prompt(messages)
+def _prompt_value(messages: Sequence[Message], conversational: bool) -> str | list[Message]:
+    return _messages(messages) if conversational else plain_prompt(messages)
 
 
 def _messages(messages: Sequence[Message]) -> list[Message]:

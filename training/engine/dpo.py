@@ -15,8 +15,10 @@ The reference model is never a second copy of the weights:
 
 Full fine-tuning (``use_lora=False``) loads a second copy as the reference.
 
-Pairs rows are used as exported (``prompt``/``chosen``/``rejected``, text or messages);
-the provenance columns are dropped. Reported: TRL's reward accuracies and margins
+Pairs rows are used as exported (``prompt``/``chosen``/``rejected`` as messages, which TRL
+renders with the tokenizer's chat template exactly as the sampler renders prompts: see
+``training.engine.prompt_format``); text rows are refused, and the provenance columns
+are dropped. Reported: TRL's reward accuracies and margins
 (implicit rewards beta * log pi/pi_ref) from the training logs and on the eval file.
 """
 
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.engine import common
+from training.engine import common, prompt_format
 from training.engine.common import MetricsSink, TrainingConfig
 
 KIND = "dpo"
@@ -113,5 +115,7 @@ def train(config: DPOTrainingConfig, train_path: Path | str, eval_path: Path | s
 
 
 def preference_rows(rows: Any) -> Any:
-    """The three columns DPOTrainer reads; the provenance columns (some all-null) are dropped."""
+    """The three columns DPOTrainer reads; the provenance columns (some all-null) are dropped.
+    Raises ValueError for text rows."""
+    prompt_format.require_messages(rows, KIND, ["prompt", "chosen", "rejected"])
     return rows.select_columns(["prompt", "chosen", "rejected"])

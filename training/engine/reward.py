@@ -472,8 +472,8 @@ class RewardScorer:
     ``prompts`` and ``completions`` (text, or message lists). TRL's own reward-model path
     would tokenize ``prompt + completion`` without special tokens or EOS, which is not
     what the model was trained on. Text prompts given to a model trained on messages are
-    refused; messages given to a model trained on text are flattened as the export does
-    (``flatten_prompt``)."""
+    refused; messages given to a model trained on text are written in the plain format,
+    as the export writes text rows (``prompt_format.plain_prompt``)."""
 
     __name__ = "ordinal_reward_model"  # TRL names the reward column after it
 
@@ -522,14 +522,14 @@ class RewardScorer:
         return rewards
 
     def _shape(self, prompt: Any, completion: Any) -> tuple[Any, Any]:
-        from training.engine.datasets import flatten_prompt
+        from training.engine.prompt_format import plain_prompt
 
         if self.format.conversational:
             if isinstance(prompt, str) or isinstance(completion, str):
                 raise ValueError("this reward model was trained on message lists; pass conversational prompts")
             return prompt, completion
         if isinstance(prompt, list):
-            prompt = flatten_prompt(prompt)
+            prompt = plain_prompt(prompt)
         if isinstance(completion, list):
             completion = "".join(m["content"] for m in completion)
         return prompt, completion

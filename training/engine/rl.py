@@ -17,10 +17,12 @@ folder (an SFT or DPO result), that adapter is merged into the base first, so th
 reference is the starting policy; the final model is then saved merged (full weights).
 Starting from a full model, the final model is the adapter.
 
-Prompts come from any snapshot file with a ``prompt`` column (pairs, DPO, SFT
-prompt/completion, KTO) or ``messages`` (SFT conversational: the answer is dropped),
-one per distinct prompt. ``per_device_train_batch_size`` counts completions, so it (times
-processes and accumulation) must be a multiple of ``num_generations``.
+Prompts come from any snapshot file with a ``prompt`` column of messages (DPO, KTO,
+conversational pairs) or ``messages`` (SFT: the answer is dropped), one per distinct
+prompt; the policy renders them with its chat template, as the sampler does
+(``training.engine.prompt_format``), and text prompts are refused.
+``per_device_train_batch_size`` counts completions, so it (times processes and
+accumulation) must be a multiple of ``num_generations``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.engine import common
+from training.engine import common, prompt_format
 from training.engine.common import MetricsSink, TrainingConfig
 
 KIND = "rl"
@@ -139,13 +141,15 @@ def _trainer_and_args(config: RLTrainingConfig, checkpoint_dir: Path) -> tuple[t
 
 
 def unique_prompts(rows: Any) -> Any:
-    """One ``{"prompt"}`` row per distinct prompt, in file order."""
+    """One ``{"prompt"}`` row per distinct prompt (messages), in file order. Raises
+    ValueError for text prompts."""
     if "prompt" not in rows.column_names and "messages" in rows.column_names:
         rows = rows.map(lambda row: {"prompt": row["messages"][:-1]})
+    prompt_format.require_messages(rows, KIND, ["prompt"])
     seen: set[str] = set()
     keep = []
     for index, prompt in enumerate(rows["prompt"]):
-        key = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
+        key = json.dumps(prompt, sort_keys=True)
         if key not in seen:
             seen.add(key)
             keep.append(index)

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from training.engine import prompt_format
+
 Message = dict[str, str]
 Conversation = list[Message]
 
@@ -213,16 +215,6 @@ def with_system_prompt(conversation: Conversation, system_prompt: str | None) ->
     return messages
 
 
-def plain_chat_prompt(conversation: Conversation) -> str:
-    """The prompt format for tokenizers without a chat template (base models).
-
-    One "Role: content" paragraph per message, then "Assistant:" for the model to
-    continue, e.g. "System: Be brief.\\n\\nUser: Hi\\n\\nAssistant:".
-    """
-    turns = [f"{m['role'].capitalize()}: {m['content']}" for m in conversation]
-    return "\n\n".join([*turns, "Assistant:"])
-
-
 def too_long_reason(prompt_tokens: int, max_new_tokens: int, context_window: int | None) -> str | None:
     if context_window is None or prompt_tokens + max_new_tokens <= context_window:
         return None
@@ -317,15 +309,6 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
-def render_prompt(tokenizer: Any, conversation: Conversation) -> list[int]:
-    """Token ids of the prompt: the tokenizer's chat template if it has one, else
-    `plain_chat_prompt`. A template already writes any BOS it wants, so it is not added twice."""
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    return list(tokenizer(plain_chat_prompt(conversation))["input_ids"])
-
-
 # --------------------------------------------------------------------------- transformers
 
 
@@ -385,6 +368,9 @@ class _SeededSampler:
 class TransformersBackend:
     """Any Hugging Face causal LM, sampled with batched `generate` and left padding.
 
+    Prompts are token ids from `prompt_format.prompt_ids` (the model's chat template, or
+    the plain format for a model without one): the ids its policy training saw.
+
     Reproducing a candidate: same model files, conversation, params and (seed, index)
     give the same tokens on the same device and dtype, in any batch and for any K >= index + 1.
     Batching changes float rounding at the 1e-6 level, which can in rare cases flip a token
@@ -412,8 +398,11 @@ class TransformersBackend:
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
         self.dtype = _torch_dtype(dtype, self.device)
         self.tokenizer, self.model = self._load(model, local_files_only, trust_remote_code)
+        self.own_chat_template = prompt_format.ensure_chat_template(self.tokenizer)
         self.context_window = context_window or _context_window(self.model.config)
-        self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self.eos_ids = prompt_format.answer_end_ids(self.model.generation_config, self.tokenizer)
+        if not self.eos_ids:
+            raise BackendError("the model and its tokenizer define no end-of-sequence token")
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.eos_ids[0]
 
@@ -439,12 +428,12 @@ class TransformersBackend:
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "context_window": self.context_window,
-            "chat_template": bool(getattr(self.tokenizer, "chat_template", None)),
+            "chat_template": self.own_chat_template,  # False: the plain format
             "transformers": transformers.__version__,
         }
 
     def encode(self, conversation: Conversation) -> list[int]:
-        return render_prompt(self.tokenizer, conversation)
+        return prompt_format.prompt_ids(self.tokenizer, conversation)
 
     def generate(
         self, conversations: list[Conversation], params: SamplingParams, seeds: list[int]
@@ -581,16 +570,6 @@ def _context_window(config: Any) -> int | None:
     return None
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    """EOS ids from the model's generation config (chat models list several), else the tokenizer's."""
-    eos = getattr(model.generation_config, "eos_token_id", None)
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    if eos is None:
-        raise BackendError("the model and its tokenizer define no end-of-sequence token")
-    return list(eos) if isinstance(eos, list | tuple) else [eos]
-
-
 # --------------------------------------------------------------------------- vllm
 
 
@@ -623,7 +602,7 @@ class VLLMBackend:
     def generate(
         self, conversations: list[Conversation], params: SamplingParams, seeds: list[int]
     ) -> list[PromptResult]:
-        encoded = [render_prompt(self.tokenizer, c) for c in conversations]
+        encoded = [prompt_format.prompt_ids(self.tokenizer, c) for c in conversations]
         reasons = [too_long_reason(len(ids), params.max_new_tokens, self.context_window) for ids in encoded]
         runnable = [i for i, reason in enumerate(reasons) if reason is None]
         requests = [{"prompt_token_ids": encoded[i]} for i in runnable]

@@ -3,13 +3,16 @@
     from training.engine.sft import SFTTrainingConfig, train
     results = train(SFTTrainingConfig(model=str(tiny_dir)), "sft-train.parquet", None, out)
 
-Rows are ``{"messages": [...]}`` (conversational) or ``{"prompt", "completion"}`` (text),
-as ``training.engine.datasets.build_sft`` writes them. A ``messages`` row is split into
-``prompt`` = every message but the last and ``completion`` = the last (the answer), so
-TRL's completion-only loss applies to both shapes; TRL's ``assistant_only_loss`` would
+Rows are ``{"messages": [...]}`` or ``{"prompt": [...], "completion": [...]}`` (messages),
+as ``training.engine.datasets.build_sft`` writes them by default. A ``messages`` row is
+split into ``prompt`` = every message but the last and ``completion`` = the last (the
+answer), so TRL's completion-only loss applies; TRL's ``assistant_only_loss`` would
 instead need a chat template with generation markers, which most templates (the built-in
-tiny model's included) do not have. Sequences longer than max_length are truncated at the
-end (TRL's ``keep_start``).
+tiny model's included) do not have. TRL renders the rows with the tokenizer's chat
+template (the plain format for a model without one), exactly as the sampler renders
+prompts (``training.engine.prompt_format``); text rows are refused, since no template can
+render them. Sequences longer than max_length are truncated at the end (TRL's
+``keep_start``).
 
 LoRA by default. The final adapter (or full model) and tokenizer go to output_dir/model;
 a folder that holds an adapter loads with ``AutoModelForCausalLM.from_pretrained`` when
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.engine import common
+from training.engine import common, prompt_format
 from training.engine.common import MetricsSink, TrainingConfig
 
 KIND = "sft"
@@ -88,10 +91,11 @@ def train(config: SFTTrainingConfig, train_path: Path | str, eval_path: Path | s
 
 
 def prompt_completion(rows: Any) -> Any:
-    """``{"prompt", "completion"}`` rows (TRL's prompt-completion shape) from SFT rows,
-    without the provenance columns."""
+    """``{"prompt", "completion"}`` rows (TRL's prompt-completion shape, messages) from SFT
+    rows, without the provenance columns. Raises ValueError for text rows."""
     if "messages" in rows.column_names:
         rows = rows.map(_split_messages, remove_columns=rows.column_names)
+    prompt_format.require_messages(rows, KIND, ["prompt", "completion"])
     return rows.select_columns(["prompt", "completion"])
 
 

@@ -12,7 +12,7 @@ so memory stays flat whatever the snapshot's size. Every writer
 A snapshot folder is complete when its ``manifest.json`` exists: `write_manifest` is
 called last, checks every listed file against its stats, and writes atomically.
 
-    schema = parquet_schema("pairs", conversational=options.conversational)
+    schema = parquet_schema("pairs", conversational=options.conversational_for("pairs"))
     stats = write_split_files(build_pairs(items, options),
                               lambda split: ParquetRowWriter(folder / f"pairs-{split}.parquet", schema))
     write_manifest(folder, files={f"pairs-{s}.parquet": st for s, st in stats.items()}, metadata={...})

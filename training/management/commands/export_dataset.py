@@ -28,7 +28,11 @@ class Command(BaseCommand):
         parser.add_argument("--keep-flagged", action="store_true",
                             help="keep items flagged unsafe or needs-expert")
         parser.add_argument("--min-agreement", type=float)
-        parser.add_argument("--conversational", action="store_true")
+        # Neither flag: messages for sft/dpo/kto (policy training needs them), text for pairs.
+        parser.add_argument("--conversational", action="store_true", default=None,
+                            help="message lists in every file")
+        parser.add_argument("--text", dest="conversational", action="store_false",
+                            help="plain-format text in every file (policy runs refuse it)")
         parser.add_argument("--validation-fraction", type=float, default=0.0)
         parser.add_argument("--split-seed", type=int, default=0)
 
