@@ -8,7 +8,9 @@ under var/. Production sets DATABASE_URL, REDIS_URL, SECRET_KEY and ALLOWED_HOST
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -55,6 +57,66 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value is None or value.strip() == "":
         return default
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+ENDPOINT_KEYS = {"base_url", "api_key_env", "models", "allow_private"}
+
+
+def generation_endpoints(raw: str | None, *, openai_key: bool, openai_base_url: str | None) -> dict:
+    """GENERATION_ENDPOINTS: a JSON object, name -> {"base_url", "api_key_env" (the name of
+    the variable holding its key, optional), "models" (allowed model names, optional),
+    "allow_private" (default false)}. The only places the openai backend sends prompts and
+    keys. Unset: one endpoint "openai" (OPENAI_BASE_URL or api.openai.com, keyed by
+    OPENAI_API_KEY) when either of those is set, else none."""
+    name = "GENERATION_ENDPOINTS"
+    if raw is None:
+        if not (openai_key or openai_base_url):
+            return {}
+        raw = json.dumps({"openai": {"base_url": openai_base_url or "https://api.openai.com/v1",
+                                     "api_key_env": "OPENAI_API_KEY" if openai_key else ""}})
+        name = "OPENAI_BASE_URL"
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a JSON object, got {raw[:80]!r}") from None
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(f"{name} must be a JSON object of name -> endpoint")
+    return {key: _endpoint(name, key, entry) for key, entry in value.items()}
+
+
+def _endpoint(variable: str, name: str, entry: object) -> dict:
+    where = f"{variable}[{name!r}]"
+    if not ENDPOINT_NAME.match(name):
+        raise ImproperlyConfigured(f"{where}: a name is letters, digits, '.', '_' or '-'")
+    if not isinstance(entry, dict) or set(entry) - ENDPOINT_KEYS or "base_url" not in entry:
+        raise ImproperlyConfigured(f"{where} must be an object with base_url and optionally "
+                                   f"api_key_env, models, allow_private (nothing else)")
+    url = entry["base_url"]
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if (parts is None or parts.scheme not in {"http", "https"} or not parts.hostname
+            or parts.username or parts.password or parts.query or parts.fragment):
+        raise ImproperlyConfigured(f"{where}.base_url must be an http(s) URL with a host and "
+                                   "no credentials, query or fragment (keys go in api_key_env)")
+    key_env, models = entry.get("api_key_env", ""), entry.get("models", [])
+    if not isinstance(key_env, str) or (key_env and not ENV_NAME.match(key_env)):
+        raise ImproperlyConfigured(f"{where}.api_key_env must name an environment variable")
+    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+        raise ImproperlyConfigured(f"{where}.models must be a list of model names")
+    if not isinstance(entry.get("allow_private", False), bool):
+        raise ImproperlyConfigured(f"{where}.allow_private must be true or false")
+    return {"base_url": url.rstrip("/"), "api_key_env": key_env, "models": models,
+            "allow_private": entry.get("allow_private", False)}
+
+
+def model_dirs(name: str, values: list[str]) -> list[Path]:
+    """MODEL_DIRS: absolute folders whose sub-folders may be named as local models."""
+    folders = [Path(value) for value in values]
+    relative = [str(folder) for folder in folders if not folder.is_absolute()]
+    if relative:
+        raise ImproperlyConfigured(f"{name} takes absolute paths, got {', '.join(relative)}")
+    return folders
 
 
 def database_from_url(name: str, url: str) -> dict:
@@ -271,6 +333,14 @@ BUILTIN_TINY_DIR = Path(env_str("BUILTIN_TINY_DIR", str(ARTIFACT_ROOT / "models"
 # CPU threads per worker process for torch. 1 by default: on a shared CPU, two threads
 # per process fighting over two cores made training steps 8-10x slower. 0: torch's default.
 TORCH_NUM_THREADS = env_int("TORCH_NUM_THREADS", 1, minimum=0)
+# Where the openai backend may send prompts and keys (the only places): see
+# generation_endpoints above. The key itself stays in its variable, read by the worker.
+GENERATION_ENDPOINTS = generation_endpoints(
+    env_str("GENERATION_ENDPOINTS"), openai_key=bool(env_str("OPENAI_API_KEY")),
+    openai_base_url=env_str("OPENAI_BASE_URL"))
+# Folders whose sub-folders generation and training may load as local models; any other
+# path is refused (training/model_refs.py).
+MODEL_DIRS = model_dirs("MODEL_DIRS", env_list("MODEL_DIRS", []))
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.http import FileResponse, Http404
 from drf_spectacular.utils import extend_schema
@@ -17,7 +18,9 @@ from labeling.models import Role
 from labeling.review import audit
 from labeling.runs import run_cancel
 from training.artifacts import artifact_open
+from training.endpoints import endpoints_configured
 from training.generation import generation_run_create
+from training.model_refs import builtin_models, model_folders
 from training.models import DatasetSnapshot, GenerationRun, ModelVersion, TrainingMetric, TrainingRun
 from training.snapshots import FORMATS, KINDS, snapshot_create, snapshot_dir
 from training.training import model_version_promote, training_run_create
@@ -26,7 +29,8 @@ from training.training import model_version_promote, training_run_create
 class GenerationRunOutput(serializers.ModelSerializer):
     class Meta:
         model = GenerationRun
-        fields = ["id", "project", "backend", "model", "params", "backend_options", "status",
+        fields = ["id", "project", "backend", "model", "endpoint", "params", "backend_options",
+                  "policy", "status",
                   "attempts", "progress", "stats", "errors", "error", "created_at",
                   "started_at", "finished_at"]
 
@@ -36,10 +40,32 @@ def generation_run_for(user, run_id: int, *, min_role: str = Role.REVIEWER) -> G
                              what="generation run")
 
 
+class KnownFieldsOnly:
+    """Input serializer mixin: a key the serializer does not define is a 400 naming it.
+    DRF drops unknown keys silently, so a client sending `base_url` would believe it had
+    chosen where its prompts go."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = ", ".join(self.fields)
+            unknown = {name: [f"unknown field; the fields are {known}"]
+                       for name in sorted(set(data) - set(self.fields))}
+            if unknown:
+                raise serializers.ValidationError(unknown)
+        return super().to_internal_value(data)
+
+
 class GenerationRunListCreate(APIView):
-    class GenerationRunInput(StrictJSONInput, serializers.Serializer):
+    class GenerationRunInput(KnownFieldsOnly, StrictJSONInput, serializers.Serializer):
         backend = serializers.ChoiceField(choices=GenerationRun.Backend.choices)
-        model = serializers.CharField(required=False, allow_blank=True, max_length=500)
+        model = serializers.CharField(
+            required=False, allow_blank=True, max_length=500,
+            help_text="transformers, vllm: a hub id (owner/name) or a folder under MODEL_DIRS; "
+                      "openai: the model name the endpoint serves; builtin-tiny: none.")
+        endpoint = serializers.CharField(
+            required=False, allow_blank=True, max_length=64,
+            help_text="openai: the name of a configured endpoint (generation-options lists "
+                      "them); may be left out when only one is configured.")
         k = serializers.IntegerField(default=4)
         temperature = serializers.FloatField(default=1.0)
         top_p = serializers.FloatField(default=1.0)
@@ -50,7 +76,6 @@ class GenerationRunListCreate(APIView):
         prompt_ids = serializers.ListField(child=serializers.IntegerField(), required=False,
                                            help_text="Default: every prompt with fewer than K "
                                                      "model-sampled candidates.")
-        base_url = serializers.URLField(required=False, help_text="openai backend endpoint")
 
     @extend_schema(responses=GenerationRunOutput(many=True))
     def get(self, request: Request, project_id: int) -> Response:
@@ -65,15 +90,45 @@ class GenerationRunListCreate(APIView):
         data = self.GenerationRunInput(data=request.data)
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
-        options = {"base_url": values.pop("base_url")} if "base_url" in values else {}
         run = generation_run_create(
             project=project, backend=values.pop("backend"), model=values.pop("model", ""),
-            prompt_ids=values.pop("prompt_ids", None), params=values, backend_options=options,
-            user=request.user,
+            endpoint=values.pop("endpoint", ""), prompt_ids=values.pop("prompt_ids", None),
+            params=values, user=request.user,
         )
-        audit(actor=request.user, project=project, action="generation.start", target=run,
-              after={"backend": run.backend, "model": run.model, "prompts": len(run.prompt_ids)})
         return Response(GenerationRunOutput(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class GenerationEndpointOutput(serializers.Serializer):
+    name = serializers.CharField()
+    models = serializers.ListField(child=serializers.CharField(),
+                                   help_text="The model names it serves; empty: any.")
+
+
+class ModelFolderOutput(serializers.Serializer):
+    name = serializers.CharField()
+    model = serializers.CharField(help_text="The value to send as `model` or `base_model`.")
+
+
+class GenerationOptionsOutput(serializers.Serializer):
+    backends = serializers.ListField(child=serializers.CharField())
+    endpoints = GenerationEndpointOutput(many=True)
+    model_folders = ModelFolderOutput(many=True)
+    builtin_models = serializers.ListField(child=serializers.CharField())
+
+
+class GenerationOptions(APIView):
+    @extend_schema(responses=GenerationOptionsOutput)
+    def get(self, request: Request, project_id: int) -> Response:
+        """What a generation or training run may name: the configured endpoints (by name,
+        never their URLs or keys), the backends, the local model folders and built-ins."""
+        access.project_for(request.user, project_id, min_role=Role.REVIEWER)
+        endpoints = sorted(endpoints_configured().values(), key=lambda e: e.name)
+        return Response(GenerationOptionsOutput({
+            "backends": GenerationRun.Backend.values,
+            "endpoints": [{"name": e.name, "models": list(e.models)} for e in endpoints],
+            "model_folders": model_folders(),
+            "builtin_models": sorted(builtin_models()),
+        }).data)
 
 
 class GenerationRunDetail(APIView):
@@ -211,10 +266,14 @@ def training_run_for(user, run_id: int, *, min_role: str = Role.REVIEWER) -> Tra
 
 
 class TrainingRunListCreate(APIView):
-    class TrainingRunInput(StrictJSONInput, serializers.Serializer):
+    class TrainingRunInput(KnownFieldsOnly, StrictJSONInput, serializers.Serializer):
         kind = serializers.ChoiceField(choices=TrainingRun.Kind.choices)
         snapshot = serializers.IntegerField()
-        base_model = serializers.CharField(required=False, allow_blank=True, max_length=500)
+        base_model = serializers.CharField(
+            required=False, allow_blank=True, max_length=500,
+            help_text="A hub id (owner/name), a folder under MODEL_DIRS, builtin-tiny or minilm; "
+                      "default: the built-in model of the kind. A model of this project: "
+                      "base_version.")
         base_version = serializers.IntegerField(required=False)
         config = serializers.DictField(required=False, default=dict)
         devices = serializers.IntegerField(default=1, min_value=1, max_value=64)

@@ -5,6 +5,13 @@ It works through the run's frozen prompt list in chunks; each chunk's candidates
 items commit together, so a redelivered or re-queued run skips what is done and never
 duplicates (candidates are unique on (prompt, "run:<id>:<k>")). It heartbeats after
 every chunk and stops at the next one when the run is cancelled.
+
+What a run samples from is checked twice, when it is created and when a worker executes
+it: the openai backend goes only to a configured endpoint the run names
+(training/endpoints.py), the local backends load only accepted models
+(training/model_refs.py), and of the options stored on the row only RUN_OPTIONS reach
+the engine. A row written some other way (an older version, a hand edit) gets no further
+than one created through the API.
 """
 
 from __future__ import annotations
@@ -21,13 +28,25 @@ from django.db import transaction
 from django.db.models import Count, Q
 
 from labeling.models import Candidate, Project, Prompt
+from labeling.review import audit
 from labeling.runs import Run, run_enqueue, run_finish, run_heartbeat
 from labeling.services import DomainError, items_create_for_prompt
 from training.artifacts import ArtifactMissing, artifact_local_model
-from training.models import GenerationRun
+from training.endpoints import endpoint_backend_options, endpoint_check_model, endpoint_choose
+from training.model_refs import REFUSED, model_reference
+from training.models import GenerationRun, ModelVersion
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
+Backend = GenerationRun.Backend
+# Engine options a run may carry, per backend, with their check. Nothing that says where
+# to connect, which key to send, or whether to run a model's own code (trust_remote_code).
+RUN_OPTIONS: dict[str, dict[str, Callable[[Any], bool]]] = {
+    Backend.OPENAI: {"n_per_request": lambda v: isinstance(v, bool)},
+    Backend.TRANSFORMERS: {"max_batch_tokens": lambda v: type(v) is int and 0 < v <= 2**24},
+    Backend.BUILTIN_TINY: {"max_batch_tokens": lambda v: type(v) is int and 0 < v <= 2**24},
+    Backend.VLLM: {},
+}
 
 
 def builtin_tiny_dir() -> str:
@@ -57,21 +76,24 @@ def prompts_needing_candidates(project: Project, k: int) -> list[int]:
 def generation_run_create(
     *, project: Project, backend: str, model: str = "", params: dict[str, Any],
     prompt_ids: list[int] | None = None, backend_options: dict[str, Any] | None = None,
-    user: AbstractBaseUser | None = None, enqueue: bool = True, policy: Any = None,
+    endpoint: str = "", user: AbstractBaseUser | None = None, enqueue: bool = True,
+    policy: ModelVersion | None = None,
 ) -> GenerationRun:
+    """A run sampling K candidates per prompt. `endpoint` names a GENERATION_ENDPOINTS
+    entry (openai backend; may be left out when only one is configured); `policy` is a
+    registered policy of this project to sample from (transformers backend)."""
     if policy is not None:
         # Closing the loop: sample from a registered policy (merged weights when LoRA).
         if policy.project_id != project.pk or policy.kind != "policy":
             raise DomainError("the policy must be a registered policy of this project")
-        backend, model = GenerationRun.Backend.TRANSFORMERS, policy.merged_path or policy.adapter_path
-    if backend not in GenerationRun.Backend.values:
-        raise DomainError(f"unknown backend {backend!r}; use one of "
-                          f"{', '.join(GenerationRun.Backend.values)}")
-    if backend != GenerationRun.Backend.BUILTIN_TINY and not model:
-        raise DomainError(f"the {backend} backend needs a model (hub id, path or name)")
-    options = dict(backend_options or {})
-    if any("key" in name.lower() or "token" in name.lower() for name in options):
-        raise DomainError("never store API keys on a run: set OPENAI_API_KEY on the workers")
+        backend, model = Backend.TRANSFORMERS, policy.merged_path or policy.adapter_path
+    if backend not in Backend.values:
+        raise DomainError(f"unknown backend {backend!r}; use one of {', '.join(Backend.values)}")
+    if policy is None:
+        model, endpoint = _checked_source(backend, model, endpoint)
+    elif endpoint:
+        raise DomainError("endpoint is for the openai backend only")
+    options = _checked_options(backend, backend_options or {})
     clean = validated_params(params)
     if prompt_ids is None:
         prompt_ids = prompts_needing_candidates(project, clean["k"])
@@ -83,13 +105,43 @@ def generation_run_create(
             raise DomainError(f"prompts not in this project: {missing[:20]}")
     run = GenerationRun.objects.create(
         project=project, created_by=user if user and user.is_authenticated else None,
-        backend=backend, model=model, params=clean, backend_options=options,
+        backend=backend, model=model, endpoint=endpoint, params=clean, backend_options=options,
         prompt_ids=sorted(set(prompt_ids)), policy=policy,
         progress={"prompts_done": 0, "prompts_total": len(set(prompt_ids))},
     )
+    audit(actor=user, project=project, action="generation.start", target=run,
+          after={"backend": run.backend, "model": run.model, "endpoint": run.endpoint,
+                 "policy": run.policy_id, "prompts": len(run.prompt_ids)})
     if enqueue:
         run_enqueue(run)
     return run
+
+
+def _checked_source(backend: str, model: str, endpoint: str) -> tuple[str, str]:
+    """(model, endpoint) as the run stores them, or DomainError."""
+    if backend == Backend.OPENAI:
+        chosen = endpoint_choose(endpoint)
+        endpoint_check_model(chosen, model)
+        return model, chosen.name
+    if endpoint:
+        raise DomainError("endpoint is for the openai backend only")
+    if backend == Backend.BUILTIN_TINY:
+        if model:  # the backend would build the tiny model into that folder
+            raise DomainError("builtin-tiny takes no model: the server keeps it in its own folder")
+        return "", ""
+    if not model:
+        raise DomainError(f"the {backend} backend needs a model: {REFUSED}")
+    return model_reference(model), ""
+
+
+def _checked_options(backend: str, options: dict[str, Any]) -> dict[str, Any]:
+    allowed = RUN_OPTIONS[backend]
+    refused = sorted(name for name, value in options.items()
+                     if name not in allowed or not allowed[name](value))
+    if refused:
+        raise DomainError(f"backend options not accepted: {', '.join(refused)}; the {backend} "
+                          f"backend takes {', '.join(allowed) or 'none'} (never a URL or a key)")
+    return options
 
 
 class RunCancelled(Exception):
@@ -110,11 +162,9 @@ def generation_run_execute(run: GenerationRun, *, progress: Progress | None = No
     params = SamplingParams(**run.params)
     torch_threads()
     try:
-        model = run.model or builtin_tiny_dir()
-        if run.backend == GenerationRun.Backend.TRANSFORMERS:
-            model = artifact_local_model(str(model))  # a registered policy may be in storage only
-        backend = load_backend(run.backend, model, **_backend_options(run))
-    except (BackendError, ArtifactMissing) as exc:
+        model, options = _engine_source(run)
+        backend = load_backend(run.backend, model, **options)
+    except (BackendError, ArtifactMissing, DomainError) as exc:
         run_finish(run, status=Run.Status.FAILED, error=str(exc))
         return
     todo = _prompts_left(run, params.k)
@@ -174,13 +224,23 @@ def sample_chunk(backend: Any, params: Any, prompts: list[Prompt], prompt_seed: 
                   seeds=[prompt_seed(params.seed, p.pk) for p in prompts])
 
 
-def _backend_options(run: GenerationRun) -> dict[str, Any]:
-    options = dict(run.backend_options)
-    local = {GenerationRun.Backend.TRANSFORMERS, GenerationRun.Backend.BUILTIN_TINY}
-    if run.backend in local and settings.TORCH_NUM_THREADS:
+def _engine_source(run: GenerationRun) -> tuple[str, dict[str, Any]]:
+    """The model and engine options of a run, checked again here on the worker."""
+    allowed = RUN_OPTIONS.get(run.backend, {})
+    options = {name: value for name, value in run.backend_options.items()
+               if name in allowed and allowed[name](value)}
+    if run.backend in {Backend.TRANSFORMERS, Backend.BUILTIN_TINY} and settings.TORCH_NUM_THREADS:
         # Prefork workers sharing a CPU must not each spawn a thread per core.
-        options.setdefault("num_threads", settings.TORCH_NUM_THREADS)
-    return options
+        options["num_threads"] = settings.TORCH_NUM_THREADS
+    if run.backend == Backend.BUILTIN_TINY:
+        return builtin_tiny_dir(), options
+    if run.backend == Backend.OPENAI:
+        return run.model, {**options, **endpoint_backend_options(run.endpoint, run.model)}
+    policy = run.policy
+    if policy is not None and policy.project_id == run.project_id:
+        # A registered policy may be in artifact storage only.
+        return artifact_local_model(policy.merged_path or policy.adapter_path), options
+    return model_reference(run.model), options
 
 
 def _prompts_left(run: GenerationRun, k: int) -> list[int]:

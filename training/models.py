@@ -32,12 +32,16 @@ class GenerationRun(Run):
         related_name="+",
     )
     backend = models.CharField(max_length=32, choices=Backend.choices)
-    model = models.CharField(max_length=500, blank=True,
-                             help_text="Hub id, local path, or the endpoint's model name.")
+    model = models.CharField(
+        max_length=500, blank=True,
+        help_text="Hub id, a folder under MODEL_DIRS, or the endpoint's model name.")
+    endpoint = models.CharField(
+        max_length=64, blank=True,
+        help_text="openai backend: the GENERATION_ENDPOINTS entry it samples from (never a URL).")
     params = models.JSONField(help_text="training.engine.sampling.SamplingParams as JSON.")
     backend_options = models.JSONField(
-        default=dict, blank=True, help_text="e.g. base_url for openai; never an API key."
-    )
+        default=dict, blank=True,
+        help_text="Engine options in training.generation.RUN_OPTIONS; never a URL or a key.")
     prompt_ids = models.JSONField(default=list, help_text="Frozen at creation.")
     errors = models.JSONField(default=list, blank=True,
                               help_text="Per-prompt problems: [{prompt, reason}].")
@@ -97,7 +101,9 @@ class TrainingRun(Run):
         related_name="+",
     )
     kind = models.CharField(max_length=16, choices=Kind.choices)
-    base_model = models.CharField(max_length=500, help_text="Hub id or local path.")
+    base_model = models.CharField(
+        max_length=500, help_text="Hub id, a folder under MODEL_DIRS, a built-in model or a "
+                                  "registered model of the project (base_version).")
     base_version = models.ForeignKey(
         "ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
         help_text="Start from a registered model (its adapter) instead of a raw base.",

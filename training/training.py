@@ -31,6 +31,7 @@ from labeling.review import audit
 from labeling.runs import Run, run_enqueue, run_finish, run_heartbeat
 from labeling.services import DomainError
 from training.artifacts import artifact_local, artifact_local_model, artifact_publish
+from training.model_refs import model_reference
 from training.models import (
     CandidateScore,
     DatasetSnapshot,
@@ -94,7 +95,10 @@ def training_run_create(
             raise DomainError("registered models must belong to this project")
     if base_version is not None:
         base_model = base_version.merged_path or base_version.adapter_path
-    base_model = base_model or default_base_model(kind)
+    elif base_model:
+        base_model = model_reference(base_model)
+    else:
+        base_model = default_base_model(kind)
     config = {**config, "model": base_model}
     if kind == TrainingRun.Kind.RL:
         reward_version = reward_version or ModelVersion.objects.filter(
@@ -170,11 +174,8 @@ def training_run_execute(run: TrainingRun, *, progress: Any = None) -> None:
     sink = _Sink(run, progress)
     torch_threads()
     try:
+        config = _checked_models(run)
         train_file, eval_file = data_files(run.snapshot, run.kind)
-        # Registered models this run starts from may live in artifact storage only.
-        config = {**run.config, "model": artifact_local_model(run.config["model"])}
-        if config.get("reward_model"):
-            config["reward_model"] = artifact_local_model(config["reward_model"])
         if run.devices > 1:
             results = _launch_accelerate(run, config, train_file, eval_file, output, sink)
         else:
@@ -194,6 +195,24 @@ def training_run_execute(run: TrainingRun, *, progress: Any = None) -> None:
         return  # the run row is already CANCELLED; no model is registered
     version = model_version_register(run=run, results=summary)
     run_finish(run, status=Run.Status.DONE, model_version=version.pk)
+
+
+def _checked_models(run: TrainingRun) -> dict[str, Any]:
+    """The run's config with its models checked again on the worker: registered models
+    come from their rows (and may be in artifact storage only), anything else must be an
+    accepted model reference. A row written some other way gets no further."""
+    config = dict(run.config)
+    base = run.base_version
+    if base is not None and base.project_id == run.project_id:
+        config["model"] = artifact_local_model(base.merged_path or base.adapter_path)
+    else:
+        config["model"] = model_reference(str(config.get("model", "")))
+    if "reward_model" in config:
+        reward = run.reward_version
+        if reward is None or reward.project_id != run.project_id:
+            raise DomainError("online RL needs a registered reward model of this project")
+        config["reward_model"] = artifact_local_model(reward.adapter_path)
+    return config
 
 
 def _launch_accelerate(run: TrainingRun, config: dict[str, Any], train_file: Path,

@@ -1,7 +1,8 @@
 """The OpenAI-compatible backend against a stub HTTP server on 127.0.0.1 (no network).
 
 Each test scripts the stub's answers: a list of (status, headers, body, delay) replies,
-served in order, the last one repeated.
+served in order, the last one repeated. The stub lives on a loopback address, which the
+backend refuses unless told `allow_private=True`: the tests that talk to it say so.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from training.engine.openai_backend import OpenAIBackend
+from training.engine.safe_http import refused_kind
 from training.engine.sampling import (
     BackendError,
     BackendUnavailable,
@@ -112,6 +114,7 @@ def backend(stub: Stub, **options: Any) -> OpenAIBackend:
     defaults = {
         "base_url": stub.url,
         "api_key": "sk-test",
+        "allow_private": True,
         "backoff_base": 0.01,
         "max_retries": 2,
         "timeout": 5.0,
@@ -192,19 +195,21 @@ def test_unreachable_endpoint_is_a_clear_error() -> None:
     with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    dead = load_backend("openai", "m", base_url=f"http://127.0.0.1:{port}/v1", max_retries=1, backoff_base=0.01)
+    dead = load_backend("openai", "m", base_url=f"http://127.0.0.1:{port}/v1", endpoint="dead",
+                        allow_private=True, max_retries=1, backoff_base=0.01)
 
-    with pytest.raises(BackendError, match="could not reach the endpoint"):
+    with pytest.raises(BackendError, match="could not reach endpoint 'dead'"):
         sample([HELLO], PARAMS, dead)
 
 
-def test_rejected_prompt_is_skipped_with_the_servers_reason(stub: Stub) -> None:
+def test_rejected_prompt_is_skipped_with_the_status_not_the_body(stub: Stub) -> None:
     stub.replies[:] = [Reply(400, {"error": {"message": "maximum context length is 4096 tokens"}}), Reply()]
-    one_at_a_time = backend(stub, concurrency=1)
+    one_at_a_time = backend(stub, concurrency=1, endpoint="vllm")
 
     first, second = sample([HELLO, HELLO], PARAMS, one_at_a_time)
 
-    assert first.skipped and "maximum context length" in first.skipped
+    assert first.skipped and "HTTP 400 from endpoint 'vllm'" in first.skipped
+    assert "maximum context length" not in first.skipped
     assert first.samples == []
     assert len(second.samples) == 3
 
@@ -226,9 +231,77 @@ def test_server_ignoring_n_is_reported(stub: Stub) -> None:
         sample([HELLO], PARAMS, backend(stub))
 
 
-def test_api_key_from_environment(stub: Stub, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_environments_key_is_never_sent(stub: Stub, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
 
-    sample([HELLO], PARAMS, load_backend("openai", "m", base_url=stub.url))
+    sample([HELLO], PARAMS, load_backend("openai", "m", base_url=stub.url, allow_private=True))
 
-    assert stub.requests[0]["auth"] == "Bearer sk-from-env"
+    assert stub.requests[0]["auth"] is None
+
+
+def test_no_base_url_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+
+    with pytest.raises(BackendError, match="base_url"):
+        load_backend("openai", "m")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_loopback_is_refused_after_resolution(stub: Stub, host: str) -> None:
+    port = stub.url.split(":")[2].split("/")[0]
+    inside = load_backend("openai", "m", base_url=f"http://{host}:{port}/v1", api_key="sk-test",
+                          endpoint="inside", max_retries=2, backoff_base=0.01)
+
+    with pytest.raises(BackendError, match="endpoint 'inside' resolves to a loopback address") as error:
+        sample([HELLO], PARAMS, inside)
+
+    assert not isinstance(error.value, BackendUnavailable)  # not worth retrying
+    assert stub.requests == []
+
+
+@pytest.mark.parametrize(("address", "kind"), [
+    ("127.0.0.1", "loopback"), ("127.8.9.10", "loopback"), ("::1", "loopback"),
+    ("10.1.2.3", "private"), ("172.16.0.1", "private"), ("192.168.1.1", "private"),
+    ("169.254.169.254", "link-local"), ("fe80::1%1", "link-local"), ("fc00::1", "private"),
+    ("fd00:ec2::254", "private"), ("100.100.100.200", "non-public"), ("0.0.0.0", "unspecified"),  # noqa: S104
+    ("::", "unspecified"), ("224.0.0.1", "multicast"), ("ff02::1", "multicast"),
+    ("240.0.0.1", "reserved"), ("::ffff:127.0.0.1", "loopback"),
+    ("::ffff:169.254.169.254", "link-local"), ("2002:7f00:1::", "loopback"),
+    ("2001:0:4136:e378:8000:63bf:80ff:fffe", "loopback"),  # Teredo wrapping 127.0.0.1
+    ("8.8.8.8", None), ("1.1.1.1", None), ("2606:4700:4700::1111", None),
+])
+def test_which_addresses_are_refused(address: str, kind: str | None) -> None:
+    assert refused_kind(address) == kind
+
+
+def test_redirects_are_not_followed(stub: Stub) -> None:
+    stub.replies[:] = [Reply(302, {}, {"Location": "http://169.254.169.254/latest/meta-data/"})]
+
+    with pytest.raises(BackendError, match="HTTP 302 from endpoint 'up'"):
+        sample([HELLO], PARAMS, backend(stub, endpoint="up"))
+
+    assert len(stub.requests) == 1
+
+
+def test_answers_bodies_stay_out_of_errors(stub: Stub) -> None:
+    stub.replies[:] = [Reply(500, {"error": "SECRET-INTERNAL-BODY"}, {"Retry-After": "0"})]
+
+    with pytest.raises(BackendUnavailable) as error:
+        sample([HELLO], PARAMS, backend(stub, endpoint="up"))
+
+    assert "HTTP 500 from endpoint 'up'" in str(error.value)
+    assert "SECRET" not in str(error.value) and stub.url not in str(error.value)
+
+
+def test_proxy_variables_are_ignored(stub: Stub, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("ALL_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+    [result] = sample([HELLO], PARAMS, backend(stub, max_retries=0))
+
+    assert len(result.samples) == 3 and len(stub.requests) == 1

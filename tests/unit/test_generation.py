@@ -108,17 +108,25 @@ def test_bad_params_are_refused(project, params, message) -> None:  # noqa: ANN0
                               enqueue=False)
 
 
-def test_unknown_model_path_fails_the_run_clearly(project, prompts) -> None:  # noqa: ANN001
+def test_a_model_folder_that_does_not_load_fails_the_run_clearly(project, prompts, settings,
+                                                                  tmp_path) -> None:  # noqa: ANN001
+    settings.MODEL_DIRS = [tmp_path]
+    (tmp_path / "empty").mkdir()
+
     run = execute(generation_run_create(project=project, backend="transformers",
-                                        model="/nonexistent/model", params=PARAMS, enqueue=False))
+                                        model=str(tmp_path / "empty"), params=PARAMS, enqueue=False))
 
-    assert run.status == Run.Status.FAILED and "/nonexistent/model" in run.error
+    assert run.status == Run.Status.FAILED and str(tmp_path / "empty") in run.error
 
 
-def test_api_keys_are_never_stored(project) -> None:  # noqa: ANN001
-    with pytest.raises(DomainError, match="API keys"):
+@pytest.mark.parametrize("options", [{"api_key": "sk-x"}, {"base_url": "http://x/v1"},
+                                     {"n_per_request": "yes"}])
+def test_api_keys_urls_and_unknown_options_are_never_stored(project, settings, options) -> None:  # noqa: ANN001
+    settings.GENERATION_ENDPOINTS = {"openai": {"base_url": "https://api.openai.com/v1"}}
+
+    with pytest.raises(DomainError, match="never a URL or a key"):
         generation_run_create(project=project, backend="openai", model="m", params=PARAMS,
-                              backend_options={"api_key": "sk-x"}, enqueue=False)
+                              backend_options=options, enqueue=False)
 
 
 def test_cancelled_run_stops(project, prompts, tiny_model, settings) -> None:  # noqa: ANN001

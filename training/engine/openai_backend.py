@@ -10,12 +10,19 @@ the model), which comes back skipped with the server's message.
 
 Seeds are sent as the `seed` field; whether they reproduce a sample depends on the server
 (vLLM honours them; OpenAI calls it best effort).
+
+Where it connects is the caller's: `base_url` and `api_key` are never taken from the
+environment, and every connection goes through training/engine/safe_http.py, which
+refuses private, loopback and metadata addresses after resolving the host unless
+`allow_private` is set. Errors name the endpoint and the HTTP status, never the body of
+the answer (it is logged on the worker): a run's error is shown to project admins, and
+an answer's body is the endpoint's to tell, not theirs to read.
 """
 
 from __future__ import annotations
 
 import email.utils
-import os
+import logging
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +39,7 @@ from training.engine.sampling import (
     candidate_seed,
 )
 
+logger = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 PROMPT_REJECTED_STATUSES = frozenset({400, 413, 422})
 
@@ -51,10 +59,11 @@ class _Job:
 class OpenAIBackend:
     """Samples through an OpenAI-compatible endpoint.
 
-    Options: base_url (default $OPENAI_BASE_URL or https://api.openai.com/v1), api_key
-    (default $OPENAI_API_KEY; none is sent when both are empty, as local servers expect),
-    n_per_request, concurrency (parallel requests), timeout (seconds per request),
-    max_retries (after the first attempt), backoff_base and backoff_max (seconds).
+    Options: base_url (the endpoint's /v1 URL, required), api_key (sent as a Bearer token;
+    none is sent when empty, as local servers expect), endpoint (its name, used in error
+    messages instead of the URL), allow_private (connect to private or loopback
+    addresses too), n_per_request, concurrency (parallel requests), timeout (seconds per
+    request), max_retries (after the first attempt), backoff_base and backoff_max (seconds).
     A sample's seed is the seed sent with its request: the prompt seed with n=K,
     candidate_seed(prompt seed, index) with K requests.
     """
@@ -63,8 +72,10 @@ class OpenAIBackend:
         self,
         model: str,
         *,
-        base_url: str | None = None,
+        base_url: str = "",
         api_key: str | None = None,
+        endpoint: str = "",
+        allow_private: bool = False,
         n_per_request: bool = True,
         concurrency: int = 8,
         timeout: float = 120.0,
@@ -74,27 +85,31 @@ class OpenAIBackend:
     ) -> None:
         import httpx
 
+        from training.engine.safe_http import checked_client
+
         if not model:
             raise BackendError("the openai backend needs the model name the endpoint serves")
+        if not base_url:
+            raise BackendError("the openai backend needs the endpoint's base_url")
         self.name, self.model_id = "openai", model
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+        self.base_url = base_url.rstrip("/")
         self.url = f"{self.base_url}/chat/completions"
+        self.label = f"endpoint {endpoint!r}" if endpoint else self.base_url
         self.n_per_request, self.concurrency = n_per_request, max(1, concurrency)
         self.timeout, self.max_retries = timeout, max(0, max_retries)
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
-        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.client = httpx.Client(
-            headers=headers,
+        self.client = checked_client(
+            allow_private=allow_private,
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_connections=self.concurrency),
+            max_connections=self.concurrency,
         )
 
     def describe(self) -> dict[str, Any]:
         return {
             "backend": "openai",
             "model": self.model_id,
-            "base_url": self.base_url,
+            "endpoint": self.label,
             "n_per_request": self.n_per_request,
         }
 
@@ -149,14 +164,14 @@ class OpenAIBackend:
         try:
             body = self._post(payload)
         except PromptRejected as exc:
-            return f"rejected by the endpoint: {exc}"
+            return f"rejected: {exc} (typically too long for the model; the answer is in the worker log)"
         return self._samples(body, job)
 
     def _samples(self, body: dict[str, Any], job: _Job) -> list[Sample]:
         choices = body.get("choices") or []
         if len(choices) != job.n:
             hint = " (the server may ignore n: use n_per_request=False)" if job.n > 1 else ""
-            raise BackendError(f"{self.url} returned {len(choices)} choices for n={job.n}{hint}")
+            raise BackendError(f"{self.label} returned {len(choices)} choices for n={job.n}{hint}")
         usage = body.get("usage") or {}
         per_choice = usage.get("completion_tokens") if job.n == 1 else None  # usage sums all choices
         return [
@@ -175,27 +190,34 @@ class OpenAIBackend:
         """POST with retries. Returns the JSON body, raises PromptRejected or BackendError."""
         import httpx
 
+        from training.engine.safe_http import AddressRefused
+
         last = ""
         for attempt in range(self.max_retries + 1):
             retry_after = None
             try:
                 response = self.client.post(self.url, json=payload)
+            except AddressRefused as exc:
+                raise BackendError(f"{self.label} {exc}, which is refused (its operator can set "
+                                   "allow_private for an endpoint on a private network)") from None
             except httpx.TimeoutException:
                 last = f"no answer within the {self.timeout:g} s timeout"
             except httpx.TransportError as exc:
-                last = f"could not reach the endpoint ({type(exc).__name__}: {exc})"
+                last = f"could not reach {self.label} ({type(exc).__name__})"
             else:
                 if response.status_code == 200:
-                    return _json(response, self.url)
-                detail = f"HTTP {response.status_code}: {response.text[:300]}"
+                    return _json(response, self.label)
+                detail = f"HTTP {response.status_code} from {self.label}"
+                logger.warning("%s (%s) answered: %s", detail, self.url, response.text[:300])
                 if response.status_code in PROMPT_REJECTED_STATUSES:
                     raise PromptRejected(detail)
                 if response.status_code not in RETRY_STATUSES and response.status_code < 500:
-                    raise BackendError(f"{self.url} answered {detail}")
+                    raise BackendError(detail)
                 last, retry_after = detail, _retry_after(response.headers.get("Retry-After"))
             if attempt < self.max_retries:
                 time.sleep(self._delay(attempt, retry_after))
-        raise BackendUnavailable(f"{self.url}: gave up after {self.max_retries + 1} attempts; last: {last}")
+        raise BackendUnavailable(f"gave up on {self.label} after {self.max_retries + 1} attempts; "
+                                 f"last: {last}")
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Retry-After when the server sends one, else exponential backoff with jitter, so
@@ -221,11 +243,11 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _json(response: Any, url: str) -> dict[str, Any]:
+def _json(response: Any, label: str) -> dict[str, Any]:
     try:
         body = response.json()
-    except ValueError as exc:
-        raise BackendError(f"{url} answered 200 with a body that is not JSON: {response.text[:200]}") from exc
+    except ValueError:
+        raise BackendError(f"{label} answered 200 with a body that is not JSON") from None
     if not isinstance(body, dict):
-        raise BackendError(f"{url} answered 200 with unexpected JSON: {str(body)[:200]}")
+        raise BackendError(f"{label} answered 200 with JSON that is not an object")
     return body

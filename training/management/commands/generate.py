@@ -3,6 +3,8 @@
 Samples K candidates for every prompt that has fewer than K model-sampled candidates
 (or the --prompts given), in this process with a progress bar; `--enqueue` hands the
 run to a worker on the `generate` queue instead. Running it again adds nothing.
+The openai backend samples from a configured endpoint named with --endpoint
+(GENERATION_ENDPOINTS), never from a URL; --model takes what the API takes.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ class Command(BaseCommand):
         parser.add_argument("--project", required=True)
         parser.add_argument("--backend", default="builtin-tiny",
                             choices=GenerationRun.Backend.values)
-        parser.add_argument("--model", default="", help="hub id, local path or endpoint model")
-        parser.add_argument("--base-url", default="", help="openai: the endpoint's /v1 URL")
+        parser.add_argument("--model", default="",
+                            help="hub id, a folder under MODEL_DIRS, or the endpoint's model name")
+        parser.add_argument("--endpoint", default="",
+                            help="openai: a GENERATION_ENDPOINTS name (default: the only one)")
         parser.add_argument("--k", type=int, default=4)
         parser.add_argument("--temperature", type=float, default=1.0)
         parser.add_argument("--top-p", type=float, default=1.0)
@@ -52,8 +56,7 @@ class Command(BaseCommand):
                 params={"k": options["k"], "temperature": options["temperature"],
                         "top_p": options["top_p"], "max_new_tokens": options["max_new_tokens"],
                         "seed": options["seed"], "system_prompt": options["system_prompt"]},
-                prompt_ids=prompt_ids, enqueue=options["enqueue"],
-                backend_options={"base_url": options["base_url"]} if options["base_url"] else {},
+                prompt_ids=prompt_ids, enqueue=options["enqueue"], endpoint=options["endpoint"],
             )
         except DomainError as exc:
             raise CommandError(str(exc)) from None

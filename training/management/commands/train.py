@@ -1,4 +1,4 @@
-"""python manage.py train --project SLUG --kind reward --snapshot ID [--base-model PATH]
+"""python manage.py train --project SLUG --kind reward --snapshot ID [--base-model MODEL]
 
 Trains in this process with a progress bar (or --enqueue for the `train` queue) and
 registers the result as a model version; --promote makes it current.
@@ -26,7 +26,9 @@ class Command(BaseCommand):
         parser.add_argument("--project", required=True)
         parser.add_argument("--kind", required=True, choices=TrainingRun.Kind.values)
         parser.add_argument("--snapshot", type=int, required=True)
-        parser.add_argument("--base-model", default="", help="hub id or path (default: built-in)")
+        parser.add_argument("--base-model", default="",
+                            help="hub id, a folder under MODEL_DIRS, builtin-tiny or minilm "
+                                 "(default: the kind's built-in model)")
         parser.add_argument("--base-version", type=int, help="start from a registered model")
         parser.add_argument("--config", default="{}", help="JSON of the kind's config fields")
         parser.add_argument("--max-steps", type=int)
