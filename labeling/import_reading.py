@@ -208,8 +208,8 @@ class _CsvLines:
             self.record_bytes += len(line)
             if self.record_bytes > self.max_bytes:
                 raise ImportFileError(
-                    f"the CSV row ending on line {self.line_no} is longer than {self.max_bytes} "
-                    "bytes, the limit (IMPORT_MAX_LINE_BYTES)", line=self.line_no)
+                    f"a CSV row passes {self.max_bytes} bytes by line {self.line_no}, the limit "
+                    "(IMPORT_MAX_LINE_BYTES): is a quote left open?", line=self.line_no)
             yield line.decode("utf-8", errors="surrogateescape")
 
 
@@ -234,6 +234,7 @@ def _iter_csv(lines: Iterator[bytes], limits: ReadLimits) -> Iterator[Record]:
     header = next(reader, None)
     if header is None:
         return
+    source.record_bytes = 0
     start = reader.line_num + 1
     for cells in reader:
         source.record_bytes = 0
@@ -318,7 +319,7 @@ def _json_compatible(value: Any) -> Any:
     has no form for (binary, decimal, duration) are left for validation to refuse."""
     if isinstance(value, dict):
         return {key: _json_compatible(item) for key, item in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):  # a map column comes as (key, value) tuples
         return [_json_compatible(item) for item in value]
     if isinstance(value, datetime.date | datetime.time):
         return value.isoformat()

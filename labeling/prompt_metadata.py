@@ -58,15 +58,15 @@ def _shape_problem(value: dict, *, max_keys: int, max_depth: int) -> str | None:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
-        if depth > max_depth and isinstance(node, dict | list):  # {"a": 1} is one level
+        if depth > max_depth and isinstance(node, dict | list | tuple):  # {"a": 1}: one level
             return f"metadata is nested more than {max_depth} levels deep"
         if isinstance(node, dict):
             keys += len(node)
             if keys > max_keys:
                 return f"metadata has more than {max_keys} keys in all; the limit is {max_keys}"
-            strings = list(node)
+            strings = [key for key in node if isinstance(key, str)]
             stack.extend((item, depth + 1) for item in node.values())
-        elif isinstance(node, list):
+        elif isinstance(node, list | tuple):
             strings = []
             stack.extend((item, depth + 1) for item in node)
         else:

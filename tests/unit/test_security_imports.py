@@ -285,6 +285,18 @@ def test_a_gzip_inflating_past_the_limit_stops_there(project: Project, tmp_path:
     assert peak < MEMORY_BOUND and seconds < TIME_BOUND_S
 
 
+def test_a_csv_row_over_the_line_limit_fails_even_across_quoted_newlines(
+    project: Project, tmp_path: Path, settings,  # noqa: ANN001
+) -> None:
+    settings.IMPORT_MAX_LINE_BYTES = 1024
+    path = tmp_path / "rows.csv"
+    cell = "\n".join("x" * 40 for _ in range(100))  # 4,100 bytes in 100 short lines
+    path.write_text(f'prompt\n"{"h" * 900}"\n"{cell}"\n')
+
+    with pytest.raises(ImportFileError, match="a CSV row passes 1024 bytes by line 27"):
+        prompts_import(project=project, path=path, skip_invalid=True)
+
+
 # --------------------------------------------------------------------------- 10: metadata
 
 
