@@ -15,7 +15,7 @@ from pathlib import Path
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connection
 
 from labeling.assignment import assignments_expire
 from labeling.importing import ImportFileError, prompts_import
@@ -25,6 +25,7 @@ from labeling.runs import (
     run_claim,
     run_fails_at_time_limit,
     run_finish,
+    run_heartbeat,
     run_heartbeat_detached,
     runs_sweep_stale,
 )
@@ -53,13 +54,17 @@ def _import(job: ImportJob) -> None:
     from django.conf import settings
 
     last_beat = 0.0
+    # A worker runs the task outside any transaction: one open at a beat is the import's
+    # own, which the beat must not wait for. Run inside a caller's transaction (an eager
+    # task in a test), the run's row is that transaction's, seen by this connection only.
+    beat = run_heartbeat if connection.in_atomic_block else run_heartbeat_detached
 
     def progress(done: int, total: int) -> None:
         nonlocal last_beat
         if time.monotonic() - last_beat < settings.RUN_HEARTBEAT_SECONDS / 3:
             return
         last_beat = time.monotonic()
-        if not run_heartbeat_detached(job, bytes_done=done, bytes_total=total):
+        if not beat(job, bytes_done=done, bytes_total=total):
             raise RunStopped
 
     try:
