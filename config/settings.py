@@ -315,6 +315,15 @@ UPLOAD_ROOT = Path(env_str("UPLOAD_ROOT", str(VAR_DIR / "uploads")))
 IMPORT_MAX_UPLOAD_BYTES = env_int("IMPORT_MAX_UPLOAD_BYTES", 512 * 1024 * 1024, minimum=1)
 IMPORT_MAX_TEXT_CHARS = env_int("IMPORT_MAX_TEXT_CHARS", 100_000, minimum=1)
 IMPORT_CHUNK_ROWS = env_int("IMPORT_CHUNK_ROWS", 1000, minimum=1)
+# Read while streaming, so a file cannot take the worker's memory: the longest line (a CSV
+# row) and, for gzip and Parquet, the most bytes the file may inflate to.
+IMPORT_MAX_LINE_BYTES = env_int("IMPORT_MAX_LINE_BYTES", 8 * 1024 * 1024, minimum=1024)
+IMPORT_MAX_DECOMPRESSED_BYTES = env_int("IMPORT_MAX_DECOMPRESSED_BYTES", 4 * 1024**3, minimum=1)
+# Prompt metadata (extra columns, the "metadata" object): JSON size, keys in all its
+# objects together, nesting depth.
+IMPORT_MAX_METADATA_BYTES = env_int("IMPORT_MAX_METADATA_BYTES", 64 * 1024, minimum=2)
+IMPORT_MAX_METADATA_KEYS = env_int("IMPORT_MAX_METADATA_KEYS", 256, minimum=1)
+IMPORT_MAX_METADATA_DEPTH = env_int("IMPORT_MAX_METADATA_DEPTH", 10, minimum=1)
 # Uploads stream to disk past this size instead of being held in memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024

@@ -28,6 +28,12 @@ def role_in(user: User, project: Project) -> str | None:
     )
 
 
+def sees_prompt_metadata(user: User, project: Project) -> bool:
+    """Prompt metadata is for reviewers and admins; annotators see the prompt only."""
+    role = role_in(user, project)
+    return role is not None and ROLE_RANK[role] >= ROLE_RANK[Role.REVIEWER]
+
+
 def projects_for(user: User, *, min_role: str = Role.ANNOTATOR) -> QuerySet[Project]:
     if not user.is_authenticated:
         return Project.objects.none()

@@ -32,3 +32,5 @@ class ItemAdmin(admin.ModelAdmin):
 @admin.register(models.ImportJob)
 class ImportJobAdmin(admin.ModelAdmin):
     list_display = ["id", "project", "original_name", "status", "created_at"]
+    # The task reads this file and deletes it when the job ends: only the API sets it.
+    readonly_fields = ["file_path"]

@@ -31,6 +31,7 @@ from rest_framework.views import APIView
 from labeling import access, services
 from labeling.api_errors import ApiErrorSerializer, StrictJSONInput, query_text
 from labeling.models import Candidate, ImportJob, Membership, Project, Prompt, Role
+from labeling.prompt_metadata import unstorable_at
 from labeling.runs import run_enqueue
 
 IMPORT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
@@ -250,10 +251,24 @@ class PromptOutput(serializers.ModelSerializer):
     class Meta:
         model = Prompt
         fields = ["id", "project", "messages", "source", "metadata", "created_at"]
+        extra_kwargs = {"metadata": {"help_text": "Reviewers and admins only: absent for annotators."}}
+
+
+class AnnotatorPromptOutput(PromptOutput):
+    """Annotators rank the prompt itself; its metadata (where it came from, reference
+    answers, notes) is for reviewers and admins, and may be up to IMPORT_MAX_METADATA_BYTES."""
+
+    class Meta(PromptOutput.Meta):
+        fields = [name for name in PromptOutput.Meta.fields if name != "metadata"]
+
+
+def prompt_output_for(user: access.User, project: Project) -> type[PromptOutput]:
+    return PromptOutput if access.sees_prompt_metadata(user, project) else AnnotatorPromptOutput
 
 
 class PromptList(ListAPIView):
-    """Prompts of one project, filterable by `source`, ordered by id."""
+    """Prompts of one project, filterable by `source`, ordered by id. Metadata only for
+    reviewers and admins."""
 
     serializer_class = PromptOutput
     pagination_class = StrictLimitOffsetPagination
@@ -265,8 +280,12 @@ class PromptList(ListAPIView):
     def get(self, request: Request, project_id: int) -> Response:
         return super().get(request, project_id)
 
+    def get_serializer_class(self) -> type[PromptOutput]:
+        project = getattr(self, "project", None)  # None while the schema is generated
+        return PromptOutput if project is None else prompt_output_for(self.request.user, project)
+
     def get_queryset(self):  # noqa: ANN201 - DRF hook
-        project = access.project_for(self.request.user, self.kwargs["project_id"])
+        project = self.project = access.project_for(self.request.user, self.kwargs["project_id"])
         prompts = Prompt.objects.filter(project=project)
         source = query_text(self.request, "source")
         if source:
@@ -282,7 +301,9 @@ class PromptList(ListAPIView):
 class PromptDetail(APIView):
     @extend_schema(responses=PromptOutput)
     def get(self, request: Request, prompt_id: int) -> Response:
-        return Response(PromptOutput(access.prompt_for(request.user, prompt_id)).data)
+        """One prompt; metadata only for reviewers and admins."""
+        prompt = access.prompt_for(request.user, prompt_id)
+        return Response(prompt_output_for(request.user, prompt.project)(prompt).data)
 
 
 class CandidateOutput(serializers.ModelSerializer):
@@ -349,6 +370,8 @@ class ImportListCreate(APIView):
         name = Path(upload.name or "").name
         if not name.lower().removesuffix(".gz").endswith(IMPORT_SUFFIXES):
             raise ValidationError({"file": ["use a .jsonl, .csv or .parquet file (optionally .gz)"]})
+        if unstorable_at(name) is not None:
+            raise ValidationError({"file": ["the file name holds a character that cannot be stored"]})
         if upload.size > settings.IMPORT_MAX_UPLOAD_BYTES:
             raise ValidationError(
                 {"file": [f"the file is {upload.size} bytes; the limit is "
@@ -358,15 +381,21 @@ class ImportListCreate(APIView):
         # kept as a label (and for the format), never used as a path.
         settings.UPLOAD_ROOT.mkdir(parents=True, exist_ok=True)
         path = settings.UPLOAD_ROOT / f"{uuid.uuid4().hex}.upload"
-        with open(path, "wb") as fh:
-            for part in upload.chunks():
-                fh.write(part)
-        with transaction.atomic():
-            job = ImportJob.objects.create(
-                project=project, created_by=request.user, file_path=str(path),
-                original_name=name[:255], skip_invalid=data.validated_data["skip_invalid"],
-            )
-            run_enqueue(job)
+        try:
+            with open(path, "wb") as fh:
+                for part in upload.chunks():
+                    fh.write(part)
+            with transaction.atomic():
+                job = ImportJob.objects.create(
+                    project=project, created_by=request.user, file_path=str(path),
+                    original_name=name[:255], skip_invalid=data.validated_data["skip_invalid"],
+                )
+                run_enqueue(job)
+        except BaseException:
+            # No job holds the file (a full disk, a failed insert): nothing else would
+            # ever delete it. Once a job exists, its task deletes it when the job ends.
+            path.unlink(missing_ok=True)
+            raise
         return Response(ImportOutput(job).data, status=status.HTTP_202_ACCEPTED)
 
 

@@ -15,42 +15,49 @@ with candidates becomes an item to rank. Re-importing a file adds nothing: promp
 unique by content hash, candidates by (prompt, text hash, occurrence within the row).
 
 By default the file is validated first and rejected whole if any row is invalid, with a
-report of every invalid row's line number and reason; ``skip_invalid`` imports the
-valid rows. Reading streams in chunks, so memory stays flat for any file size.
+report of every invalid row's line number and reason, and then written in one transaction:
+nothing is stored unless the whole file is. ``skip_invalid`` imports the valid rows, each
+chunk committing on its own. Validation checks all the write would refuse (texts and
+metadata PostgreSQL cannot store, metadata over its limits: labeling/prompt_metadata.py).
+Reading streams within bounds (labeling/import_reading.py), so memory stays flat for any
+file size.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
-import io
 import json
+import math
 import re
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from labeling.import_reading import (
+    ImportFileError,
+    InvalidRow,
+    _CountingReader,
+    detect_format,
+    iter_records,
+)
 from labeling.models import Candidate, ExternalPreference, Project, Prompt
+from labeling.prompt_metadata import metadata_problem, unstorable_at
 from labeling.services import items_create_bulk
+
+__all__ = ["ImportFileError", "ImportReport", "InvalidRow", "detect_format", "iter_records",
+           "parse_row", "prompts_import"]
 
 MAX_REPORTED_ERRORS = 1000
 ROLES = {"system", "user", "assistant"}
 HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")
 ProgressCallback = Callable[[int, int], None]
-
-
-class InvalidRow(ValueError):
-    """A row that cannot be imported; the message says why in words a person can act on."""
-
-
-class ImportFileError(ValueError):
-    """The file as a whole cannot be read (unknown format, unreadable Parquet...)."""
 
 
 @dataclass(frozen=True)
@@ -89,141 +96,14 @@ class ImportReport:
         if len(self.errors) < MAX_REPORTED_ERRORS:
             self.errors.append({"line": line, "reason": reason})
 
+    def add_file_error(self, line: int | None, reason: str) -> None:
+        """The error that stopped reading; listed after the rows' errors, never cut."""
+        self.errors.append({"line": line, "reason": reason})
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["errors_truncated"] = self.invalid > len(self.errors)
         return data
-
-
-# --------------------------------------------------------------------------- reading
-
-
-class _CountingReader(io.RawIOBase):
-    """Wraps the file on disk so progress can be reported in compressed bytes."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self.raw = raw
-        self.bytes_read = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.raw.read(len(buffer))
-        buffer[: len(data)] = data
-        self.bytes_read += len(data)
-        return len(data)
-
-
-def detect_format(path: Path, name: str | None = None) -> str:
-    lowered = (name or path.name).lower().removesuffix(".gz")
-    for suffix, fmt in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl"),
-                        (".csv", "csv"), (".parquet", "parquet")):
-        if lowered.endswith(suffix):
-            return fmt
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    if head == b"PAR1":
-        return "parquet"
-    if head[:2] == b"\x1f\x8b":
-        with gzip.open(path, "rb") as gz:
-            head = gz.read(64).lstrip()
-    if head[:1] == b"{":
-        return "jsonl"
-    raise ImportFileError(
-        "unknown file type: use .jsonl, .csv or .parquet (optionally .gz)"
-    )
-
-
-def iter_records(
-    path: Path, fmt: str, counter: _CountingReader
-) -> Iterator[tuple[int, dict[str, Any] | InvalidRow]]:
-    """Yield (line number, record or the reason it is unreadable)."""
-    if fmt == "parquet":
-        yield from _iter_parquet(path)
-        return
-    buffered = io.BufferedReader(counter, buffer_size=1 << 20)
-    head = buffered.peek(2)[:2]
-    stream: IO[bytes] = gzip.GzipFile(fileobj=buffered) if head == b"\x1f\x8b" else buffered
-    if fmt == "jsonl":
-        yield from _iter_jsonl(stream)
-    else:
-        yield from _iter_csv(stream)
-
-
-def _iter_jsonl(stream: IO[bytes]) -> Iterator[tuple[int, dict[str, Any] | InvalidRow]]:
-    for line_no, raw in enumerate(stream, 1):
-        if not raw.strip():
-            continue
-        try:
-            text = raw.rstrip(b"\r\n").decode("utf-8")
-        except UnicodeDecodeError as exc:
-            yield line_no, InvalidRow(f"not UTF-8 (byte {exc.start})")
-            continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield line_no, InvalidRow(f"invalid JSON: {exc.msg} at column {exc.colno}")
-            continue
-        if not isinstance(record, dict):
-            yield line_no, InvalidRow("each line must be a JSON object")
-            continue
-        yield line_no, record
-
-
-def _iter_csv(stream: IO[bytes]) -> Iterator[tuple[int, dict[str, Any] | InvalidRow]]:
-    text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
-    reader = csv.DictReader(text)
-    if reader.fieldnames is None:  # reads the header line
-        return
-    start = reader.line_num + 1
-    for row in reader:
-        line_no, start = start, reader.line_num + 1
-        try:
-            yield line_no, _record_from_csv(row)
-        except InvalidRow as exc:
-            yield line_no, exc
-
-
-def _record_from_csv(row: dict[str | None, Any]) -> dict[str, Any]:
-    record: dict[str, Any] = {}
-    candidates: list[dict[str, str]] = []
-    for key, value in row.items():
-        if key is None:
-            raise InvalidRow("more cells than header columns")
-        if value is None or value == "":
-            continue
-        if any("\udc80" <= ch <= "\udcff" for ch in value):
-            raise InvalidRow(f"not UTF-8 (column {key!r})")
-        if key in {"messages", "candidates", "metadata"} or (
-            key in {"prompt", "chosen", "rejected"} and value.lstrip().startswith("[")
-        ):
-            try:
-                record[key] = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise InvalidRow(f"column {key!r} is not valid JSON: {exc.msg}") from None
-        elif re.fullmatch(r"candidate_\d+", key):
-            model = row.get(key.replace("candidate_", "model_")) or ""
-            candidates.append({"text": value, "model": model})
-        elif not re.fullmatch(r"model_\d+", key):
-            record[key] = value
-    if candidates:
-        record.setdefault("candidates", candidates)
-    return record
-
-
-def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any] | InvalidRow]]:
-    import pyarrow.parquet as pq
-
-    try:
-        parquet = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow raises several types for a bad file
-        raise ImportFileError(f"not a readable Parquet file: {exc}") from None
-    row_no = 0
-    for batch in parquet.iter_batches(batch_size=2048):
-        for record in batch.to_pylist():
-            row_no += 1
-            yield row_no, record
 
 
 # --------------------------------------------------------------------------- parsing
@@ -236,7 +116,15 @@ def _text(value: Any, what: str, max_chars: int) -> str:
         raise InvalidRow(f"{what} is empty")
     if len(value) > max_chars:
         raise InvalidRow(f"{what} is too long ({len(value)} characters; limit {max_chars})")
+    _storable(value, what)
     return value
+
+
+def _storable(value: str, what: str) -> None:
+    position = unstorable_at(value)
+    if position is not None:
+        raise InvalidRow(f"{what} holds a character that cannot be stored at position {position} "
+                         "(NUL, or half of a surrogate pair)")
 
 
 def _messages(value: Any, max_chars: int, *, what: str = "messages") -> list[dict[str, str]]:
@@ -284,6 +172,7 @@ def _candidate(value: Any, what: str, max_chars: int) -> ParsedCandidate:
         model = value.get("model") or ""
         if not isinstance(model, str):
             raise InvalidRow(f"{what}.model must be a string")
+        _storable(model, f"{what}.model")
         return ParsedCandidate(_text(value["text"], f"{what}.text", max_chars), model[:255])
     return ParsedCandidate(_text(value, what, max_chars))
 
@@ -349,6 +238,8 @@ def _preference_row(record: dict[str, Any], line: int, max_chars: int) -> Parsed
             margin = float(margin)
         except (TypeError, ValueError):
             raise InvalidRow("margin must be a number") from None
+    if margin is not None and not math.isfinite(margin):
+        raise InvalidRow("margin must be a finite number")
     return ParsedRow(
         line=line, messages=messages,
         candidates=[ParsedCandidate(chosen_text), ParsedCandidate(rejected_text)],
@@ -367,7 +258,11 @@ def _metadata(record: dict[str, Any], consumed: set[str]) -> dict[str, Any]:
         if key not in consumed and key != "metadata"
         and isinstance(value, str | int | float | bool | type(None))
     }
-    return {**extra, **(metadata or {})}
+    merged = {**extra, **(metadata or {})}
+    problem = metadata_problem(merged)
+    if problem:
+        raise InvalidRow(problem)
+    return merged
 
 
 def parse_row(record: dict[str, Any], line: int, *, max_chars: int, max_candidates: int
@@ -417,24 +312,50 @@ def prompts_import(
     original_name: str | None = None,
     progress: ProgressCallback | None = None,
 ) -> ImportReport:
-    """Import a file into `project`. Validates everything first unless `skip_invalid`;
-    each chunk of rows commits on its own, and a re-run adds nothing already there."""
+    """Import a file into `project`. By default every row is validated first and the file
+    is written, in one transaction, only if all are valid; with `skip_invalid` the valid
+    rows are written chunk by chunk, each chunk committing on its own. A re-run adds
+    nothing already there. A file that cannot be read raises ImportFileError, its
+    `report` holding what was found (and, with `skip_invalid`, written) until then."""
     path = Path(path)
-    fmt = detect_format(path, original_name)
     total = path.stat().st_size
     source = source or (original_name or path.name)
     report = ImportReport()
-    if not skip_invalid:
-        for _row in _parsed_rows(project, path, fmt, report, _phase(progress, 0, total)):
-            pass
-        if report.invalid:
-            report.rejected = True
-            return report
-        report = ImportReport()
+    try:
+        fmt = detect_format(path, original_name)
+        if skip_invalid:
+            _write_rows(project, path, fmt, source, report, _phase(progress, total, total))
+        else:
+            for _row in _parsed_rows(project, path, fmt, report, _phase(progress, 0, total)):
+                pass
+            if report.invalid:
+                report.rejected = True
+                return report
+            report = ImportReport()
+            # All or nothing, as validation promised: one transaction, not a clean-up of
+            # what earlier chunks wrote when a later one fails (by then annotators may be
+            # ranking their items). Validation checks all the write refuses, so only what
+            # it cannot foresee rolls back here: a lost connection, a deadlock, a bug. The
+            # price: the import shows when complete, and on SQLite it holds the write lock
+            # while writing. Heartbeats use their own connection (run_heartbeat_detached).
+            with transaction.atomic():
+                _write_rows(project, path, fmt, source, report, _phase(progress, total, total))
+    except ImportFileError as exc:
+        report.rejected = not skip_invalid
+        report.add_file_error(exc.line, str(exc))
+        exc.report = report
+        raise
+    if progress:
+        progress(2 * total, 2 * total)
+    return report
+
+
+def _write_rows(project: Project, path: Path, fmt: str, source: str, report: ImportReport,
+                progress: ProgressCallback | None) -> None:
     chunk: list[ParsedRow] = []
     size = settings.IMPORT_CHUNK_ROWS
     chunks = 0
-    for row in _parsed_rows(project, path, fmt, report, _phase(progress, total, total)):
+    for row in _parsed_rows(project, path, fmt, report, progress):
         chunk.append(row)
         if len(chunk) >= size:
             _import_chunk(project, chunk, source, report)
@@ -444,18 +365,17 @@ def prompts_import(
                 _refresh_statistics()
     if chunk:
         _import_chunk(project, chunk, source, report)
-    if progress:
-        progress(2 * total, 2 * total)
-    return report
 
 
 def _refresh_statistics() -> None:
     """A large import grows the tables faster than autovacuum (if it runs at all) updates
     their statistics; with stale ones the planner turns the per-chunk look-ups into
-    sequential scans that get slower with every chunk. ANALYZE samples, so it is cheap."""
+    sequential scans that get slower with every chunk. ANALYZE samples, so it is cheap.
+    Inside the all-or-nothing transaction its lock lasts until the commit: SKIP_LOCKED
+    lets a concurrent import go on without it rather than wait for that commit."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("ANALYZE labeling_prompt, labeling_candidate")
+            cursor.execute("ANALYZE (SKIP_LOCKED) labeling_prompt, labeling_candidate")
 
 
 def _phase(progress: ProgressCallback | None, offset: int, total: int) -> ProgressCallback | None:
@@ -484,7 +404,7 @@ def _parsed_rows(
                 yield parse_row(record, line, max_chars=max_chars, max_candidates=project.k)
             except InvalidRow as exc:
                 report.add_error(line, str(exc))
-    except (EOFError, OSError, gzip.BadGzipFile) as exc:
+    except (EOFError, OSError, zlib.error, csv.Error) as exc:
         raise ImportFileError(f"the file could not be read to the end: {exc}") from None
     finally:
         counter.raw.close()
@@ -633,7 +553,10 @@ def _insert_candidates(rows: list[tuple]) -> dict[tuple[int, str], tuple[int, bo
             "FROM import_candidate_rows ON CONFLICT (prompt_id, dedupe_key) DO NOTHING "
             "RETURNING prompt_id, dedupe_key, id, is_duplicate"
         )
-        return {(p, k): (cid, duplicate) for p, k, cid, duplicate in cursor.fetchall()}
+        inserted = {(p, k): (cid, duplicate) for p, k, cid, duplicate in cursor.fetchall()}
+        # ON COMMIT DELETE ROWS does not empty it between the chunks of one transaction.
+        cursor.execute("TRUNCATE import_candidate_rows")
+        return inserted
 
 
 def _insert_preferences(preferences: list[ExternalPreference], report: ImportReport) -> None:

@@ -7,11 +7,17 @@ labeling/services.py and labeling/importing.py make every write.
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from labeling.prompt_metadata import validate_prompt_metadata
 from labeling.runs import Run
+
+logger = logging.getLogger(__name__)
 
 
 class Role(models.TextChoices):
@@ -138,7 +144,9 @@ class Prompt(models.Model):
     messages = models.JSONField()
     content_hash = models.CharField(max_length=64)
     source = models.CharField(max_length=255, blank=True)
-    metadata = models.JSONField(default=dict, blank=True)
+    # Bounded (labeling/prompt_metadata.py); the import checks it row by row, the validator
+    # covers forms and the admin. Annotators never receive it (labeling/api.py).
+    metadata = models.JSONField(default=dict, blank=True, validators=[validate_prompt_metadata])
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -425,6 +433,18 @@ class ImportJob(Run):
     original_name = models.CharField(max_length=255)
     skip_invalid = models.BooleanField(default=False)
     report = models.JSONField(default=dict, blank=True)
+
+    @classmethod
+    def release(cls, runs: models.QuerySet) -> None:
+        """The upload is deleted once its job is over, whatever the outcome: done, failed,
+        rejected, cancelled. Only a queued or running job (or one the sweep re-queues)
+        still reads it; the report keeps what a person needs to fix the file."""
+        finished = [Run.Status.DONE, Run.Status.FAILED, Run.Status.CANCELLED]
+        for path in runs.filter(status__in=finished).values_list("file_path", flat=True):
+            try:
+                Path(path).unlink(missing_ok=True)
+            except OSError as exc:  # the job's outcome stands; an operator can remove it
+                logger.warning("could not delete the upload %s: %s", path, exc)
 
 
 class Invite(models.Model):

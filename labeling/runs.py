@@ -7,12 +7,14 @@ runs whose worker died (heartbeat older than RUN_STALE_AFTER_SECONDS), re-queues
 and fails them after RUN_MAX_ATTEMPTS. It also re-sends queued runs whose message was
 lost (a Redis restart or FLUSHALL, or a broker that was down when the run was created);
 the claim makes a duplicate message harmless. An attempt that outlives its time limit
-(RUN_SOFT_TIME_LIMITS) fails for good instead of going round the sweep again.
+(RUN_SOFT_TIME_LIMITS) fails for good instead of going round the sweep again. A run kind
+that holds files only a live run needs frees them in `release` (an import's upload).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -21,7 +23,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.apps import apps
 from django.conf import settings
 from django.db import connection, models, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,11 @@ class Run(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in {self.Status.DONE, self.Status.FAILED, self.Status.CANCELLED}
+
+    @classmethod
+    def release(cls, runs: QuerySet) -> None:
+        """Free what only a run that may still work needs, for those of `runs` that are
+        finished. Called by the task when it stops and by the sweep for runs it fails."""
 
 
 def run_enqueue(run: Run) -> None:
@@ -101,6 +108,34 @@ def run_heartbeat(run: Run, **progress: object) -> bool:
         fields["progress"] = run.progress
     updated = type(run).objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(**fields)
     return bool(updated)
+
+
+def run_heartbeat_detached(run: Run, **progress: object) -> bool:
+    """run_heartbeat from inside a long transaction (a validate-first import writes in one).
+    Written in that transaction, the beat would stay invisible until the commit and the
+    sweep would take the run for dead; so it goes through a connection of its own, on a
+    thread of its own (Django's connections are per thread). SQLite has one writer at a
+    time, this transaction: there the beat waits for the commit (it is skipped)."""
+    if not connection.in_atomic_block:
+        return run_heartbeat(run, **progress)
+    if connection.vendor == "sqlite":
+        return True
+    outcome: list[bool | Exception] = []
+
+    def beat() -> None:
+        try:
+            outcome.append(run_heartbeat(run, **progress))
+        except Exception as exc:  # noqa: BLE001 - raised again in the caller's thread
+            outcome.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{type(run).__name__}-{run.pk}")
+    thread.start()
+    thread.join()
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return outcome[0]
 
 
 def run_finish(run: Run, *, status: str, error: str = "", **progress: object) -> None:
@@ -155,7 +190,8 @@ def runs_sweep_stale() -> dict[str, int]:
     """Re-queue runs whose heartbeat went stale, fail those out of attempts or past their
     hard time limit, and re-send queued runs whose message seems lost. Returns counts for
     the log."""
-    stale_before = timezone.now() - timedelta(seconds=settings.RUN_STALE_AFTER_SECONDS)
+    started = timezone.now()
+    stale_before = started - timedelta(seconds=settings.RUN_STALE_AFTER_SECONDS)
     counts = {"requeued": 0, "failed": 0, "resent": 0}
     for model in run_models():
         stale = Q(status=Run.Status.RUNNING) & (
@@ -182,6 +218,7 @@ def runs_sweep_stale() -> dict[str, int]:
             for run_id in ids + lost:
                 run = model(pk=run_id)
                 run_enqueue(run)
+        model.release(model.objects.filter(status=Run.Status.FAILED, finished_at__gte=started))
     if any(counts.values()):
         logger.warning("stale-run sweep: %s", counts)
     return counts

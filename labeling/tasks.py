@@ -2,7 +2,9 @@
 
 Each is safe to redeliver: the claim lets one worker run a row, and the import itself
 adds nothing that is already there. An import that reaches its soft time limit
-(IMPORT_TIME_LIMIT_SECONDS) fails with that message instead of being retried.
+(IMPORT_TIME_LIMIT_SECONDS) fails with that message instead of being retried; one that
+cannot read its file, or breaks on it, fails at once with the reason. Only a lost
+database connection leaves it to the stale-run sweep.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import time
 from pathlib import Path
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import InterfaceError, OperationalError, connection
 
 from labeling.assignment import assignments_expire
 from labeling.importing import ImportFileError, prompts_import
@@ -22,6 +26,7 @@ from labeling.runs import (
     run_fails_at_time_limit,
     run_finish,
     run_heartbeat,
+    run_heartbeat_detached,
     runs_sweep_stale,
 )
 
@@ -35,23 +40,31 @@ class RunStopped(Exception):
 @shared_task(name="labeling.tasks.import_prompts", ignore_result=True)
 def import_prompts(job_id: int) -> None:
     job = run_claim(ImportJob, job_id)
-    if job is None:
-        return
-    with run_fails_at_time_limit(job):
-        _import(job)
+    try:
+        if job is not None:
+            with run_fails_at_time_limit(job):
+                _import(job)
+    finally:
+        # Done, failed, rejected, cancelled (even while queued) or out of time: the upload
+        # goes. A job another worker holds, or that the sweep will re-queue, keeps it.
+        ImportJob.release(ImportJob.objects.filter(pk=job_id))
 
 
 def _import(job: ImportJob) -> None:
     from django.conf import settings
 
     last_beat = 0.0
+    # A worker runs the task outside any transaction: one open at a beat is the import's
+    # own, which the beat must not wait for. Run inside a caller's transaction (an eager
+    # task in a test), the run's row is that transaction's, seen by this connection only.
+    beat = run_heartbeat if connection.in_atomic_block else run_heartbeat_detached
 
     def progress(done: int, total: int) -> None:
         nonlocal last_beat
         if time.monotonic() - last_beat < settings.RUN_HEARTBEAT_SECONDS / 3:
             return
         last_beat = time.monotonic()
-        if not run_heartbeat(job, bytes_done=done, bytes_total=total):
+        if not beat(job, bytes_done=done, bytes_total=total):
             raise RunStopped
 
     try:
@@ -62,9 +75,19 @@ def _import(job: ImportJob) -> None:
     except RunStopped:
         return
     except ImportFileError as exc:
-        ImportJob.objects.filter(pk=job.pk).update(report={"rejected": True, "errors": [
-            {"line": None, "reason": str(exc)}]})
-        run_finish(job, status=Run.Status.FAILED, error=str(exc))
+        report = exc.report.as_dict() if exc.report else {
+            "rejected": True, "errors": [{"line": exc.line, "reason": str(exc)}]}
+        _fail(job, str(exc), report)
+        return
+    except (SoftTimeLimitExceeded, OperationalError, InterfaceError):
+        raise  # the time limit has its handler; a lost database is the sweep's to retry
+    except Exception as exc:
+        # A file that breaks the import breaks it again: fail now, with the reason, rather
+        # than leave the run to the sweep's retries ("worker lost 3 times", no report).
+        logger.exception("import %s failed", job.pk)
+        reason = f"the import failed: {type(exc).__name__}: {exc}"[:2000]
+        _fail(job, reason, {"rejected": not job.skip_invalid,
+                            "errors": [{"line": None, "reason": reason}]})
         return
     ImportJob.objects.filter(pk=job.pk).update(report=report.as_dict())
     if report.rejected:
@@ -73,7 +96,11 @@ def _import(job: ImportJob) -> None:
     else:
         size = Path(job.file_path).stat().st_size
         run_finish(job, status=Run.Status.DONE, bytes_done=2 * size, bytes_total=2 * size)
-        Path(job.file_path).unlink(missing_ok=True)
+
+
+def _fail(job: ImportJob, reason: str, report: dict) -> None:
+    ImportJob.objects.filter(pk=job.pk).update(report=report)
+    run_finish(job, status=Run.Status.FAILED, error=reason)
 
 
 @shared_task(name="labeling.tasks.sweep_stale_runs", ignore_result=True)

@@ -90,3 +90,88 @@ def test_stale_run_is_requeued_by_the_sweep_and_completed(
     assert counts["requeued"] == 1
     assert job.status == Run.Status.DONE and job.attempts == 2
     assert Prompt.objects.count() == 5
+
+
+@pytest.mark.parametrize("bad", [
+    '{"prompt": "last", "metadata": {"note": "\\ud800"}}',  # jsonb: an unpaired surrogate
+    '{"prompt": "last \\u0000"}',  # text: NUL
+], ids=["surrogate", "nul"])
+def test_a_row_postgresql_refuses_at_the_end_of_2500_fails_at_once_and_stores_nothing(
+    celery_worker, as_user, project, project_admin, bad: str,  # noqa: ANN001
+) -> None:
+    # Issue #15, item 4: validation passed these, the third chunk's INSERT failed after two
+    # had committed (2,000 of 2,500 stored) and the sweep retried the run three times.
+    rows = [json.dumps({"prompt": f"Question {n}?"}) for n in range(2499)] + [bad]
+    job_id = upload(as_user(project_admin), project, ("\n".join(rows) + "\n").encode())
+    wait_until(lambda: finished(job_id), what="import")
+
+    job = ImportJob.objects.get(pk=job_id)
+    assert (job.status, job.attempts) == ("failed", 1), celery_worker.output()[-2000:]
+    assert job.report["rejected"] and [e["line"] for e in job.report["errors"]] == [2500]
+    assert Prompt.objects.count() == 0
+    assert not Path(job.file_path).exists()
+
+
+def _peak_rss_of_pool(worker) -> int:  # noqa: ANN001
+    """Highest VmHWM (peak resident set, bytes) among the worker's pool processes."""
+    peaks = []
+    for proc in Path("/proc").iterdir():
+        try:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            status = (proc / "status").read_text() if parent == worker.process.pid else ""
+        except (OSError, ValueError, IndexError):
+            continue
+        peaks += [int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM:")]
+    return max(peaks)
+
+
+def test_a_gzip_bomb_fails_at_once_and_the_worker_memory_stays_flat(
+    celery_worker, as_user, project, project_admin, tmp_path,  # noqa: ANN001
+) -> None:
+    # Issue #15, item 5: 1 MB of gzip inflating to one line of 1 GiB took the worker from
+    # 0.44 to 2.18 GB. Here 256 MiB, no newline: it stops at IMPORT_MAX_LINE_BYTES (8 MiB).
+    import gzip
+
+    bomb = tmp_path / "bomb.jsonl.gz"
+    with gzip.open(bomb, "wb", compresslevel=6) as fh:
+        for _ in range(256):
+            fh.write(b"a" * (1 << 20))
+    before = _peak_rss_of_pool(celery_worker)
+
+    job_id = upload(as_user(project_admin), project, bomb.read_bytes(), name="bomb.jsonl.gz")
+    wait_until(lambda: finished(job_id), what="bomb import")
+
+    job = ImportJob.objects.get(pk=job_id)
+    grown = _peak_rss_of_pool(celery_worker) - before
+    assert (job.status, job.attempts) == ("failed", 1)
+    assert "longer than 8388608 bytes" in job.error and "IMPORT_MAX_LINE_BYTES" in job.error
+    assert grown < 64 * 1024 * 1024, f"the worker's peak RSS grew by {grown / 2**20:.0f} MiB"
+    assert not Path(job.file_path).exists()
+
+
+def test_a_heartbeat_inside_the_write_transaction_is_committed_at_once(project) -> None:  # noqa: ANN001
+    """A validate-first import writes in one transaction: its heartbeats must not wait for
+    the commit, or the sweep would take the run for dead."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from labeling.runs import run_claim, run_heartbeat_detached
+
+    job = run_claim(ImportJob, ImportJob.objects.create(
+        project=project, file_path="/nonexistent", original_name="a.jsonl").pk)
+    seen: list = []
+
+    def look_from_elsewhere() -> None:
+        seen.append((ImportJob.objects.get(pk=job.pk).progress, Prompt.objects.count()))
+        connection.close()
+
+    with transaction.atomic():
+        Prompt.objects.create(project=project, messages=[{"role": "user", "content": "q"}],
+                              content_hash="h")
+        assert run_heartbeat_detached(job, bytes_done=5)
+        other = threading.Thread(target=look_from_elsewhere)
+        other.start()
+        other.join()
+
+    assert seen == [({"bytes_done": 5}, 0)]  # the beat is committed; the import is not yet

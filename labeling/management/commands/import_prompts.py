@@ -44,6 +44,9 @@ class Command(BaseCommand):
                                     skip_invalid=options["skip_invalid"],
                                     source=options["source"], progress=progress)
         except ImportFileError as exc:
+            bar.close()
+            if exc.report is not None:  # the rows found invalid, and what skip-invalid wrote
+                self._print(exc.report)
             raise CommandError(f"{path}: {exc}") from None
         finally:
             bar.close()
