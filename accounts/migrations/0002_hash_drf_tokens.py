@@ -3,6 +3,7 @@ before accounts.ApiToken) over as hashed ApiTokens, so clients keep working; the
 its table, so no usable key is left in plain text. The app is no longer installed: its
 table is read with SQL where it exists (databases made before this change)."""
 
+import datetime
 import hashlib
 from datetime import timedelta
 
@@ -32,6 +33,8 @@ def hash_drf_tokens(apps, schema_editor):  # noqa: ANN001, ANN201
             password_fingerprint=hashlib.sha256(passwords[user_id].encode()).hexdigest(),
             expires_at=expires,
         )
+        if timezone.is_naive(created):  # SQLite's cursor returns UTC without a zone
+            created = timezone.make_aware(created, datetime.timezone.utc)
         api_token.objects.filter(pk=token.pk).update(created_at=created)
     with connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM {DRF_TABLE}")  # noqa: S608 - a constant

@@ -266,7 +266,8 @@ def test_7_drf_tokens_from_before_are_carried_over_hashed(annotator) -> None:  #
 
     migration = importlib.import_module("accounts.migrations.0002_hash_drf_tokens")
     with connection.cursor() as cursor:
-        cursor.execute("CREATE TABLE authtoken_token (key varchar(40) PRIMARY KEY, user_id integer, created datetime)")
+        cursor.execute("CREATE TABLE authtoken_token "
+                       "(key varchar(40) PRIMARY KEY, user_id integer, created timestamp with time zone)")
         cursor.execute("INSERT INTO authtoken_token VALUES (%s, %s, %s)",
                        ["0123456789abcdef0123456789abcdef01234567", annotator.pk, timezone.now()])
     try:
