@@ -17,7 +17,7 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from accounts.tokens import token_create, token_revoke, tokens_for
+from accounts.tokens import token_create, token_is_live, token_revoke, tokens_for
 from labeling.api_errors import ApiErrorSerializer
 
 
@@ -74,13 +74,17 @@ class TokenInfo(serializers.Serializer):
     created_at = serializers.DateTimeField()
     last_used_at = serializers.DateTimeField(allow_null=True, help_text="Updated at most every few minutes.")
     expires_at = serializers.DateTimeField()
+    live = serializers.BooleanField(help_text="False once expired or after a password change: it no longer works.")
 
 
 class TokenList(APIView):
     @extend_schema(responses=TokenInfo(many=True))
     def get(self, request: Request) -> Response:
         """Your own API tokens (never their keys), newest first."""
-        return Response(TokenInfo(tokens_for(user=request.user), many=True).data)
+        tokens = list(tokens_for(user=request.user))
+        for token in tokens:
+            token.live = token_is_live(token, user=request.user)
+        return Response(TokenInfo(tokens, many=True).data)
 
 
 class TokenRevoke(APIView):

@@ -44,7 +44,10 @@ def password_fingerprint(user: AbstractBaseUser) -> str:
 @transaction.atomic
 def token_create(*, user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
     """A new token for `user`; returns it and its key, which is not stored and cannot be
-    shown again."""
+    shown again. The user's tokens that can never work again (expired, or made under an
+    earlier password) go, and past MAX_TOKENS_PER_USER the least recently used."""
+    dead = [token.pk for token in tokens_for(user=user) if not token_is_live(token, user=user)]
+    ApiToken.objects.filter(pk__in=dead).delete()
     key = secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
         user=user, name=name.strip()[:100] or "token", key_hash=key_digest(key), prefix=key[:8],
@@ -81,13 +84,18 @@ def tokens_revoke_all(*, user: AbstractBaseUser) -> int:
     return deleted
 
 
+def token_is_live(token: ApiToken, *, user: AbstractBaseUser) -> bool:
+    """Not expired, its user active, and made under the user's current password."""
+    return (token.expires_at > timezone.now() and user.is_active
+            and hmac.compare_digest(token.password_fingerprint, password_fingerprint(user)))
+
+
 def token_authenticate(*, key: str) -> ApiToken | None:
     """The live token with this key (its user loaded), or None."""
     token = ApiToken.objects.select_related("user").filter(key_hash=key_digest(key)).first()
-    now = timezone.now()
-    if (token is None or token.expires_at <= now or not token.user.is_active
-            or not hmac.compare_digest(token.password_fingerprint, password_fingerprint(token.user))):
+    if token is None or not token_is_live(token, user=token.user):
         return None
+    now = timezone.now()
     if token.last_used_at is None or token.last_used_at < now - LAST_USED_GRANULARITY:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now

@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from accounts.tokens import MAX_TOKENS_PER_USER, token_create, token_revoke, tokens_for
+from accounts.tokens import MAX_TOKENS_PER_USER, token_create, token_is_live, token_revoke, tokens_for
 
 NEW_KEY = "accounts.new_token"  # session key: the new token's id and key, until shown
 
@@ -25,6 +25,8 @@ def tokens_page(request: HttpRequest) -> HttpResponse:
         request.session[NEW_KEY] = [token.pk, key]
         return redirect("account-tokens")
     tokens = list(tokens_for(user=request.user))
+    for token in tokens:
+        token.live = token_is_live(token, user=request.user)
     new_id, key = request.session.pop(NEW_KEY, [None, None])
     return render(request, "accounts/tokens.html", {
         "tokens": tokens, "created": next((t for t in tokens if t.pk == new_id), None),

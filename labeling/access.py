@@ -123,8 +123,8 @@ def guideline_edit_problem(user: User, guideline) -> str | None:  # noqa: ANN001
     admin_of = set(projects_for(user, min_role=Role.ADMIN).filter(pk__in=bound).values_list("pk", flat=True))
     others = len(bound - admin_of)
     if others:
-        return (f"Read-only: this guideline also binds {others} project{'s' if others > 1 else ''} you are "
-                "not an admin of. Only staff, or an admin of every project that uses it, can change it.")
+        return (f"Read-only: you are not an admin of {others} of the {len(bound)} projects this guideline "
+                "binds. Only staff, or an admin of every project that uses it, can change it.")
     return None
 
 

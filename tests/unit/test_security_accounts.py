@@ -87,7 +87,7 @@ def test_6_an_admin_of_one_project_cannot_draft_a_guideline_another_project_uses
     # The console hides the control and says why, without naming the other project.
     assert page.status_code == 200
     assert b"New draft" not in page.content
-    assert b"1 project you are not an admin of" in page.content and b"Beta" not in page.content
+    assert b"you are not an admin of 1 of the 2 projects" in page.content and b"Beta" not in page.content
 
 
 def test_6_an_admin_of_one_project_cannot_publish_a_draft_of_a_shared_guideline(
@@ -163,6 +163,20 @@ def test_7_a_password_change_by_any_path_ends_the_users_tokens(api, annotator, c
     user.save()
 
     assert with_token(api, key).status_code == 403
+
+
+def test_7_tokens_ended_by_a_password_change_show_so_and_go_at_the_next_sign_in(api, as_user, annotator) -> None:  # noqa: ANN001
+    token_for(api, annotator)
+    user = get_user_model().objects.get(pk=annotator.pk)
+    user.set_password(NEW_PASSWORD)
+    user.save()
+
+    listed = as_user(user).get("/api/auth/tokens").json()
+    sign_in(api, user.username, NEW_PASSWORD)
+    after = as_user(user).get("/api/auth/tokens").json()
+
+    assert [row["live"] for row in listed] == [False]
+    assert [row["live"] for row in after] == [True]  # the dead one is gone, the new one works
 
 
 def test_7_the_changepassword_command_ends_the_users_tokens(api, annotator, monkeypatch) -> None:  # noqa: ANN001
