@@ -23,9 +23,13 @@ test fails on its own assertion (or its own import of the new module), not at co
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
+import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -40,6 +44,7 @@ from labeling.models import AuditEvent, Invite, Project, Role
 from tests.factories import PASSWORD, MembershipFactory, UserFactory
 
 NEW_PASSWORD = "another-Long-passw0rd"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def login(user) -> Client:  # noqa: ANN001
@@ -501,3 +506,19 @@ def test_13_a_locked_account_takes_as_long_to_refuse_as_a_wrong_password(api, db
     locked_median, wrong_median = statistics.median(locked_times), statistics.median(wrong_times)
     assert len(bodies) == 1  # the same answer too
     assert wrong_median / 2.5 <= locked_median <= wrong_median * 2.5, (locked_times, wrong_times)
+
+
+def settings_in_a_fresh_process(expression: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "API_TOKEN_SIGNIN_RATE", "DEBUG"}}
+    return subprocess.run([sys.executable, "-c", f"import config.settings as s; print({expression})"],
+                          cwd=ROOT, env={**clean, "DEBUG": "1", **env}, capture_output=True, text=True, timeout=60)
+
+
+def test_13_the_throttle_counts_in_redis_when_there_is_one() -> None:
+    with_redis = settings_in_a_fresh_process("s.CACHES['default']['BACKEND']", REDIS_URL="redis://127.0.0.1:6379/6")
+    without = settings_in_a_fresh_process("s.CACHES['default']['BACKEND']")
+    bad_rate = settings_in_a_fresh_process("1", API_TOKEN_SIGNIN_RATE="lots")
+
+    assert with_redis.stdout.strip() == "django.core.cache.backends.redis.RedisCache"
+    assert without.stdout.strip() == "django.core.cache.backends.locmem.LocMemCache"
+    assert bad_rate.returncode != 0 and "API_TOKEN_SIGNIN_RATE" in bad_rate.stderr
