@@ -1,7 +1,7 @@
 """Benchmark of the annotator workspace hot path over HTTP: next item, submit ranking.
 
 Seeds a scratch PostgreSQL database with N items x K candidates (COPY), a project with
-overlap 3, and 50 annotators with DRF tokens; runs the app under gunicorn on 127.0.0.1
+overlap 3, and 50 annotators with API tokens; runs the app under gunicorn on 127.0.0.1
 and drives it from this process (asyncio + httpx) with token auth:
 
   (a) open loop: a fixed offered load (100 annotator loops/s by default) scheduled by
@@ -40,6 +40,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -417,8 +418,10 @@ def child(args: argparse.Namespace) -> None:
     from django.contrib.auth import get_user_model
     from django.contrib.auth.hashers import make_password
     from django.core.management import call_command
-    from rest_framework.authtoken.models import Token
+    from django.utils import timezone
 
+    from accounts.models import ApiToken
+    from accounts.tokens import key_digest, password_fingerprint
     from labeling.models import Membership, Project, Role
     from labeling.services import project_create
 
@@ -434,7 +437,12 @@ def child(args: argparse.Namespace) -> None:
             [User(username=f"bench-annotator-{i:02d}", password=make_password(None)) for i in range(args.annotators)]
         )
         Membership.objects.bulk_create([Membership(user=user, project=project, role=Role.ANNOTATOR) for user in users])
-        Token.objects.bulk_create([Token(key=Token.generate_key(), user=user) for user in users])
+        expires = timezone.now() + timedelta(days=365)
+        ApiToken.objects.bulk_create([
+            ApiToken(user=user, name="bench", key_hash=key_digest(bench_token_key(user.username)),
+                     prefix=bench_token_key(user.username)[:8], password_fingerprint=password_fingerprint(user),
+                     expires_at=expires)
+            for user in users])
         start = time.perf_counter()
         result["seed"] = seed_items(
             os.environ["DATABASE_URL"], project.pk, args.items, args.candidates, project.overlap
@@ -445,7 +453,7 @@ def child(args: argparse.Namespace) -> None:
     annotator = User.objects.get(username="bench-annotator-00")
     result["explain"] = claim_explain(project, annotator)
     if args.child == "setup":
-        result["queries"] = request_queries(project, annotator, Token.objects.get(user=annotator).key)
+        result["queries"] = request_queries(project, annotator, bench_token_key(annotator.username))
     print(json.dumps(result))
 
 
@@ -836,6 +844,13 @@ def check_invariants(url: str, project_id: int) -> dict[str, int]:
     return out
 
 
+def bench_token_key(username: str) -> str:
+    """The API token key of a bench annotator. Only its hash is stored, so a run with
+    --reuse could not read the keys back: they are derived from the username instead.
+    A scratch database on 127.0.0.1 only (its name must contain "bench")."""
+    return hashlib.sha256(f"ordinal-bench-token:{username}".encode()).hexdigest()
+
+
 def load_bench_state(url: str, annotators: int) -> tuple[int, list[str], int]:
     import psycopg
 
@@ -845,11 +860,11 @@ def load_bench_state(url: str, annotators: int) -> tuple[int, list[str], int]:
             sys.exit(f"no project {PROJECT_SLUG!r} in the database: run without --reuse first")
         project_id = row[0]
         tokens = [
-            r[0]
+            bench_token_key(r[0])
             for r in conn.execute(
-                "SELECT t.key FROM authtoken_token t JOIN auth_user u ON u.id = t.user_id "
+                "SELECT u.username FROM accounts_apitoken t JOIN auth_user u ON u.id = t.user_id "
                 "JOIN labeling_membership m ON m.user_id = u.id AND m.project_id = %s "
-                "WHERE u.username LIKE 'bench-annotator-%%' ORDER BY u.username",
+                "WHERE u.username LIKE 'bench-annotator-%%' AND t.name = 'bench' ORDER BY u.username",
                 (project_id,),
             )
         ]

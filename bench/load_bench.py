@@ -2,7 +2,7 @@
 then the assignment invariants checked in SQL.
 
 Seeds a PostgreSQL database as bench/hot_path_bench.py does (its setup child: migrate,
-a project with overlap 3 and K = 4, one annotator with a DRF token per locust user, the
+a project with overlap 3 and K = 4, one annotator with an API token per locust user, the
 items by COPY), makes every 200th item gold (the project draws gold 5% of the time) and
 the lease 1 minute, starts gunicorn (hot_path_bench.start_gunicorn), and runs
 
@@ -33,6 +33,7 @@ database (the integration test's: its name must start with "test_" or contain "b
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -252,9 +253,9 @@ def check_retries(url: str, retries: list[dict[str, Any]]) -> dict[str, int]:
             stored = [
                 row[0]
                 for row in conn.execute(
-                    "SELECT r.id FROM labeling_ranking r JOIN authtoken_token t ON t.user_id = r.annotator_id "
-                    "WHERE t.key = %s AND r.idempotency_key = %s",
-                    (record["token"], record["key"]),
+                    "SELECT r.id FROM labeling_ranking r JOIN accounts_apitoken t ON t.user_id = r.annotator_id "
+                    "WHERE t.key_hash = %s AND r.idempotency_key = %s",
+                    (hashlib.sha256(record["token"].encode()).hexdigest(), record["key"]),
                 )
             ]
             successes = [(status, rid) for status, rid in record["responses"] if status in (200, 201)]

@@ -1,6 +1,6 @@
 """Locust scenario of annotators on the workspace API, driven by bench/load_bench.py.
 
-Each user is one annotator with their own DRF token (`Authorization: Token ...`) and
+Each user is one annotator with their own API token (`Authorization: Token ...`) and
 loops: `GET /api/projects/{id}/next`, reads the item for a think time, then either
 `POST /api/assignments/{id}/ranking` (a shuffled ranking, `Idempotency-Key:
 load-<assignment id>`) or `POST /api/assignments/{id}/skip`. Three kinds:

@@ -186,13 +186,13 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "django_prometheus",
     "csp",
     "axes",
+    "accounts",
     "labeling",
     "guidelines",
     "training",
@@ -215,16 +215,18 @@ MIDDLEWARE = [
 
 # Login lockout (django-axes): after AXES_FAILURE_LIMIT failures for one username from
 # one address, that pair is locked out for AXES_COOLOFF_MINUTES. Covers the login page
-# and the API's token endpoint (both authenticate with the request).
+# and the API's token endpoint (both authenticate with the request). A locked account's
+# refusal takes as long as a wrong password (accounts/backends.py).
 AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "accounts.backends.LockoutBackend",
+    "accounts.backends.PasswordBackend",
 ]
 AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = env_int("AXES_COOLOFF_MINUTES", 15, minimum=1) / 60  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_CLIENT_IP_CALLABLE = "accounts.backends.client_ip"  # the sign-in throttle's rule (NUM_PROXIES)
 
 # Security headers. Behind a TLS-terminating proxy set TRUST_X_FORWARDED_PROTO=1.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
@@ -256,7 +258,9 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": ["'none'"],
     }
 }
-METRICS_TOKEN = env_str("METRICS_TOKEN")  # when set, /metrics needs "Bearer <token>"
+# /metrics answers only "Authorization: Bearer <METRICS_TOKEN>" (or a staff session);
+# unset, it is closed (404) to everyone else.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -354,7 +358,7 @@ MODEL_DIRS = model_dirs("MODEL_DIRS", env_list("MODEL_DIRS", []))
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.tokens.ApiTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "labeling.api_errors.ErrorDocumentingAutoSchema",
@@ -366,7 +370,18 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
     "EXCEPTION_HANDLER": "labeling.api_errors.exception_handler",
+    # POST /api/auth/token, per client address (a password hash costs about a second of CPU).
+    "DEFAULT_THROTTLE_RATES": {"token_signin": env_str("API_TOKEN_SIGNIN_RATE", "20/minute")},
+    # Proxies in front that append to X-Forwarded-For (docker compose: Caddy, 1). 0: the
+    # client is REMOTE_ADDR and the header is ignored; DRF's default would trust any
+    # header a client sends, so a forged one would escape the throttle.
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0),
 }
+if not re.fullmatch(r"[1-9]\d*/(second|minute|hour|day)", REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["token_signin"]):
+    raise ImproperlyConfigured("API_TOKEN_SIGNIN_RATE must look like 20/minute (per second, minute, hour or day), "
+                               f"got {REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['token_signin']!r}")
+# API tokens (accounts/tokens.py) expire this many days after they are made.
+API_TOKEN_TTL_DAYS = env_int("API_TOKEN_TTL_DAYS", 90, minimum=1)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Ordinal API",
     "DESCRIPTION": "Human-preference labeling for RLHF: projects, prompts, rankings, runs.",
@@ -397,6 +412,9 @@ if REDIS_URL:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 48 * 3600, minimum=60)
     }
+    # The cache (the sign-in throttle's counters) too: every web process counts together.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "KEY_PREFIX": "ordinal"}}
 else:
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -405,6 +423,8 @@ else:
         "processed_folder": str(BROKER_DIR / "processed"),
         "store_processed": False,
     }
+    # Per process: the sign-in throttle then counts per web process.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True  # the database holds every outcome

@@ -7,13 +7,16 @@ from django.urls import include, path
 from django.views.defaults import page_not_found
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from accounts import api as accounts_api
+from accounts import views as accounts_views
 from guidelines import views as guideline_views
 from labeling import console, console_review, views, views_annotate
-from labeling.api import TokenObtain
 from training import console as training_console
 
 api = [
-    path("auth/token", TokenObtain.as_view(), name="api-token"),
+    path("auth/token", accounts_api.TokenObtain.as_view(), name="api-token"),
+    path("auth/tokens", accounts_api.TokenList.as_view(), name="api-token-list"),
+    path("auth/tokens/<int:token_id>", accounts_api.TokenRevoke.as_view(), name="api-token-revoke"),
     path("", include("labeling.urls_api")),
     path("", include("training.urls_api")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
@@ -55,6 +58,9 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/invite/<str:token>/", views.invite_accept_view, name="invite-accept"),
+    path("accounts/tokens/", accounts_views.tokens_page, name="account-tokens"),
+    path("accounts/tokens/<int:token_id>/revoke", accounts_views.token_revoke_view,
+         name="account-token-revoke"),
     path("annotate/<slug:slug>/", views_annotate.workspace, name="annotate"),
     path("annotate/<slug:slug>/prefetch", views_annotate.prefetch, name="annotate-prefetch"),
     path("annotate/<slug:slug>/preview", views_annotate.preview, name="annotate-preview"),

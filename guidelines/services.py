@@ -3,6 +3,8 @@
 A published version is immutable. Publishing a *major* version makes every annotator
 of the projects that use the guideline acknowledge it (after reading the diff since the
 version they last acknowledged) before they get another item; a *minor* one does not.
+A person's draft and publish are audited in the log of every project the guideline binds
+(labeling.access.guideline_edit_problem says who may make them).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
 from guidelines.models import Acknowledgement, Guideline, GuidelineVersion
@@ -41,6 +43,28 @@ def guideline_current_version(*, project: object) -> GuidelineVersion | None:
     return published_versions(guideline_id).first()
 
 
+def guideline_projects(*, guideline: Guideline) -> QuerySet:
+    """The projects a guideline binds: those that use it and the one that owns it."""
+    from labeling.models import Project  # labeling.models loads after this module
+
+    owner = Q(pk=guideline.project_id) if guideline.project_id else Q(pk__in=[])
+    return Project.objects.filter(Q(guideline=guideline) | owner).order_by("id")
+
+
+def _audit(*, actor: AbstractBaseUser | None, guideline: Guideline, action: str, target: object,
+           before: object = None, after: object = None) -> None:
+    """One event per project the guideline binds, so each one's log shows the change that
+    reached its annotators (none for a guideline no project uses: one without a project).
+    `actor` None (the file sync) is not a person's action and is not audited."""
+    if actor is None or not actor.is_authenticated:
+        return
+    # Imported here: labeling.assignment imports this module while it loads.
+    from labeling.review import audit
+
+    for project in list(guideline_projects(guideline=guideline)) or [None]:
+        audit(actor=actor, project=project, action=action, target=target, before=before, after=after)
+
+
 def published_versions(guideline_id: int):  # noqa: ANN201 - a QuerySet
     return GuidelineVersion.objects.filter(
         guideline_id=guideline_id, published_at__isnull=False
@@ -51,24 +75,29 @@ def published_versions(guideline_id: int):  # noqa: ANN201 - a QuerySet
 
 
 def draft_create(*, guideline: Guideline, body: str = "", changelog: str = "",
-                 change: str = GuidelineVersion.Change.MAJOR) -> GuidelineVersion:
+                 change: str = GuidelineVersion.Change.MAJOR, actor: AbstractBaseUser | None = None
+                 ) -> GuidelineVersion:
     """A new editable draft numbered after the last version (starts from its text)."""
     last = guideline.versions.order_by("-number").first()
     if last is not None and not last.is_published:
         raise GuidelineError(f"v{last.number} is still a draft: edit or publish it first")
     try:
         with transaction.atomic():
-            return GuidelineVersion.objects.create(
+            draft = GuidelineVersion.objects.create(
                 guideline=guideline, number=(last.number + 1) if last else 1,
                 body=body or (last.body if last else ""), changelog=changelog, change=change,
                 sha256=sha256(body or (last.body if last else "")),
             )
+            _audit(actor=actor, guideline=guideline, action="guideline.draft", target=draft,
+                   after={"number": draft.number})
+            return draft
     except IntegrityError:
         raise GuidelineError("that version number was just taken; reload and try again") from None
 
 
-def draft_update(*, version: GuidelineVersion, body: str, changelog: str, change: str
-                 ) -> GuidelineVersion:
+@transaction.atomic
+def draft_update(*, version: GuidelineVersion, body: str, changelog: str, change: str,
+                 actor: AbstractBaseUser | None = None) -> GuidelineVersion:
     if version.is_published:
         raise GuidelineError(f"v{version.number} is published and can no longer change")
     if change not in GuidelineVersion.Change.values:
@@ -77,6 +106,8 @@ def draft_update(*, version: GuidelineVersion, body: str, changelog: str, change
         body=body, changelog=changelog, change=change, sha256=sha256(body)
     )
     version.refresh_from_db()
+    _audit(actor=actor, guideline=version.guideline, action="guideline.draft_update", target=version,
+           after={"number": version.number, "change": change, "sha256": version.sha256})
     return version
 
 
@@ -84,8 +115,9 @@ def draft_update(*, version: GuidelineVersion, body: str, changelog: str, change
 def version_publish(*, version: GuidelineVersion, user: AbstractBaseUser | None,
                     change: str | None = None) -> GuidelineVersion:
     """Freeze a draft. An empty draft, or one identical to the version before, can't be
-    published. A person's publish is audited in the same transaction; the file sync
-    (`user` None) is not a reviewer/admin action and writes no audit event."""
+    published. A person's publish is audited in the same transaction, in the log of every
+    project the guideline binds; the file sync (`user` None) is not a reviewer/admin
+    action and writes no audit event."""
     version = GuidelineVersion.objects.select_for_update().get(pk=version.pk)
     if version.is_published:
         raise GuidelineError(f"v{version.number} is already published")
@@ -101,14 +133,9 @@ def version_publish(*, version: GuidelineVersion, user: AbstractBaseUser | None,
     version.published_at = timezone.now()
     version.published_by = user if user and user.is_authenticated else None
     version.save(update_fields=["change", "sha256", "published_at", "published_by"])
-    if version.published_by is not None:
-        # Imported here: labeling.assignment imports this module while it loads.
-        from labeling.review import audit
-
-        audit(actor=version.published_by, project=version.guideline.project,
-              action="guideline.publish", target=version,
-              before={"number": previous.number if previous else None},
-              after={"number": version.number, "change": version.change})
+    _audit(actor=version.published_by, guideline=version.guideline, action="guideline.publish",
+           target=version, before={"number": previous.number if previous else None},
+           after={"number": version.number, "change": version.change})
     return version
 
 

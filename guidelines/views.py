@@ -36,18 +36,11 @@ def guideline_list(request: HttpRequest) -> HttpResponse:
 def guideline_detail(request: HttpRequest, guideline_id: int) -> HttpResponse:
     guideline = access.guideline_for(request.user, guideline_id)
     versions = guideline.versions.annotate(n_rankings=Count("rankings")).order_by("-number")
+    edit_problem = access.guideline_edit_problem(request.user, guideline)
     return render(request, "guidelines/detail.html", {
         "guideline": guideline, "versions": versions,
-        "can_edit": _can_edit(request, guideline_id),
+        "can_edit": edit_problem is None, "edit_problem": edit_problem,
     })
-
-
-def _can_edit(request: HttpRequest, guideline_id: int) -> bool:
-    try:
-        access.guideline_for(request.user, guideline_id, edit=True)
-    except Exception:  # 403 means read-only here
-        return False
-    return True
 
 
 @console_view
@@ -55,7 +48,7 @@ def _can_edit(request: HttpRequest, guideline_id: int) -> bool:
 def draft_new(request: HttpRequest, guideline_id: int) -> HttpResponse:
     guideline = access.guideline_for(request.user, guideline_id, edit=True)
     try:
-        draft = draft_create(guideline=guideline)
+        draft = draft_create(guideline=guideline, actor=request.user)
     except GuidelineError as exc:
         messages.error(request, str(exc))
         return redirect("console:guideline", guideline_id=guideline.pk)
@@ -76,7 +69,7 @@ def draft_edit(request: HttpRequest, version_id: int) -> HttpResponse:
             version = draft_update(
                 version=version, body=request.POST.get("body", ""),
                 changelog=request.POST.get("changelog", ""),
-                change=request.POST.get("change", "major"),
+                change=request.POST.get("change", "major"), actor=request.user,
             )
             if "publish" in request.POST:
                 version_publish(version=version, user=request.user)

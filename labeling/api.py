@@ -17,17 +17,16 @@ from django.db.models import ProtectedError
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.authtoken.serializers import AuthTokenSerializer
-from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import ValidationError
 from rest_framework.generics import ListAPIView
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import MultiPartParser
-from rest_framework.permissions import AllowAny, IsAdminUser
+from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.usernames import validate_username
 from labeling import access, services
 from labeling.api_errors import ApiErrorSerializer, StrictJSONInput, query_text
 from labeling.models import Candidate, ImportJob, Membership, Project, Prompt, Role
@@ -36,21 +35,6 @@ from labeling.runs import run_enqueue
 
 IMPORT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 PROMPT_ORDERINGS = ("id", "-id")
-
-
-class TokenObtain(ObtainAuthToken):
-    """Exchange a username and password for the caller's API token (programs' sign-in).
-
-    Needs no other credentials, so none are read: a stale token or session cookie sent
-    along must not turn a sign-in into a 403. Failed attempts count toward the lockout."""
-
-    authentication_classes: list = []
-    permission_classes = [AllowAny]
-
-    @extend_schema(request=AuthTokenSerializer, responses={200: inline_serializer(
-        "TokenOutput", {"token": serializers.CharField()})})
-    def post(self, request: Request, *args: object, **kwargs: object) -> Response:
-        return super().post(request, *args, **kwargs)
 
 
 class StrictLimitOffsetPagination(LimitOffsetPagination):
@@ -437,9 +421,10 @@ class UserCreate(APIView):
     permission_classes = [IsAdminUser]
 
     class UserCreateInput(StrictJSONInput, serializers.Serializer):
-        # Django's own rule for usernames (letters, digits and @.+-_), which sign-up forms
-        # apply and user_create does not.
-        username = serializers.CharField(max_length=150, validators=[UnicodeUsernameValidator()])
+        # The one username rule (accounts.usernames), which user_create applies too; Django's
+        # regex stays listed so the schema states the characters allowed.
+        username = serializers.CharField(max_length=150, validators=[UnicodeUsernameValidator(),
+                                                                     validate_username])
         password = serializers.CharField(write_only=True)
 
     @extend_schema(request=UserCreateInput, responses={201: inline_serializer("UserOutput", {

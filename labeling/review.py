@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from accounts.tokens import tokens_revoke_all
 from labeling.assignment import validate_tiers
 from labeling.models import Assignment, AuditEvent, Item, Membership, Project
 from labeling.services import DomainError
@@ -125,7 +126,8 @@ def leases_release(*, project: Project, user: AbstractBaseUser, actor: AbstractB
 
 @transaction.atomic
 def user_deactivate(*, user: AbstractBaseUser, actor: AbstractBaseUser) -> None:
-    """Staff only: the account can no longer sign in; its leases go back to the pool."""
+    """Staff only: the account can no longer sign in, its API tokens are deleted, and its
+    leases go back to the pool."""
     if not actor.is_staff:
         raise DomainError("only staff can deactivate accounts")
     if user.pk == actor.pk:
@@ -133,6 +135,7 @@ def user_deactivate(*, user: AbstractBaseUser, actor: AbstractBaseUser) -> None:
     for project in Project.objects.filter(memberships__user=user):
         leases_release(project=project, user=user, actor=actor, note="deactivated")
     type(user).objects.filter(pk=user.pk).update(is_active=False)
+    tokens_revoke_all(user=user)
     audit(actor=actor, project=None, action="user.deactivate", target=user,
           before={"is_active": True}, after={"is_active": False})
 

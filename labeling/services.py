@@ -17,6 +17,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.usernames import normalize_username
 from labeling.models import Invite, Item, ItemCandidate, Membership, Project, Role
 
 
@@ -119,7 +120,12 @@ def invite_lookup(*, token: str) -> Invite:
 
 
 def user_create(*, username: str, password: str) -> AbstractUser:
-    """A new account; the password must pass the configured validators."""
+    """A new account; the username must pass accounts.usernames' rule (it is stored in
+    NFKC form) and the password the configured validators."""
+    try:
+        username = normalize_username(username)
+    except ValidationError as exc:
+        raise DomainError(" ".join(exc.messages)) from None
     user_model = get_user_model()
     if user_model.objects.filter(username__iexact=username).exists():
         raise DomainError("that username is taken")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -89,7 +89,9 @@ def _check_migrations() -> str:
 @never_cache
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus exposition; with METRICS_TOKEN set it needs `Authorization: Bearer`."""
+    """Prometheus exposition, for `Authorization: Bearer <METRICS_TOKEN>` (compared in
+    constant time) or a staff session. With METRICS_TOKEN unset it is closed: 404 to
+    everyone but staff. The series name queues, run states and item counts."""
     import hmac
 
     from django.conf import settings
@@ -97,10 +99,14 @@ def metrics(request: HttpRequest) -> HttpResponse:
 
     from config.observability import register_collector
 
-    token = settings.METRICS_TOKEN
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ")
-    if token and not hmac.compare_digest(given.encode(), token.encode()):
-        return HttpResponse("metrics need a bearer token\n", status=401, content_type="text/plain")
+    token = settings.METRICS_TOKEN or ""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    bearer_ok = bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
+    if not (bearer_ok or (request.user.is_authenticated and request.user.is_staff)):
+        if not token:
+            raise Http404("Metrics are off: set METRICS_TOKEN.")
+        return HttpResponse("metrics need Authorization: Bearer <METRICS_TOKEN>\n", status=403,
+                            content_type="text/plain")
     register_collector()
     return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
 

@@ -76,6 +76,20 @@ def _isolated_dirs(tmp_path: Path, settings) -> None:  # noqa: ANN001 - pytest-d
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
 
 
+@pytest.fixture(autouse=True)
+def _empty_cache(request: pytest.FixtureRequest, settings) -> None:  # noqa: ANN001 - pytest-django
+    """The cache holds the sign-in throttle's counts, so a unit test gets an empty one: one
+    test's sign-ins must not throttle the next test's. Always in memory: with REDIS_URL
+    set the cache is Redis, whose database the broker shares, and is never flushed here."""
+    if request.node.get_closest_marker("integration"):
+        return
+    from django.core.cache import cache
+
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                                   "LOCATION": "unit-tests"}}
+    cache.clear()
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

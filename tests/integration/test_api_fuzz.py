@@ -6,7 +6,7 @@ a 500 is a 500 and not an exception in the test process). The fuzzer loads the s
 from /api/schema/ and runs every operation through Schemathesis' default phases
 (examples, coverage, fuzzing, stateful) and default checks: no 5xx, status code,
 content type, headers and body conform to the schema, negative data rejected, positive
-data accepted, missing auth rejected, ... It authenticates with a DRF token of one of:
+data accepted, missing auth rejected, ... It authenticates with an API token of one of:
 
   admin      the project's admin (not staff)
   reviewer   the project's reviewer
@@ -70,14 +70,16 @@ class World:
     training_run: int
     model_version: int
     tokens: dict[str, str] = field(default_factory=dict)
+    # Per role, the id of a second token of theirs: what DELETE /api/auth/tokens/{id} revokes.
+    spare_tokens: dict[str, int] = field(default_factory=dict)
 
 
 def seed_world(artifact_root: Path) -> World:
     """A project in mid-life, through the services where they exist. `artifact_root` is
     the server's ARTIFACT_ROOT (the snapshot's file is written under it)."""
     from django.test import override_settings
-    from rest_framework.authtoken.models import Token
 
+    from accounts.tokens import token_create
     from guidelines.models import Acknowledgement, Guideline
     from guidelines.services import draft_create, version_publish
     from labeling.assignment import RankingInput, next_item, ranking_submit
@@ -147,7 +149,8 @@ def seed_world(artifact_root: Path) -> World:
         project=project.pk, scratch_project=scratch.pk, scratch_member=scratch_member.pk, prompt=prompt,
         item=items[0].pk, assignment=on_screen.pk, import_job=job.pk, generation_run=generation.pk,
         snapshot=snapshot.pk, training_run=training.pk, model_version=model.pk,
-        tokens={role: Token.objects.create(user=user).key for role, user in users.items()},
+        tokens={role: token_create(user=user, name="fuzz")[1] for role, user in users.items()},
+        spare_tokens={role: token_create(user=user, name="spare")[0].pk for role, user in users.items()},
     )
 
 
@@ -271,6 +274,9 @@ def fuzz_config(world: World, role: str, *, base_url: str, max_examples: int, se
             {"include-path-regex": "^/api/training-runs/", "parameters": {"run_id": world.training_run}},
             {"include-name": "DELETE /api/projects/{project_id}/members/{user_id}/",
              "parameters": {"project_id": world.scratch_project, "user_id": world.scratch_member}},
+            # Revoking the token the fuzzer signs in with would turn every later call into a 403.
+            {"include-name": "DELETE /api/auth/tokens/{token_id}",
+             "parameters": {"token_id": world.spare_tokens[role]}},
             # Which passwords are right (or strong enough); which usernames exist (or are
             # taken); which candidate ids an item holds and whether it asks for a ranking or
             # a written answer; which backends need a model; that a snapshot id is a built

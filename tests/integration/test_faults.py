@@ -38,8 +38,8 @@ import psycopg
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
-from rest_framework.authtoken.models import Token
 
+from accounts.tokens import token_create
 from config.celery import app
 from labeling.models import Candidate, ImportJob, Item, Project, Prompt, Role
 from labeling.runs import Run, runs_sweep_stale, send_run_task
@@ -349,7 +349,7 @@ def annotator_tokens(project: Project, count: int) -> list[str]:
     for n in range(count):
         user = UserFactory(username=f"loader{n}")
         MembershipFactory(user=user, project=project, role=Role.ANNOTATOR)
-        tokens.append(Token.objects.create(user=user).key)
+        tokens.append(token_create(user=user, name="loader")[1])
     return tokens
 
 

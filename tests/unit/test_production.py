@@ -50,10 +50,11 @@ def test_schema_has_no_warnings(tmp_path: Path, db: None) -> None:
     assert (tmp_path / "s.yml").stat().st_size > 1000
 
 
-def test_metrics_expose_the_listed_series(client: Client, db: None) -> None:
+def test_metrics_expose_the_listed_series(client: Client, db: None, settings) -> None:  # noqa: ANN001
+    settings.METRICS_TOKEN = "s3cret"
     client.get("/healthz")
 
-    body = client.get("/metrics").content.decode()
+    body = client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret").content.decode()
 
     for series in ("django_http_requests_latency_seconds_by_view_method", "ordinal_queue_depth",
                    "ordinal_runs", "ordinal_run_duration_seconds_avg", "ordinal_items",
@@ -64,7 +65,7 @@ def test_metrics_expose_the_listed_series(client: Client, db: None) -> None:
 def test_metrics_token(client: Client, db: None, settings) -> None:  # noqa: ANN001
     settings.METRICS_TOKEN = "s3cret"
 
-    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics").status_code == 403
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret").status_code == 200
 
 
