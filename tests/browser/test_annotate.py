@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from labeling.models import Candidate, Item, Ranking
+from labeling.blind import shown_ids
+from labeling.models import Assignment, Candidate, Item, Ranking
+from labeling.rendering import render_markdown
 from tests.browser.conftest import screenshot
 from tests.factories import PASSWORD, make_items
 
@@ -28,8 +30,11 @@ def login(page, live_server, user) -> None:  # noqa: ANN001
 
 
 def labels_to_ids(page) -> dict[str, int]:  # noqa: ANN001
+    """Label -> candidate id, mapped back from the opaque ids the page shows."""
+    article = page.locator("#item-slot .item")
+    shown = shown_ids(Assignment.objects.get(pk=int(article.get_attribute("data-assignment"))))
     cards = page.locator("#item-slot .answer")
-    return {cards.nth(i).get_attribute("data-label"): int(cards.nth(i).get_attribute("data-id"))
+    return {cards.nth(i).get_attribute("data-label"): shown[cards.nth(i).get_attribute("data-id")]
             for i in range(cards.count())}
 
 
@@ -80,7 +85,8 @@ def test_hostile_answers_render_inert(page, live_server, project, annotator) -> 
     for candidate_id, payload in zip(
         item.item_candidates.values_list("candidate_id", flat=True), XSS, strict=True
     ):
-        Candidate.objects.filter(pk=candidate_id).update(text=payload)
+        Candidate.objects.filter(pk=candidate_id).update(
+            text=payload, text_html=str(render_markdown(payload)))
     login(page, live_server, annotator)
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))

@@ -25,6 +25,7 @@ from labeling.assignment import (
     next_item,
     ranking_submit,
 )
+from labeling.blind import tiers_as_shown
 from labeling.models import Item, Project, Ranking
 from labeling.services import items_reopen, stale_items_for
 from tests.factories import UserFactory, make_items
@@ -54,7 +55,8 @@ def publish(guideline: Guideline, body: str, change: str = "major") -> Guideline
 
 def rank(user, assignment, key: str):  # noqa: ANN001, ANN201
     return ranking_submit(annotator=user, assignment_id=assignment.pk, idempotency_key=key,
-                          data=RankingInput(tiers=[[c] for c in assignment.display_order]))
+                          data=RankingInput(tiers=tiers_as_shown(
+                              assignment, [[c] for c in assignment.display_order])))
 
 
 def test_shipped_default_guideline_syncs_once(db: None) -> None:
