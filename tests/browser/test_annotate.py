@@ -100,6 +100,27 @@ def test_hostile_answers_render_inert(page, live_server, project, annotator) -> 
     assert Item.objects.get().rankings_count == 0
 
 
+def test_hostile_answer_cannot_stand_in_for_the_submit_button(page, live_server, project,
+                                                              annotator) -> None:  # noqa: ANN001
+    item = make_items(project, 1, k=3)[0]
+    first, second, _ = item.item_candidates.values_list("candidate_id", flat=True)
+    hostile = '<div class="submit">Submit</div>'  # the sanitizer used to keep this class
+    Candidate.objects.filter(pk=first).update(text=hostile, text_html=str(render_markdown(hostile)))
+    # Even markup that got past the sanitizer with a control's classes can't replace it.
+    Candidate.objects.filter(pk=second).update(
+        text_html='<button type="button" class="submit skip-open skip-confirm">Submit</button>')
+    login(page, live_server, annotator)
+    page.goto(f"{live_server.url}/annotate/{project.slug}/")
+
+    page.keyboard.press("a")
+    page.keyboard.press("b")
+    page.locator("#item-slot .ranking-panel button.submit").click(timeout=5000)
+
+    page.wait_for_selector("#nothing-left")
+    assert Ranking.objects.count() == 1
+    assert page.js_errors == []
+
+
 def test_pairwise_choice_by_keyboard(page, live_server, annotator, db) -> None:  # noqa: ANN001
     from labeling.models import Membership, Project
 

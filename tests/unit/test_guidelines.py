@@ -207,7 +207,8 @@ def test_console_editor_publish_and_diff(project, guideline, project_admin, revi
     draft.refresh_from_db()
     assert draft.is_published and draft.changelog == "brevity"
     assert diff.status_code == 200 and b"brief" in diff.content
-    assert preview.json()["html"] == "<p><strong>bold</strong></p>"
+    # Raw HTML is not passed on: a marker shows where it was (labeling/rendering.py).
+    assert preview.json()["html"] == "<p><strong>bold</strong><code>&lt;…&gt;</code>x<code>&lt;…&gt;</code></p>\n"
 
 
 def test_reviewer_cannot_edit_and_annotator_cannot_open(project, guideline, reviewer,
