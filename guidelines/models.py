@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils.safestring import SafeString, mark_safe
 
 
 class Guideline(models.Model):
@@ -30,6 +31,7 @@ class GuidelineVersion(models.Model):
     guideline = models.ForeignKey(Guideline, on_delete=models.CASCADE, related_name="versions")
     number = models.PositiveIntegerField()
     body = models.TextField()
+    body_html = models.TextField(blank=True, default="", help_text="`body` sanitized, rendered when written.")
     changelog = models.TextField(blank=True)
     change = models.CharField(max_length=8, choices=Change.choices, default=Change.MAJOR)
     sha256 = models.CharField(max_length=64)
@@ -45,6 +47,10 @@ class GuidelineVersion(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["guideline", "number"], name="guideline_version_unique"),
         ]
+
+    @property
+    def html(self) -> SafeString:
+        return mark_safe(self.body_html)  # noqa: S308 - sanitized when written
 
     @property
     def is_published(self) -> bool:

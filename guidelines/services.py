@@ -20,6 +20,7 @@ from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
 from guidelines.models import Acknowledgement, Guideline, GuidelineVersion
+from labeling.rendering import render_markdown
 
 CONTENT_DIR = Path(__file__).with_name("content")
 VERSION_FILE = re.compile(r"^v(\d{3,})\.md$")
@@ -83,10 +84,11 @@ def draft_create(*, guideline: Guideline, body: str = "", changelog: str = "",
         raise GuidelineError(f"v{last.number} is still a draft: edit or publish it first")
     try:
         with transaction.atomic():
+            text = body or (last.body if last else "")
             draft = GuidelineVersion.objects.create(
                 guideline=guideline, number=(last.number + 1) if last else 1,
-                body=body or (last.body if last else ""), changelog=changelog, change=change,
-                sha256=sha256(body or (last.body if last else "")),
+                body=text, body_html=str(render_markdown(text)), changelog=changelog,
+                change=change, sha256=sha256(text),
             )
             _audit(actor=actor, guideline=guideline, action="guideline.draft", target=draft,
                    after={"number": draft.number})
@@ -103,7 +105,8 @@ def draft_update(*, version: GuidelineVersion, body: str, changelog: str, change
     if change not in GuidelineVersion.Change.values:
         raise GuidelineError("change must be 'major' or 'minor'")
     GuidelineVersion.objects.filter(pk=version.pk, published_at__isnull=True).update(
-        body=body, changelog=changelog, change=change, sha256=sha256(body)
+        body=body, body_html=str(render_markdown(body)), changelog=changelog, change=change,
+        sha256=sha256(body),
     )
     version.refresh_from_db()
     _audit(actor=actor, guideline=version.guideline, action="guideline.draft_update", target=version,
@@ -186,7 +189,8 @@ def _sync_file(guideline: Guideline, number: int, path: Path, report: SyncReport
         report.errors.append(f"{label}: v{last} already exists; version numbers only grow")
         return
     version = GuidelineVersion.objects.create(
-        guideline=guideline, number=number, body=body, sha256=sha256(body),
+        guideline=guideline, number=number, body=body, body_html=str(render_markdown(body)),
+        sha256=sha256(body),
         change=GuidelineVersion.Change.MAJOR, changelog=f"loaded from {label}",
     )
     version_publish(version=version, user=None)

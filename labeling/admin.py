@@ -1,8 +1,10 @@
 """Django admin: raw data only. Reviewers and admins work in /console/."""
 
 from django.contrib import admin
+from django.http import HttpRequest
 
 from labeling import models
+from labeling.rendering import render_messages
 
 
 @admin.register(models.Project)
@@ -21,6 +23,12 @@ class MembershipAdmin(admin.ModelAdmin):
 class PromptAdmin(admin.ModelAdmin):
     list_display = ["id", "project", "source", "created_at"]
     list_filter = ["project"]
+    readonly_fields = ["messages_html"]  # rendered from `messages`, never typed in
+
+    def save_model(self, request: HttpRequest, obj: models.Prompt, form: object,
+                   change: bool) -> None:
+        obj.messages_html = render_messages(obj.messages)  # pages show this, not `messages`
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(models.Item)

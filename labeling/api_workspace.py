@@ -17,6 +17,7 @@ from labeling.assignment import (
     next_item,
     ranking_submit,
 )
+from labeling.blind import shown_id, tiers_as_shown
 from labeling.demonstrations import DemonstrationInput, demonstration_submit
 from labeling.workspace import assignment_for, assignment_payload
 
@@ -27,7 +28,8 @@ class MessageOutput(serializers.Serializer):
 
 
 class ShownCandidateOutput(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = serializers.CharField(
+        help_text="Opaque and valid for this assignment only: rank with these ids.")
     label = serializers.CharField()
     text = serializers.CharField()
 
@@ -83,8 +85,9 @@ class NextItem(APIView):
 class RankingCreate(APIView):
     class RankingSubmitInput(serializers.Serializer):
         tiers = serializers.ListField(
-            child=serializers.ListField(child=serializers.IntegerField(), min_length=1),
-            min_length=1, help_text="Best to worst; candidates in one inner list are tied.",
+            child=serializers.ListField(child=serializers.CharField(max_length=64), min_length=1),
+            min_length=1, help_text="Best to worst, in the candidate ids this assignment showed "
+                                    "(GET .../next); candidates in one inner list are tied.",
         )
         unsafe = serializers.BooleanField(default=False)
         all_bad = serializers.BooleanField(default=False)
@@ -98,7 +101,8 @@ class RankingCreate(APIView):
     class RankingOutput(serializers.Serializer):
         id = serializers.IntegerField()
         assignment = serializers.IntegerField(source="assignment_id")
-        tiers = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()))
+        tiers = serializers.ListField(child=serializers.ListField(child=serializers.CharField()),
+                                      help_text="In the ids this assignment showed.")
         created_at = serializers.DateTimeField()
 
     @extend_schema(
@@ -115,7 +119,9 @@ class RankingCreate(APIView):
             data=RankingInput(**data.validated_data),
             idempotency_key=request.headers.get("Idempotency-Key", ""),
         )
-        return Response(self.RankingOutput(ranking).data, status=201 if created else 200)
+        shown = {"id": ranking.pk, "assignment_id": ranking.assignment_id,
+                 "tiers": tiers_as_shown(assignment, ranking.tiers), "created_at": ranking.created_at}
+        return Response(self.RankingOutput(shown).data, status=201 if created else 200)
 
 
 class DemonstrationCreate(APIView):
@@ -130,7 +136,8 @@ class DemonstrationCreate(APIView):
     class DemonstrationOutput(serializers.Serializer):
         id = serializers.IntegerField()
         assignment = serializers.IntegerField(source="assignment_id")
-        candidate = serializers.IntegerField(source="candidate_id")
+        candidate = serializers.CharField(
+            help_text="The answer you wrote, as an opaque id of this assignment.")
         edit_distance = serializers.IntegerField(allow_null=True)
         created_at = serializers.DateTimeField()
 
@@ -150,7 +157,11 @@ class DemonstrationCreate(APIView):
             data=DemonstrationInput(**data.validated_data),
             idempotency_key=request.headers.get("Idempotency-Key", ""),
         )
-        return Response(self.DemonstrationOutput(demonstration).data, status=201 if created else 200)
+        shown = {"id": demonstration.pk, "assignment_id": demonstration.assignment_id,
+                 "candidate": shown_id(assignment.pk, demonstration.candidate_id),
+                 "edit_distance": demonstration.edit_distance,
+                 "created_at": demonstration.created_at}
+        return Response(self.DemonstrationOutput(shown).data, status=201 if created else 200)
 
 
 class AssignmentSkip(APIView):

@@ -46,6 +46,7 @@ from guidelines.services import (
     guideline_current_version,
     version_is_outdated,
 )
+from labeling.blind import shown_ids
 from labeling.models import Assignment, Item, Membership, Project, Ranking
 from labeling.quality import item_decide
 from labeling.services import DomainError
@@ -81,7 +82,7 @@ class GuidelineAckRequired(SubmissionConflict):
 
 @dataclass(frozen=True)
 class RankingInput:
-    tiers: list[list[int]]
+    tiers: list[list[str]]  # the annotator's opaque ids (labeling.blind), best first
     unsafe: bool = False
     all_bad: bool = False
     needs_expert: bool = False
@@ -151,7 +152,8 @@ def _claim(*, annotator: AbstractBaseUser, project: Project) -> Assignment | Non
         if item is None:
             return None
         now = timezone.now()
-        texts = dict(item.item_candidates.values_list("candidate_id", "candidate__text"))
+        texts = {cid: (text, html) for cid, text, html in item.item_candidates.values_list(
+            "candidate_id", "candidate__text", "candidate__text_html")}
         candidate_ids = list(texts)
         random.shuffle(candidate_ids)  # blind and shuffled per annotator; recorded
         assignment = Assignment.objects.create(
@@ -237,15 +239,18 @@ def assignments_expire(*, now: timezone.datetime | None = None, limit: int = 100
 # --------------------------------------------------------------------------- submit
 
 
-def validate_tiers(tiers: object, candidate_ids: set[int], *, allow_ties: bool) -> list[list[int]]:
-    """The ranking must be a permutation of the item's candidates, ties as groups."""
+def validate_tiers(tiers: object, candidate_ids: set[int] | set[str], *, allow_ties: bool,
+                   id_type: type = int) -> list[list]:
+    """The ranking must be a permutation of the item's candidates, ties as groups. Ids are
+    candidate ids (int) or, from annotators, the opaque ids they were shown (str)."""
     if not isinstance(tiers, list) or not tiers or not all(
         isinstance(tier, list) and tier for tier in tiers
     ):
         raise InvalidRanking("tiers must be a non-empty list of non-empty lists of candidate ids")
     flat = [cid for tier in tiers for cid in tier]
-    if not all(isinstance(cid, int) and not isinstance(cid, bool) for cid in flat):
-        raise InvalidRanking("candidate ids must be integers")
+    if not all(isinstance(cid, id_type) and not isinstance(cid, bool) for cid in flat):
+        raise InvalidRanking("candidate ids must be integers" if id_type is int else
+                             "candidate ids must be the ids shown with the answers (strings)")
     duplicated = sorted({cid for cid in flat if flat.count(cid) > 1})
     missing = sorted(candidate_ids - set(flat))
     extra = sorted(set(flat) - candidate_ids)
@@ -307,10 +312,12 @@ def _submit(annotator: AbstractBaseUser, assignment_id: int, data: RankingInput,
         return existing, False, None
     if item.kind != Item.Kind.RANKING:
         raise InvalidRanking("this item asks for a written answer, not a ranking")
-    tiers = validate_tiers(
-        data.tiers, set(assignment.display_order),  # the item's candidates, as shown
+    # The annotator ranks the opaque ids they were shown; errors name only those.
+    shown = shown_ids(assignment)  # from the recorded display order: no query
+    tiers = [[shown[sid] for sid in tier] for tier in validate_tiers(
+        data.tiers, set(shown), id_type=str,
         allow_ties=project.allow_ties or project.mode == Project.Mode.PAIRWISE,
-    )
+    )]
     if project.mode == Project.Mode.PAIRWISE:
         _validate_pairwise(data, tiers)
     holds_lease, conflict = submission_gate(assignment, item, what="ranking")

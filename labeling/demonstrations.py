@@ -36,6 +36,7 @@ from labeling.assignment import (
     submission_gate,
 )
 from labeling.models import Assignment, Candidate, Demonstration, Item, ItemCandidate, Project, Prompt
+from labeling.rendering import render_markdown
 from labeling.services import items_create_for_prompt
 
 
@@ -92,8 +93,9 @@ def demonstration_submit(*, annotator: AbstractBaseUser, assignment_id: int,
         raise InvalidRanking("write an answer first: the text is empty")
     if len(text) > settings.IMPORT_MAX_TEXT_CHARS:
         raise InvalidRanking(f"answers are limited to {settings.IMPORT_MAX_TEXT_CHARS} characters")
+    html = str(render_markdown(text))  # before the item's lock is taken
     try:
-        demonstration, created, conflict = _submit(annotator, assignment_id, data, text,
+        demonstration, created, conflict = _submit(annotator, assignment_id, data, text, html,
                                                    idempotency_key)
     except IntegrityError:
         existing = Demonstration.objects.filter(annotator=annotator, idempotency_key=idempotency_key)
@@ -109,7 +111,7 @@ def demonstration_submit(*, annotator: AbstractBaseUser, assignment_id: int,
 
 @transaction.atomic
 def _submit(annotator: AbstractBaseUser, assignment_id: int, data: DemonstrationInput, text: str,
-            idempotency_key: str) -> tuple[Demonstration | None, bool, SubmissionConflict | None]:
+            html: str, idempotency_key: str) -> tuple[Demonstration | None, bool, SubmissionConflict | None]:
     # Lock order everywhere: the item, then the assignment.
     item = _locked_item_of(annotator, assignment_id)
     assignment = Assignment.objects.select_for_update().get(pk=assignment_id)
@@ -128,7 +130,7 @@ def _submit(annotator: AbstractBaseUser, assignment_id: int, data: Demonstration
     if conflict is not None:
         return None, False, conflict
     candidate = Candidate.objects.create(
-        prompt_id=item.prompt_id, text=text, origin=Candidate.Origin.HUMAN,
+        prompt_id=item.prompt_id, text=text, text_html=html, origin=Candidate.Origin.HUMAN,
         dedupe_key=f"human:{annotator.pk}:{item.pk}",
         is_duplicate=Candidate.objects.filter(prompt_id=item.prompt_id, text=text).exists(),
     )

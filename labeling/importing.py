@@ -49,6 +49,7 @@ from labeling.import_reading import (
 )
 from labeling.models import Candidate, ExternalPreference, Project, Prompt
 from labeling.prompt_metadata import metadata_problem, unstorable_at
+from labeling.rendering import render_markdown, render_messages
 from labeling.services import items_create_bulk
 
 __all__ = ["ImportFileError", "ImportReport", "InvalidRow", "detect_format", "iter_records",
@@ -467,7 +468,8 @@ def _upsert_prompts(project: Project, rows: list[ParsedRow], hashes: list[str], 
             report.prompts_skipped += 1
             continue
         new[digest] = Prompt(project=project, messages=row.messages, content_hash=digest,
-                             source=source[:255], metadata=row.metadata)
+                             source=source[:255], metadata=row.metadata,
+                             messages_html=render_messages(row.messages))
     created: set[int] = set()
     if new:
         Prompt.objects.bulk_create(new.values(), ignore_conflicts=True)
@@ -480,7 +482,7 @@ def _upsert_prompts(project: Project, rows: list[ParsedRow], hashes: list[str], 
 
 
 CANDIDATE_COLUMNS = ["prompt_id", "text", "origin", "model_name", "sampling_params",
-                     "sample_index", "dedupe_key", "is_duplicate", "created_at"]
+                     "sample_index", "dedupe_key", "is_duplicate", "text_html", "created_at"]
 
 
 def _upsert_candidates(
@@ -511,7 +513,9 @@ def _upsert_candidates(
         Candidate.objects.filter(prompt_id__in=old, dedupe_key__in={k for p, k in wanted if p in old})
         .order_by().values_list("prompt_id", "dedupe_key")
     ) if old else set()
-    todo = [values for pair, values in wanted.items() if pair not in existing]
+    # Rendered once here, and only for the rows inserted: pages show the stored HTML.
+    todo = [(*values, str(render_markdown(values[1])))
+            for pair, values in wanted.items() if pair not in existing]
     created = _insert_candidates(todo)
     total = sum(len(keys) for keys in keys_per_row)
     report.candidates_added += len(created)

@@ -13,6 +13,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.safestring import SafeString, mark_safe
 
 from labeling.prompt_metadata import validate_prompt_metadata
 from labeling.runs import Run
@@ -142,6 +143,9 @@ class Prompt(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
     messages = models.JSONField()
+    # Each message's content as sanitized HTML, rendered once when the prompt is written
+    # (labeling.rendering.render_messages): pages never run markdown per view.
+    messages_html = models.JSONField(default=list, blank=True)
     content_hash = models.CharField(max_length=64)
     source = models.CharField(max_length=255, blank=True)
     # Bounded (labeling/prompt_metadata.py); the import checks it row by row, the validator
@@ -160,6 +164,13 @@ class Prompt(models.Model):
     def __str__(self) -> str:
         return f"prompt {self.pk}"
 
+    @property
+    def turns(self) -> list[dict]:
+        """The messages with their stored HTML, for templates."""
+        return [{"role": message.get("role", ""), "content": message.get("content", ""),
+                 "html": mark_safe(html)}  # noqa: S308 - sanitized when written
+                for message, html in zip(self.messages, self.messages_html, strict=False)]
+
 
 class Candidate(models.Model):
     """One answer to a prompt: sampled by a model, written by a person, or imported."""
@@ -171,6 +182,8 @@ class Candidate(models.Model):
 
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="candidates")
     text = models.TextField()
+    # `text` as sanitized HTML, rendered once when the candidate is written.
+    text_html = models.TextField(blank=True, default="")
     origin = models.CharField(max_length=16, choices=Origin.choices)
     model_name = models.CharField(max_length=255, blank=True)
     sampling_params = models.JSONField(default=dict, blank=True)
@@ -194,6 +207,10 @@ class Candidate(models.Model):
 
     def __str__(self) -> str:
         return f"candidate {self.pk}"
+
+    @property
+    def html(self) -> SafeString:
+        return mark_safe(self.text_html)  # noqa: S308 - sanitized when written
 
 
 class Item(models.Model):

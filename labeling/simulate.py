@@ -16,6 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from guidelines.services import acknowledge, acknowledgement_needed
 from labeling.assignment import RankingInput, next_item, ranking_submit
+from labeling.blind import tiers_as_shown
 from labeling.models import Project
 
 
@@ -66,6 +67,9 @@ def simulate_annotator(*, user: AbstractBaseUser, project: Project, profile: Sim
             break
         tiers = simulated_tiers(list(assignment.display_order), profile, rng,
                                 allow_ties=project.allow_ties)
+        # Judged on the real ids (the latent quality is per answer), submitted in the
+        # opaque ids an annotator is shown, like any client.
+        tiers = tiers_as_shown(assignment, tiers)
         pairwise = project.mode == Project.Mode.PAIRWISE
         ranking_submit(
             annotator=user, assignment_id=assignment.pk,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -26,9 +27,10 @@ def _item_context(assignment: Assignment) -> dict:
     version = assignment.guideline_version
     return {
         "assignment": assignment,
+        "ids": f"a{assignment.pk}",  # the prefix of every control's id in the item
         "item": assignment.item,
         "project": assignment.item.project,
-        "turns": assignment.item.prompt.messages,
+        "turns": assignment.item.prompt.turns,
         "candidates": shown_candidates(assignment),
         "guideline": version,
         "skip_reasons": SKIP_REASONS,
@@ -64,7 +66,13 @@ def prefetch(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def preview(request: HttpRequest, slug: str) -> HttpResponse:
-    """A demonstration's markdown as the same sanitized HTML every answer is shown in."""
+    """A demonstration's markdown as the same sanitized HTML every answer is shown in.
+    Text longer than an answer may be is refused (413), not cut."""
     access.project_by_slug_for(request.user, slug)
-    text = request.POST.get("text", "")[:100_000]
+    text = request.POST.get("text", "")
+    if len(text) > settings.IMPORT_MAX_TEXT_CHARS:
+        return HttpResponse(
+            f"Too long to preview: answers are limited to {settings.IMPORT_MAX_TEXT_CHARS} "
+            f"characters and this one has {len(text)}.",
+            status=413, content_type="text/plain; charset=utf-8")
     return HttpResponse(render_markdown(text), content_type="text/html; charset=utf-8")

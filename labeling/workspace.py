@@ -10,8 +10,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Exists, OuterRef
 from django.http import Http404
 from django.utils import timezone
+from django.utils.safestring import SafeString, mark_safe
 
 from labeling.access import project_for
+from labeling.blind import shown_id
 from labeling.models import Assignment, Candidate, Demonstration, Item, Project, Ranking
 
 
@@ -30,20 +32,21 @@ def assignment_for(user: AbstractBaseUser, assignment_id: int) -> Assignment:
 
 @dataclass(frozen=True)
 class ShownCandidate:
-    id: int
+    id: str  # opaque, per assignment (labeling.blind): never the candidate's own id
     label: str
     text: str
+    html: SafeString  # stored when the candidate was written: no markdown per view
 
 
 def shown_candidates(assignment: Assignment) -> list[ShownCandidate]:
     """The item's answers in this annotator's shuffled order, labelled A, B, C..."""
     texts = getattr(assignment, "candidate_texts", None)  # a fresh claim read them already
     if texts is None:
-        texts = dict(
-            Candidate.objects.filter(pk__in=assignment.display_order).values_list("id", "text")
-        )
+        texts = {cid: (text, html) for cid, text, html in Candidate.objects.filter(
+            pk__in=assignment.display_order).values_list("id", "text", "text_html")}
     return [
-        ShownCandidate(id=cid, label=chr(ord("A") + index), text=texts[cid])
+        ShownCandidate(id=shown_id(assignment.pk, cid), label=chr(ord("A") + index),
+                       text=texts[cid][0], html=mark_safe(texts[cid][1]))  # noqa: S308 - sanitized when written
         for index, cid in enumerate(assignment.display_order)
     ]
 
@@ -63,7 +66,8 @@ def assignment_payload(assignment: Assignment) -> dict[str, Any]:
         "content_warning": item.flagged_unsafe,
         "guideline_version": version.number if version else None,
         "messages": item.prompt.messages,
-        "candidates": [c.__dict__ for c in shown_candidates(assignment)],
+        "candidates": [{"id": c.id, "label": c.label, "text": c.text}
+                       for c in shown_candidates(assignment)],
     }
 
 

@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 
 from labeling.importing import content_hash, text_hash
 from labeling.models import Candidate, Membership, Project, Prompt, Role
+from labeling.rendering import render_markdown, render_messages
 
 PASSWORD = "a-Long-test-passw0rd"
 
@@ -50,6 +51,7 @@ class PromptFactory(factory.django.DjangoModelFactory):
     project = factory.SubFactory(ProjectFactory)
     messages = factory.Sequence(lambda n: [{"role": "user", "content": f"Question {n}?"}])
     content_hash = factory.LazyAttribute(lambda o: content_hash(o.messages))
+    messages_html = factory.LazyAttribute(lambda o: render_messages(o.messages))
 
 
 class CandidateFactory(factory.django.DjangoModelFactory):
@@ -58,6 +60,7 @@ class CandidateFactory(factory.django.DjangoModelFactory):
 
     prompt = factory.SubFactory(PromptFactory)
     text = factory.Sequence(lambda n: f"Answer {n}.")
+    text_html = factory.LazyAttribute(lambda o: str(render_markdown(o.text)))
     origin = Candidate.Origin.IMPORT
     model_name = "model-a"
     dedupe_key = factory.LazyAttribute(lambda o: f"import:{text_hash(o.text)}:0")

@@ -28,6 +28,7 @@ from django.db import transaction
 from django.db.models import Count, Q
 
 from labeling.models import Candidate, Project, Prompt
+from labeling.rendering import render_markdown
 from labeling.review import audit
 from labeling.runs import Run, run_enqueue, run_finish, run_heartbeat
 from labeling.services import DomainError, items_create_for_prompt
@@ -288,7 +289,8 @@ def _write_chunk(run: GenerationRun, prompts: list[Prompt], results: list[Any],
             if duplicate and drop_duplicates:
                 continue
             rows.append(Candidate(
-                prompt=prompt, text=sample.text, origin=Candidate.Origin.MODEL,
+                prompt=prompt, text=sample.text, text_html=str(render_markdown(sample.text)),
+                origin=Candidate.Origin.MODEL,
                 model_name=run.model or run.backend, sample_index=sample.index,
                 sampling_params={**run.params, "backend": run.backend,
                                  "finish_reason": sample.finish_reason},

@@ -1,15 +1,10 @@
 from django import template
-from django.utils.safestring import SafeString
-
-from labeling.rendering import render_markdown
 
 register = template.Library()
 
-
-@register.filter(name="markdown")
-def markdown_filter(text: str) -> SafeString:
-    """{{ text|markdown }}: sanitized HTML (see labeling.rendering)."""
-    return render_markdown(text or "")
+# No markdown filter on purpose: stored text is rendered once when it is written
+# (labeling.rendering) and templates show the stored HTML (`.html` on Candidate,
+# Prompt.turns, GuidelineVersion).
 
 
 @register.filter

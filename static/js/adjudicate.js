@@ -1,4 +1,5 @@
 // Adjudication view: build the final ranking by drag or keyboard; Shift+C/R/X and Enter act.
+// Controls are found by id (answer text on the page is HTML too and could carry any class).
 (function () {
   "use strict";
   const form = document.getElementById("adjudicate-form");
@@ -8,13 +9,14 @@
   let typed = [];          // [{label, tie}] from the keyboard, best first
   let tieNext = false;
 
-  function chips() { return Array.from(board.querySelectorAll(".chip")); }
+  function chips() { return Array.from(board.children).filter((c) => c.id.startsWith("final-chip-")); }
+  function chip(label) { return document.getElementById("final-chip-" + label); }
 
   function sync() {
     const tiers = [];
-    chips().forEach((chip, index) => {
-      const id = Number(chip.dataset.id);
-      if (chip.classList.contains("tied") && index > 0) tiers[tiers.length - 1].push(id);
+    chips().forEach((c, index) => {
+      const id = Number(c.dataset.id);
+      if (c.classList.contains("tied") && index > 0) tiers[tiers.length - 1].push(id);
       else tiers.push([id]);
     });
     field.value = JSON.stringify(tiers);
@@ -22,12 +24,12 @@
 
   function applyTyped() {
     typed.forEach((entry) => {
-      const chip = board.querySelector('.chip[data-label="' + entry.label + '"]');
-      board.appendChild(chip);
-      chip.classList.toggle("tied", entry.tie);
+      const placed = chip(entry.label);
+      board.appendChild(placed);
+      placed.classList.toggle("tied", entry.tie);
     });
     const placed = new Set(typed.map((e) => e.label));
-    chips().forEach((chip) => { if (!placed.has(chip.dataset.label)) board.appendChild(chip); });
+    chips().forEach((c) => { if (!placed.has(c.dataset.label)) board.appendChild(c); });
     sync();
   }
 
@@ -35,7 +37,7 @@
   sync();
 
   function submitWith(action) {
-    const button = form.querySelector('button[value="' + action + '"]');
+    const button = document.getElementById("action-" + action);
     if (button && !button.disabled) button.click();
   }
 
@@ -53,7 +55,7 @@
     if (key === "=") { tieNext = typed.length > 0; return; }
     if (key === "Backspace") { event.preventDefault(); typed.pop(); applyTyped(); return; }
     const label = key.toUpperCase();
-    if (/^[A-P]$/.test(label) && board.querySelector('.chip[data-label="' + label + '"]') &&
+    if (/^[A-P]$/.test(label) && chip(label) &&
         !typed.some((e) => e.label === label)) {
       typed.push({ label: label, tie: tieNext });
       tieNext = false;

@@ -1,5 +1,8 @@
 // Annotator workspace: rank by keyboard or drag, submit through the API with an
 // idempotency key, and swap in the pre-loaded next item so nobody waits.
+// Controls are found by ids scoped to their item ("a<assignment>-submit"), never by class:
+// answer text is HTML on the same page and must not be able to stand in for a control.
+// Candidate ids are the opaque strings the server showed (labeling/blind.py).
 (function () {
   "use strict";
 
@@ -23,6 +26,15 @@
 
   // ------------------------------------------------------------------ item state
 
+  function el(name) {  // a control of the current item, by its scoped id
+    return document.getElementById(state.article.id + "-" + name);
+  }
+
+  function cards() {  // the answer cards: the answers section's own children only
+    const answers = el("answers");
+    return answers ? Array.from(answers.children).filter((c) => c.id.startsWith(state.article.id + "-answer-")) : [];
+  }
+
   function bind(article) {
     if (!article) { state = null; return; }
     if (article.dataset.task === "demonstration") { bindDemonstration(article); return; }
@@ -33,6 +45,7 @@
       allowTies: article.dataset.allowTies === "1",
       topK: article.dataset.topK ? Number(article.dataset.topK) : null,
       count: Number(article.dataset.count),
+      labels: Array.from(article.dataset.labels || ""),
       key: newKey(),            // one key per item: a retry sends the same one
       started: Date.now(),
       placed: [],               // [{id, label, tie}] best first
@@ -40,39 +53,46 @@
       pairwise: null,           // {tiers, strength, allBad}
       sending: false,
     };
-    const reveal = article.querySelector(".content-warning .reveal");
+    const reveal = el("reveal");
     if (reveal) reveal.addEventListener("click", revealAnswers);
-    article.querySelectorAll(".answer .collapsible").forEach(collapseLong);
-    article.querySelector(".submit").addEventListener("click", submit);
-    article.querySelector(".skip-open").addEventListener("click", openSkip);
-    article.querySelector(".skip-confirm").addEventListener("click", skip);
-    article.querySelectorAll(".pairwise-choices button").forEach((button) => {
+    state.labels.forEach(collapseLong);
+    el("submit").addEventListener("click", submit);
+    el("skip-open").addEventListener("click", openSkip);
+    el("skip-confirm").addEventListener("click", skip);
+    pairButtons().forEach((button) => {
       button.addEventListener("click", () => choosePair(button.dataset.choice, Number(button.dataset.strength || 0)));
     });
-    article.querySelectorAll(".answer").forEach((card) => {
+    cards().forEach((card) => {
       card.addEventListener("click", (event) => {
         if (state.mode !== "pairwise" && !event.target.closest("a, button")) pick(card.dataset.label);
       });
     });
-    article.querySelectorAll(".board .tie-toggle").forEach((toggle) => {
-      toggle.addEventListener("click", () => toggleTie(toggle.closest(".chip").dataset.label));
+    state.labels.forEach((label) => {
+      const toggle = chip(label) && chip(label).firstElementChild;
+      if (toggle) toggle.addEventListener("click", () => toggleTie(label));
     });
-    const board = article.querySelector(".board");
+    const board = el("board");
     if (board && window.Sortable) {
       window.Sortable.create(board, { animation: 120, onEnd: dragged });
     }
     render();
   }
 
-  function revealAnswers() {
-    state.article.querySelector(".answers").hidden = false;
-    state.article.querySelector(".content-warning").hidden = true;
+  function pairButtons() {
+    const group = el("pairwise");
+    return group ? Array.from(group.children) : [];
   }
 
-  function collapseLong(content) {
-    if (content.scrollHeight > 420) {
+  function revealAnswers() {
+    el("answers").hidden = false;
+    el("warning").hidden = true;
+  }
+
+  function collapseLong(label) {
+    const content = el("content-" + label);
+    const expand = el("expand-" + label);
+    if (content && expand && content.scrollHeight > 420) {
       content.classList.add("collapsed");
-      const expand = content.parentElement.querySelector(".expand");
       expand.hidden = false;
       expand.addEventListener("click", () => {
         content.classList.toggle("collapsed");
@@ -84,13 +104,18 @@
   // ------------------------------------------------------------------ ranking
 
   function chip(label) {
-    return state.article.querySelector('.chip[data-label="' + label + '"]');
+    return state.labels.includes(label) ? el("chip-" + label) : null;
+  }
+
+  function chips() {  // in the board's current order
+    const board = el("board");
+    return board ? Array.from(board.children).filter((c) => c.id.startsWith(state.article.id + "-chip-")) : [];
   }
 
   function pick(label) {
     if (!chip(label) || state.placed.some((p) => p.label === label)) return;
     const tie = state.tieNext && state.placed.length > 0 && state.allowTies;
-    state.placed.push({ id: Number(chip(label).dataset.id), label: label, tie: tie });
+    state.placed.push({ id: chip(label).dataset.id, label: label, tie: tie });
     state.tieNext = false;
     render();
   }
@@ -111,8 +136,8 @@
   function dragged() {
     // A drag sets the whole order: every chip counts as placed, ties kept by label.
     const ties = new Set(state.placed.filter((p) => p.tie).map((p) => p.label));
-    state.placed = Array.from(state.article.querySelectorAll(".board .chip")).map((el, i) => ({
-      id: Number(el.dataset.id), label: el.dataset.label, tie: i > 0 && ties.has(el.dataset.label),
+    state.placed = chips().map((c, i) => ({
+      id: c.dataset.id, label: c.dataset.label, tie: i > 0 && ties.has(c.dataset.label),
     }));
     render();
   }
@@ -122,8 +147,8 @@
     state.placed.forEach((p) => {
       if (p.tie && tiers.length) tiers[tiers.length - 1].push(p.id); else tiers.push([p.id]);
     });
-    const rest = Array.from(state.article.querySelectorAll(".board .chip"))
-      .map((el) => Number(el.dataset.id))
+    const rest = chips()
+      .map((c) => c.dataset.id)
       .filter((id) => !state.placed.some((p) => p.id === id));
     if (rest.length) tiers.push(rest);
     return tiers;
@@ -137,61 +162,63 @@
   }
 
   function choosePair(choice, strength) {
-    const cards = state.article.querySelectorAll(".answer");
-    const a = Number(cards[0].dataset.id), b = Number(cards[1].dataset.id);
+    const a = chipOrCard("A").dataset.id, b = chipOrCard("B").dataset.id;
     if (choice === "A") state.pairwise = { tiers: [[a], [b]], strength: strength, allBad: false };
     else if (choice === "B") state.pairwise = { tiers: [[b], [a]], strength: strength, allBad: false };
     else state.pairwise = { tiers: [[a, b]], strength: null, allBad: choice === "bad" };
-    state.article.querySelectorAll(".pairwise-choices button").forEach((button) => {
+    pairButtons().forEach((button) => {
       button.classList.toggle("chosen", button.dataset.choice === choice &&
         Number(button.dataset.strength || 0) === strength);
     });
     const summary = choice === "tie" ? "Tie: equally good" : choice === "bad" ? "Both bad" :
       choice + " is better (strength " + strength + " of 4)";
-    state.article.querySelector(".choice-summary").textContent = summary;
+    el("choice").textContent = summary;
     render();
+  }
+
+  function chipOrCard(label) {
+    return chip(label) || el("answer-" + label);
   }
 
   function render() {
     if (!state) return;
-    const board = state.article.querySelector(".board");
+    const board = el("board");
     if (board) {
       const placedLabels = state.placed.map((p) => p.label);
       placedLabels.forEach((label) => board.appendChild(chip(label)));
-      board.querySelectorAll(".chip").forEach((el) => {
-        if (!placedLabels.includes(el.dataset.label)) board.appendChild(el);
+      chips().forEach((c) => {
+        if (!placedLabels.includes(c.dataset.label)) board.appendChild(c);
       });
-      board.querySelectorAll(".chip").forEach((el) => {
-        const entry = state.placed.find((p) => p.label === el.dataset.label);
-        el.classList.toggle("placed", Boolean(entry));
-        el.classList.toggle("tied", Boolean(entry && entry.tie));
+      chips().forEach((c) => {
+        const entry = state.placed.find((p) => p.label === c.dataset.label);
+        c.classList.toggle("placed", Boolean(entry));
+        c.classList.toggle("tied", Boolean(entry && entry.tie));
       });
       let rank = 0;
+      const badges = {};
       state.placed.forEach((p) => {
         if (!p.tie) rank += 1;
-        const badge = state.article.querySelector('.answer[data-label="' + p.label + '"] .rank-badge');
-        if (badge) badge.textContent = "#" + rank + (p.tie ? " (tie)" : "");
+        badges[p.label] = "#" + rank + (p.tie ? " (tie)" : "");
       });
-      state.article.querySelectorAll(".answer").forEach((card) => {
-        if (!state.placed.some((p) => p.label === card.dataset.label)) {
-          card.querySelector(".rank-badge").textContent = "";
-        }
+      state.labels.forEach((label) => {
+        const badge = el("badge-" + label);
+        if (badge) badge.textContent = badges[label] || "";
       });
       board.classList.toggle("tie-next", state.tieNext);
     }
-    state.article.querySelector(".submit").disabled = !complete() || state.sending;
+    el("submit").disabled = !complete() || state.sending;
   }
 
   // ------------------------------------------------------------------ server
 
   function payload() {
     const flags = (name) => {
-      const box = state.article.querySelector('input[name="' + name + '"]');
+      const box = el(name);
       return Boolean(box && box.checked);
     };
     const body = {
       unsafe: flags("unsafe"), needs_expert: flags("needs_expert"),
-      rationale: state.article.querySelector('textarea[name="rationale"]').value,
+      rationale: el("rationale").value,
       duration_ms: Date.now() - state.started,
     };
     if (state.mode === "pairwise") {
@@ -217,7 +244,7 @@
   }
 
   function showError(message) {
-    state.article.querySelector(".submit-error").textContent = message;
+    el("error").textContent = message;
   }
 
   async function submit() {
@@ -256,13 +283,13 @@
   }
 
   function openSkip() {
-    const panel = state.article.querySelector(".skip-panel");
+    const panel = el("skip-panel");
     panel.hidden = !panel.hidden;
-    if (!panel.hidden) panel.querySelector("select").focus();
+    if (!panel.hidden) el("skip-reason").focus();
   }
 
   async function skip() {
-    const reason = state.article.querySelector('select[name="skip_reason"]').value;
+    const reason = el("skip-reason").value;
     const result = await post(root.dataset.apiRoot + "assignments/" + state.assignment + "/skip", { reason: reason });
     if (result.ok || result.status === 409) { bump("left", -1); advance(); }
     else showError(result.data.detail || "Could not skip.");
@@ -279,7 +306,7 @@
   }
 
   function advance() {
-    const next = prefetched.querySelector(".item");
+    const next = prefetched.firstElementChild;
     if (next) {
       slot.replaceChildren(next);
       prefetched.replaceChildren();
@@ -298,7 +325,8 @@
       if (response.status === 200) {
         const holder = document.createElement("div");
         holder.innerHTML = await response.text();  // server-rendered, sanitized HTML
-        prefetched.replaceChildren(...holder.children);
+        const item = holder.firstElementChild;  // the one <article> the server sent
+        if (item && item.tagName === "ARTICLE") prefetched.replaceChildren(item);
       }
     } catch (error) { /* the reload fallback still works */ }
   }
@@ -306,14 +334,14 @@
   // ------------------------------------------------------------------ demonstrations
 
   function bindDemonstration(article) {
-    const editor = article.querySelector(".demonstration-text");
-    const source = article.querySelector(".source-text");
     state = {
       article: article, task: "demonstration", assignment: Number(article.dataset.assignment),
-      key: newKey(), started: Date.now(), sending: false, rewrite: false,
-      sourceText: source ? source.value : null,
+      key: newKey(), started: Date.now(), sending: false, rewrite: false, labels: ["A"],
     };
-    article.querySelectorAll(".answer .collapsible").forEach(collapseLong);
+    const editor = el("editor");
+    const source = el("source");
+    state.sourceText = source ? source.value : null;
+    collapseLong("A");
     editor.addEventListener("input", renderDemonstration);
     editor.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
@@ -321,7 +349,7 @@
         submitDemonstration();
       }
     });
-    const start = article.querySelector(".start-from-source");
+    const start = el("start-from-source");
     if (start) {
       start.addEventListener("click", () => {
         if (editor.value.trim() && !window.confirm("Replace what you wrote with the answer above?")) return;
@@ -331,27 +359,27 @@
         editor.focus();
       });
     }
-    article.querySelector(".tab-write").addEventListener("click", () => showPreview(false));
-    article.querySelector(".tab-preview").addEventListener("click", () => showPreview(true));
-    article.querySelector(".submit").addEventListener("click", submitDemonstration);
-    article.querySelector(".skip-open").addEventListener("click", openSkip);
-    article.querySelector(".skip-confirm").addEventListener("click", skip);
+    el("tab-write").addEventListener("click", () => showPreview(false));
+    el("tab-preview").addEventListener("click", () => showPreview(true));
+    el("submit").addEventListener("click", submitDemonstration);
+    el("skip-open").addEventListener("click", openSkip);
+    el("skip-confirm").addEventListener("click", skip);
     renderDemonstration();
   }
 
   function renderDemonstration() {
-    const text = state.article.querySelector(".demonstration-text").value;
-    state.article.querySelector(".char-count").textContent = String(text.length);
-    const note = state.article.querySelector(".edit-note");
+    const text = el("editor").value;
+    el("char-count").textContent = String(text.length);
+    const note = el("edit-note");
     if (note) note.textContent = state.rewrite ? "rewriting the answer above" : "written from scratch";
-    state.article.querySelector(".submit").disabled = !text.trim() || state.sending;
+    el("submit").disabled = !text.trim() || state.sending;
   }
 
   async function showPreview(on) {
-    const editor = state.article.querySelector(".demonstration-text");
-    const preview = state.article.querySelector(".demonstration-preview");
-    state.article.querySelector(".tab-write").classList.toggle("chosen", !on);
-    state.article.querySelector(".tab-preview").classList.toggle("chosen", on);
+    const editor = el("editor");
+    const preview = el("preview");
+    el("tab-write").classList.toggle("chosen", !on);
+    el("tab-preview").classList.toggle("chosen", on);
     editor.hidden = on;
     preview.hidden = !on;
     if (!on) { editor.focus(); return; }
@@ -363,11 +391,12 @@
     });
     // The server renders markdown to sanitized HTML (the same filter as every answer).
     if (response.ok) preview.innerHTML = await response.text();
+    else if (response.status === 413) preview.textContent = await response.text();
     else preview.textContent = "The preview is not available right now.";
   }
 
   async function submitDemonstration() {
-    const text = state.article.querySelector(".demonstration-text").value;
+    const text = el("editor").value;
     if (!text.trim() || state.sending) return;
     await sendWork("demonstration",
       { text: text, rewrite: state.rewrite, duration_ms: Date.now() - state.started },
@@ -410,6 +439,6 @@
     timer.textContent = Math.floor(seconds / 60) + ":" + String(seconds % 60).padStart(2, "0");
   }, 1000);
 
-  bind(slot.querySelector(".item"));
+  bind(slot.firstElementChild && slot.firstElementChild.tagName === "ARTICLE" ? slot.firstElementChild : null);
   loadNext();
 })();

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from labeling.models import Candidate, Item, Ranking
+from labeling.blind import shown_ids
+from labeling.models import Assignment, Candidate, Item, Ranking
+from labeling.rendering import render_markdown
 from tests.browser.conftest import screenshot
 from tests.factories import PASSWORD, make_items
 
@@ -28,8 +30,11 @@ def login(page, live_server, user) -> None:  # noqa: ANN001
 
 
 def labels_to_ids(page) -> dict[str, int]:  # noqa: ANN001
+    """Label -> candidate id, mapped back from the opaque ids the page shows."""
+    article = page.locator("#item-slot .item")
+    shown = shown_ids(Assignment.objects.get(pk=int(article.get_attribute("data-assignment"))))
     cards = page.locator("#item-slot .answer")
-    return {cards.nth(i).get_attribute("data-label"): int(cards.nth(i).get_attribute("data-id"))
+    return {cards.nth(i).get_attribute("data-label"): shown[cards.nth(i).get_attribute("data-id")]
             for i in range(cards.count())}
 
 
@@ -80,7 +85,8 @@ def test_hostile_answers_render_inert(page, live_server, project, annotator) -> 
     for candidate_id, payload in zip(
         item.item_candidates.values_list("candidate_id", flat=True), XSS, strict=True
     ):
-        Candidate.objects.filter(pk=candidate_id).update(text=payload)
+        Candidate.objects.filter(pk=candidate_id).update(
+            text=payload, text_html=str(render_markdown(payload)))
     login(page, live_server, annotator)
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
@@ -92,6 +98,27 @@ def test_hostile_answers_render_inert(page, live_server, project, annotator) -> 
     assert dialogs == []
     assert page.locator("#item-slot .answer").count() == 4
     assert Item.objects.get().rankings_count == 0
+
+
+def test_hostile_answer_cannot_stand_in_for_the_submit_button(page, live_server, project,
+                                                              annotator) -> None:  # noqa: ANN001
+    item = make_items(project, 1, k=3)[0]
+    first, second, _ = item.item_candidates.values_list("candidate_id", flat=True)
+    hostile = '<div class="submit">Submit</div>'  # the sanitizer used to keep this class
+    Candidate.objects.filter(pk=first).update(text=hostile, text_html=str(render_markdown(hostile)))
+    # Even markup that got past the sanitizer with a control's classes can't replace it.
+    Candidate.objects.filter(pk=second).update(
+        text_html='<button type="button" class="submit skip-open skip-confirm">Submit</button>')
+    login(page, live_server, annotator)
+    page.goto(f"{live_server.url}/annotate/{project.slug}/")
+
+    page.keyboard.press("a")
+    page.keyboard.press("b")
+    page.locator("#item-slot .ranking-panel button.submit").click(timeout=5000)
+
+    page.wait_for_selector("#nothing-left")
+    assert Ranking.objects.count() == 1
+    assert page.js_errors == []
 
 
 def test_pairwise_choice_by_keyboard(page, live_server, annotator, db) -> None:  # noqa: ANN001

@@ -8,8 +8,10 @@ import pytest
 from guidelines.models import Guideline
 from guidelines.services import acknowledge, draft_create, version_publish
 from labeling.assignment import RankingInput, next_item, ranking_submit
+from labeling.blind import tiers_as_shown
 from labeling.models import Candidate, Item, Membership, Project, Prompt, Role
 from labeling.quality import quality_refresh
+from labeling.rendering import render_markdown, render_messages
 from tests.browser.test_annotate import login
 from tests.factories import UserFactory, make_items
 
@@ -38,8 +40,11 @@ def test_stored_payloads_never_execute(page, live_server, reviewer) -> None:  # 
     project.guideline = guideline
     project.save()
     items = make_items(project, 2, k=3, model=PAYLOADS[1][:100])
-    Prompt.objects.filter(project=project).update(messages=[{"role": "user", "content": CORPUS}])
-    Candidate.objects.filter(prompt__project=project).update(text=CORPUS)
+    messages = [{"role": "user", "content": CORPUS}]
+    Prompt.objects.filter(project=project).update(messages=messages,
+                                                  messages_html=render_messages(messages))
+    Candidate.objects.filter(prompt__project=project).update(
+        text=CORPUS, text_html=str(render_markdown(CORPUS)))
     rankers = []
     for n in range(2):
         user = UserFactory(username=f"u{n}", first_name=PAYLOADS[2][:30])
@@ -48,7 +53,8 @@ def test_stored_payloads_never_execute(page, live_server, reviewer) -> None:  # 
         assignment = next_item(annotator=user, project=project)
         order = assignment.display_order if n == 0 else assignment.display_order[::-1]
         ranking_submit(annotator=user, assignment_id=assignment.pk, idempotency_key=f"x{n}",
-                       data=RankingInput(tiers=[[c] for c in order], rationale=CORPUS))
+                       data=RankingInput(tiers=tiers_as_shown(assignment, [[c] for c in order]),
+                                         rationale=CORPUS))
         rankers.append(user)
     Item.objects.filter(pk=items[0].pk).update(decision_note=CORPUS)
     quality_refresh(project=project)

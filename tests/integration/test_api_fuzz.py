@@ -83,6 +83,7 @@ def seed_world(artifact_root: Path) -> World:
     from guidelines.models import Acknowledgement, Guideline
     from guidelines.services import draft_create, version_publish
     from labeling.assignment import RankingInput, next_item, ranking_submit
+    from labeling.blind import tiers_as_shown
     from labeling.models import ImportJob, Role
     from tests.factories import MembershipFactory, ProjectFactory, UserFactory, make_items
     from training.models import DatasetSnapshot, GenerationRun, ModelVersion, TrainingMetric, TrainingRun
@@ -119,9 +120,10 @@ def seed_world(artifact_root: Path) -> World:
         Acknowledgement.objects.create(user=other, version=version)
         for key in range(3):
             assignment = next_item(annotator=other, project=project)
-            ids = sorted(assignment.item.candidates.values_list("id", flat=True))
+            ids = sorted(assignment.display_order)
             ranking_submit(annotator=other, assignment_id=assignment.pk,
-                           data=RankingInput(tiers=[[i] for i in ids]), idempotency_key=f"seed-{n}-{key}")
+                           data=RankingInput(tiers=tiers_as_shown(assignment, [[i] for i in ids])),
+                           idempotency_key=f"seed-{n}-{key}")
     Acknowledgement.objects.create(user=users["annotator"], version=version)
     on_screen = next_item(annotator=users["annotator"], project=project)
 

@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from labeling.assignment import RankingInput, assignments_expire, next_item, ranking_submit
+from labeling.blind import tiers_as_shown
 from labeling.models import Assignment, Item, Ranking
 from tests.factories import UserFactory, make_items
 
@@ -53,7 +54,8 @@ def test_thirty_concurrent_annotators_give_exactly_three_rankings_per_item(proje
             if assignment is None:
                 return
             ranking_submit(annotator=user, assignment_id=assignment.pk,
-                           data=RankingInput(tiers=[[c] for c in assignment.display_order]),
+                           data=RankingInput(tiers=tiers_as_shown(
+                               assignment, [[c] for c in assignment.display_order])),
                            idempotency_key=f"{user.pk}-{n}")
 
     errors = run_threads(30, annotate)
@@ -70,7 +72,7 @@ def test_thirty_concurrent_annotators_give_exactly_three_rankings_per_item(proje
 def test_fifty_identical_submissions_store_one_ranking(project, annotator) -> None:  # noqa: ANN001
     make_items(project, 1, k=4)
     assignment = next_item(annotator=annotator, project=project)
-    tiers = [[c] for c in assignment.display_order]
+    tiers = tiers_as_shown(assignment, [[c] for c in assignment.display_order])
     results: list[int] = []
 
     def submit(index: int) -> None:

@@ -62,6 +62,7 @@ from labeling.assignment import (
     next_item,
     ranking_submit,
 )
+from labeling.blind import tiers_as_shown
 from labeling.models import Assignment, AuditEvent, Item, Membership, Project, Ranking, Role
 from labeling.review import Adjudication, item_adjudicate, leases_release, membership_pause
 from labeling.services import DomainError
@@ -175,7 +176,7 @@ def ranking_for(assignment: Assignment, shape: str) -> RankingInput:
         tiers = [order[:2], *tiers[2:]]
     elif shape == "all_tied":
         tiers = [order]
-    return RankingInput(tiers=tiers, duration_ms=1000)
+    return RankingInput(tiers=tiers_as_shown(assignment, tiers), duration_ms=1000)
 
 
 class LabelingMachine(RuleBasedStateMachine):
@@ -341,7 +342,8 @@ class LabelingMachine(RuleBasedStateMachine):
             return
         again, created = ranking_submit(
             annotator=ranking.annotator, assignment_id=ranking.assignment_id,
-            data=RankingInput(tiers=ranking.tiers), idempotency_key=ranking.idempotency_key)
+            data=RankingInput(tiers=tiers_as_shown(ranking.assignment, ranking.tiers)),
+            idempotency_key=ranking.idempotency_key)
         assert (again.pk, created) == (ranking.pk, False)
 
     @rule(pick=st.integers(0, 20), any_status=st.booleans())

@@ -18,14 +18,15 @@ from labeling.assignment import (
     next_item,
     ranking_submit,
 )
+from labeling.blind import tiers_as_shown
 from labeling.models import Assignment, Item, Project, Ranking
 from tests.factories import UserFactory, make_items
 
 
 def rank(user, assignment, key: str = "k1", **kwargs) -> tuple[Ranking, bool]:  # noqa: ANN001
     tiers = kwargs.pop("tiers", [[cid] for cid in assignment.display_order])
-    return ranking_submit(annotator=user, assignment_id=assignment.pk,
-                          data=RankingInput(tiers=tiers, **kwargs), idempotency_key=key)
+    return ranking_submit(annotator=user, assignment_id=assignment.pk, idempotency_key=key,
+                          data=RankingInput(tiers=tiers_as_shown(assignment, tiers), **kwargs))
 
 
 def test_refresh_returns_the_same_item_and_prefetch_the_next(project, annotator) -> None:  # noqa: ANN001

@@ -13,6 +13,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from guidelines.models import Guideline
 from guidelines.services import draft_create, version_publish
 from labeling.assignment import RankingInput, next_item, ranking_submit
+from labeling.blind import tiers_as_shown
 from labeling.models import Assignment, AuditEvent, Item, Membership, Project, Role
 from tests.factories import MembershipFactory, UserFactory, make_items
 
@@ -39,8 +40,8 @@ def disputed_item(project: Project) -> Item:
         MembershipFactory(user=user, project=project, role=Role.ANNOTATOR)
         assignment = next_item(annotator=user, project=project)
         ranking_submit(annotator=user, assignment_id=assignment.pk, idempotency_key=f"r{n}",
-                       data=RankingInput(tiers=[[c] for c in sorted(assignment.display_order,
-                                                                    key=order)]))
+                       data=RankingInput(tiers=tiers_as_shown(assignment, [
+                           [c] for c in sorted(assignment.display_order, key=order)])))
     item.refresh_from_db()
     assert item.status == "disputed"
     return item

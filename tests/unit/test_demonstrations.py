@@ -13,6 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from labeling.assignment import InvalidRanking, RankingInput, SubmissionConflict, next_item, ranking_submit
+from labeling.blind import tiers_as_shown
 from labeling.demonstrations import (
     DemonstrationInput,
     demonstration_items_create,
@@ -111,7 +112,7 @@ def test_rankings_and_demonstrations_do_not_cross(project, annotator, second_ann
     only = assignment.display_order
     with pytest.raises(InvalidRanking, match="asks for a written answer"):
         ranking_submit(annotator=annotator, assignment_id=assignment.pk,
-                       data=RankingInput(tiers=[only]), idempotency_key="r")
+                       data=RankingInput(tiers=tiers_as_shown(assignment, [only])), idempotency_key="r")
     Item.objects.all().delete()
     make_items(project, 1)
     ranking_assignment = next_item(annotator=second_annotator, project=project)
@@ -186,7 +187,8 @@ def test_after_projects_ask_to_rewrite_the_accepted_best_answer(project, annotat
     for user, key in ((annotator, "a"), (second_annotator, "b")):
         assignment = next_item(annotator=user, project=project)
         ranking_submit(annotator=user, assignment_id=assignment.pk, idempotency_key=key,
-                       data=RankingInput(tiers=[[c] for c in sorted(assignment.display_order)]))
+                       data=RankingInput(tiers=tiers_as_shown(
+                           assignment, [[c] for c in sorted(assignment.display_order)])))
     item.refresh_from_db()
     assert item.status == "accepted"
 
@@ -219,8 +221,9 @@ def test_demonstrations_feed_sft_snapshots(project, annotator) -> None:  # noqa:
 
     rows = [json.loads(line) for line in (snapshot_dir(snapshot) / "sft-train.jsonl").read_text().splitlines()]
     assert snapshot.status == "done"
-    assert [r["completion"] for r in rows] == ["A **human** answer."]
-    assert rows[0]["prompt"] and rows[0]["origin"] == "human"
+    # SFT rows are conversations by default: the prompt's messages, then the answer.
+    assert [r["messages"][-1] for r in rows] == [{"role": "assistant", "content": "A **human** answer."}]
+    assert rows[0]["messages"][0]["role"] == "user" and rows[0]["origin"] == "human"
     assert snapshot.counts["pairs-train"] == 0
 
 

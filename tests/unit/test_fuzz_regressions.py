@@ -217,12 +217,13 @@ def test_deleting_a_project_with_labels_is_a_409_not_a_500(as_user, project, pro
     # Rankings, items and runs are on protected foreign keys: project.delete() raised
     # ProtectedError, a 500.
     from labeling.assignment import RankingInput, next_item, ranking_submit
+    from labeling.blind import tiers_as_shown
     from tests.factories import make_items
 
     make_items(project, 1, k=2)
     assignment = next_item(annotator=annotator, project=project)
     ranking_submit(annotator=annotator, assignment_id=assignment.pk, idempotency_key="k",
-                   data=RankingInput(tiers=[[c] for c in assignment.item.candidates.values_list("id", flat=True)]))
+                   data=RankingInput(tiers=tiers_as_shown(assignment, [[c] for c in assignment.display_order])))
 
     response = as_user(project_admin).delete(f"/api/projects/{project.pk}/")
 

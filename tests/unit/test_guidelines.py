@@ -25,6 +25,7 @@ from labeling.assignment import (
     next_item,
     ranking_submit,
 )
+from labeling.blind import tiers_as_shown
 from labeling.models import Item, Project, Ranking
 from labeling.services import items_reopen, stale_items_for
 from tests.factories import UserFactory, make_items
@@ -54,7 +55,8 @@ def publish(guideline: Guideline, body: str, change: str = "major") -> Guideline
 
 def rank(user, assignment, key: str):  # noqa: ANN001, ANN201
     return ranking_submit(annotator=user, assignment_id=assignment.pk, idempotency_key=key,
-                          data=RankingInput(tiers=[[c] for c in assignment.display_order]))
+                          data=RankingInput(tiers=tiers_as_shown(
+                              assignment, [[c] for c in assignment.display_order])))
 
 
 def test_shipped_default_guideline_syncs_once(db: None) -> None:
@@ -205,7 +207,8 @@ def test_console_editor_publish_and_diff(project, guideline, project_admin, revi
     draft.refresh_from_db()
     assert draft.is_published and draft.changelog == "brevity"
     assert diff.status_code == 200 and b"brief" in diff.content
-    assert preview.json()["html"] == "<p><strong>bold</strong></p>"
+    # Raw HTML is not passed on: a marker shows where it was (labeling/rendering.py).
+    assert preview.json()["html"] == "<p><strong>bold</strong><code>&lt;…&gt;</code>x<code>&lt;…&gt;</code></p>\n"
 
 
 def test_reviewer_cannot_edit_and_annotator_cannot_open(project, guideline, reviewer,

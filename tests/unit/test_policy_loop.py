@@ -11,6 +11,7 @@ import math
 import pytest
 
 from labeling.assignment import RankingInput, next_item, ranking_submit
+from labeling.blind import tiers_as_shown
 from labeling.models import Candidate, Project
 from labeling.runs import Run, run_claim
 from labeling.services import items_create_for_prompt
@@ -44,7 +45,7 @@ def labelled(db: None) -> Project:
         marked = Candidate.objects.get(pk__in=assignment.display_order, text__contains=MARKER).pk
         other = next(c for c in assignment.display_order if c != marked)
         ranking_submit(annotator=annotator, assignment_id=assignment.pk, idempotency_key=f"a{assignment.pk}",
-                       data=RankingInput(tiers=[[marked], [other]]))
+                       data=RankingInput(tiers=tiers_as_shown(assignment, [[marked], [other]])))
     assert project.items.filter(status="accepted").count() == len(TOPICS)
     return project
 

@@ -7,6 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from labeling.assignment import RankingInput, next_item, ranking_submit
+from labeling.blind import tiers_as_shown
 from labeling.models import AnnotatorQuality, Candidate, Item, Project
 from labeling.quality import model_comparison, project_agreement_summary, quality_refresh
 from tests.factories import UserFactory, make_items
@@ -17,7 +18,8 @@ def rank_as(user, project, order_key):  # noqa: ANN001, ANN201
     assignment = next_item(annotator=user, project=project)
     tiers = [[cid] for cid in sorted(assignment.display_order, key=order_key)]
     ranking, _ = ranking_submit(annotator=user, assignment_id=assignment.pk,
-                                data=RankingInput(tiers=tiers, duration_ms=20_000),
+                                data=RankingInput(tiers=tiers_as_shown(assignment, tiers),
+                                                  duration_ms=20_000),
                                 idempotency_key=f"{user.pk}-{assignment.pk}")
     return ranking
 

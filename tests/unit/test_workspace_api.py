@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.test import Client
 
 from labeling.models import Candidate, Ranking
+from labeling.rendering import render_markdown
 from tests.factories import make_items
 
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=1">'
@@ -103,7 +104,8 @@ def test_skip_over_http(as_user, project, annotator) -> None:  # noqa: ANN001
 
 def test_workspace_page_renders_answers_inert_and_blind(project, annotator) -> None:  # noqa: ANN001
     item = make_items(project, 1, model="secret-model-name")[0]
-    Candidate.objects.filter(pk=item.item_candidates.first().candidate_id).update(text=XSS)
+    Candidate.objects.filter(pk=item.item_candidates.first().candidate_id).update(
+        text=XSS, text_html=str(render_markdown(XSS)))
     client = Client()
     client.force_login(annotator)
 
