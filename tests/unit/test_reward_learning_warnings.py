@@ -22,7 +22,8 @@ from training.models import DatasetSnapshot, ModelVersion, TrainingMetric, Train
 from training.training import model_version_promote, training_run_create, training_run_execute
 
 FLAT = {"status": "completed", "global_step": 116, "train_loss": 0.6930, "final_train_loss": 0.6931,
-        "eval": {"pairs": 456, "accuracy": 0.529, "mean_margin": 0.001}}
+        "eval": {"pairs": 456, "accuracy": 0.529, "mean_margin": 0.001},
+        "resolved": {"use_lora": True, "learning_rate": 0.0001}, "held_out": {"source": "file", "pairs": 456}}
 LEARNED = {"status": "completed", "global_step": 116, "train_loss": 0.55, "final_train_loss": 0.52,
            "eval": {"pairs": 456, "accuracy": 0.658, "mean_margin": 0.4}}
 
@@ -81,6 +82,8 @@ def test_a_run_whose_loss_stays_at_ln_2_ends_done_with_warnings(snapshot, projec
     for page in ("runs", "models"):
         html = logged_in(project_admin).get(f"/console/projects/{snapshot.project.pk}/{page}").content.decode()
         assert "May have learned nothing" in html and "not below ln 2" in html, page
+    assert "LoRA, lr 0.0001" in logged_in(project_admin).get(f"/console/projects/{snapshot.project.pk}/runs"
+                                                             ).content.decode()
 
 
 def test_a_run_that_learned_has_no_warnings_and_promotes_at_once(snapshot, project_admin, as_user) -> None:  # noqa: ANN001
