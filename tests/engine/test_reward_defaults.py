@@ -123,3 +123,14 @@ def test_learning_warnings_flag_a_chance_loss_or_a_chance_accuracy(results: dict
     warnings = reward.learning_warnings(results)
 
     assert len(warnings) == len(flags) and all(flag in w for flag, w in zip(flags, warnings, strict=True))
+
+
+@pytest.mark.parametrize(("logged", "steps", "closing"), [
+    ([(10, 0.69), (20, 0.68), (30, 0.66), (40, 0.64)], 40, 0.64),  # last quarter: step 40 only
+    ([(10, 0.69), (20, 0.70), (30, 0.66), (40, 0.64), (50, 0.62), (60, 0.70), (70, 0.60), (80, 0.62)], 80,
+     pytest.approx((0.60 + 0.62) / 2)),  # the windows of steps 61-80
+    ([(10, 0.5)], 116, 0.5),  # no window in the last quarter: the last one
+    ([], 3, None),
+])
+def test_the_closing_loss_is_the_mean_of_the_last_quarter(logged: list, steps: int, closing: object) -> None:
+    assert reward.closing_loss(logged, steps) == closing
