@@ -383,6 +383,8 @@ def train(config: RewardTrainingConfig, train_path: Path | str, eval_path: Path 
     final model goes to output_dir/model (adapter or full weights, tokenizer, manifest)."""
     from trl import RewardConfig
 
+    if common.adapter_base(config.model) is not None:
+        raise ValueError(f"{config.model} is a LoRA adapter: a reward model starts from a full model")
     run = common.prepare_run(output_dir, train_path, eval_path, resume)
     parameters = backbone_parameters(config.model)
     config = resolve_defaults(config, parameters)
@@ -505,8 +507,6 @@ def load_backbone(config: RewardTrainingConfig, train_path: Path | str,
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    if common.adapter_base(config.model) is not None:
-        raise ValueError(f"{config.model} is a LoRA adapter: a reward model starts from a full model")
     first = common.load_rows(train_path, cache_dir)[0]
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     fmt = reward_format(tokenizer, config, conversational=isinstance(first["prompt"], list))
