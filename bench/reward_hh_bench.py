@@ -43,6 +43,12 @@ Both modes: 1 torch thread per process, max_length 256, batch 8, the same learni
 LoRA settings, seed and checkpoint interval. Over-long pairs are dropped from training in
 both (TRL's behaviour; the engine's ``overlong="drop"``), so samples/s compares like with
 like. The JSON line with the results is printed last.
+
+``--product-defaults`` (issue #24): Ordinal's run gets the product's default config, with
+only ``max_length`` 256 and the step bound set (auto defaults: full fine-tuning of MiniLM
+at 1e-4, no warmup, batch 8, seed 0, over-long pairs truncated, not dropped), as a new
+user's run would; plain TRL keeps the bench's full fine-tune settings as the reference.
+Its values as resolved, and the run's warnings, are printed with the results.
 """
 
 from __future__ import annotations
@@ -97,10 +103,14 @@ class Settings:
     seed: int = 7
     threads: int = 1
     group_by_prompt: bool = True  # Ordinal's per-prompt batches; False: TRL's own sampler, same order as plain TRL
+    product_defaults: bool = False  # Ordinal with the product's default config (only max_length and the bound set)
 
 
 def run_config(settings: Settings) -> dict[str, Any]:
     """The reward config (training.engine.reward.RewardTrainingConfig) both modes train with."""
+    if settings.product_defaults:
+        return {"max_length": settings.max_length, "num_train_epochs": settings.epochs,
+                "max_steps": settings.max_steps}
     return {
         "use_lora": settings.use_lora, "lora_r": settings.lora_r, "lora_alpha": settings.lora_alpha,
         "lora_dropout": settings.lora_dropout, "learning_rate": settings.learning_rate,
@@ -290,6 +300,8 @@ def pipeline_run(run_id: int, eval_path: Path, out: Path, settings: Settings) ->
         "wall_seconds": wall, "scoring_seconds": time.monotonic() - scoring,
         "run": run.pk, "run_attempts": run.attempts, "metric_rows": TrainingMetric.objects.filter(run=run).count(),
         "model_version": f"{version.name} v{version.version}",
+        "resolved": results.get("resolved"), "final_train_loss": results.get("final_train_loss"),
+        "train_loss": results.get("train_loss"), "warnings": results.get("warnings"),
     }
 
 
@@ -467,6 +479,9 @@ def main() -> None:
     parser.add_argument("--sequential", action="store_true", help="run the two trainings one after the other")
     parser.add_argument("--lora", action="store_true", help="LoRA in both runs instead of full fine-tuning")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training process")
+    parser.add_argument("--product-defaults", action="store_true",
+                        help="Ordinal's run with the product's default config (only max_length 256 and the bound "
+                             "set); plain TRL keeps the full fine-tune settings")
     parser.add_argument("--same-order", action="store_true",
                         help="Ordinal without per-prompt batches (group_by_prompt=False): its batches come from "
                              "TRL's sampler, seeded alike, so both train on the same pairs in the same order")
@@ -475,7 +490,7 @@ def main() -> None:
     if max_steps is None:
         max_steps = -1 if options.engine_only else PIPELINE_MAX_STEPS
     settings = Settings(use_lora=options.lora, threads=options.threads, max_steps=max_steps if max_steps > 0 else -1,
-                        group_by_prompt=not options.same_order)
+                        group_by_prompt=not options.same_order, product_defaults=options.product_defaults)
 
     started = time.monotonic()
     prepare = prepare_engine_only if options.engine_only else prepare_pipeline
@@ -492,6 +507,9 @@ def main() -> None:
         print(f"{'':>10}  TrainingRun {ordinal['run']} done after {ordinal['run_attempts']} attempt(s), "
               f"{ordinal['metric_rows']} metric rows, registered {ordinal['model_version']}; its folder "
               f"re-scored {ordinal['accuracy']:.4f} (the task's own evaluation: {ordinal['task_eval_accuracy']:.4f})")
+        print(f"{'':>10}  config {run_config(settings)} resolved to {ordinal['resolved']}; training loss "
+              f"{ordinal['train_loss']:.4f} (last window {ordinal['final_train_loss']:.4f}); "
+              f"warnings: {ordinal['warnings'] or 'none'}")
     samples_ratio = ordinal["samples_per_second"] / plain["samples_per_second"]
     tokens_ratio = ordinal["tokens_per_second"] / plain["tokens_per_second"]
     print(f"accuracy difference {100 * (ordinal['accuracy'] - plain['accuracy']):+.2f} points; "
@@ -509,6 +527,7 @@ def main() -> None:
         "tokens_per_s_ratio": round(tokens_ratio, 4),
         "seconds": round(time.monotonic() - started, 1),
         "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}",
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }))
 
 

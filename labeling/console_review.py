@@ -192,9 +192,12 @@ def invite(request: HttpRequest, project_id: int) -> HttpResponse:
 
 @console_view
 def models_page(request: HttpRequest, project_id: int) -> HttpResponse:
+    from training.models import ModelVersion
+
     project = console_project(request, project_id)
     return render(request, "console/models.html", {
         "project": project, "comparison": model_comparison(project=project),
+        "versions": ModelVersion.objects.filter(project=project),
     })
 
 
@@ -268,16 +271,22 @@ def runs(request: HttpRequest, project_id: int) -> HttpResponse:
 
 
 def _runs_action(request: HttpRequest, project_id: int) -> HttpResponse:
-    """Cancel a generation or training run, or promote a model version (admins)."""
+    """Cancel a generation or training run, or promote a model version (admins); a version
+    whose run may have learned nothing is promoted only from the confirmation page."""
     from labeling.runs import run_cancel
     from training.models import GenerationRun, ModelVersion, TrainingRun
-    from training.training import model_version_promote
+    from training.training import PromotionNeedsConfirmation, model_version_promote
 
     project = console_project(request, project_id, min_role=Role.ADMIN)
     if request.POST.get("promote"):
         version = ModelVersion.objects.filter(project=project, pk=request.POST["promote"]).first()
         if version is not None:
-            model_version_promote(version=version, actor=request.user)
+            try:
+                model_version_promote(version=version, actor=request.user,
+                                      confirm=request.POST.get("confirm") == "1")
+            except PromotionNeedsConfirmation:
+                return render(request, "console/promote_confirm.html",
+                              {"project": project, "version": version})
             messages.success(request, f"{version} is now the current {version.kind} model.")
     for model, field in ((GenerationRun, "run"), (TrainingRun, "training_run")):
         run = model.objects.filter(project=project, pk=request.POST.get(field) or 0).first()

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from labeling import access
-from labeling.api_errors import StrictJSONInput
+from labeling.api_errors import ApiErrorSerializer, StrictJSONInput
 from labeling.models import Role
 from labeling.review import audit
 from labeling.runs import run_cancel
@@ -257,7 +257,7 @@ class ModelVersionOutput(serializers.ModelSerializer):
         model = ModelVersion
         fields = ["id", "project", "kind", "name", "version", "base_model", "adapter_path",
                   "merged_path", "metrics", "source_run", "snapshot", "guideline_versions",
-                  "is_current", "created_at"]
+                  "warnings", "is_current", "created_at"]
 
 
 def training_run_for(user, run_id: int, *, min_role: str = Role.REVIEWER) -> TrainingRun:  # noqa: ANN001
@@ -337,10 +337,19 @@ class ModelVersionList(APIView):
 
 
 class ModelVersionPromote(APIView):
-    @extend_schema(request=None, responses=ModelVersionOutput)
+    class PromoteInput(StrictJSONInput, serializers.Serializer):
+        confirm = serializers.BooleanField(
+            default=False, help_text="Promote even though the version has warnings (its run may "
+                                     "have learned nothing); without it such a version answers 409.")
+
+    @extend_schema(request=PromoteInput, responses={200: ModelVersionOutput, 409: ApiErrorSerializer})
     def post(self, request: Request, version_id: int) -> Response:
-        """Make this the project's current policy or reward model."""
+        """Make this the project's current policy or reward model. A version whose `warnings`
+        are not empty answers 409 (code `confirmation_required`) unless `confirm` is true."""
         version = access.object_for(request.user, ModelVersion, version_id, min_role=Role.ADMIN,
                                     what="model version")
-        version = model_version_promote(version=version, actor=request.user)
+        data = self.PromoteInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        version = model_version_promote(version=version, actor=request.user,
+                                        confirm=data.validated_data["confirm"])
         return Response(ModelVersionOutput(version).data)

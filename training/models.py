@@ -158,6 +158,10 @@ class ModelVersion(models.Model):
     snapshot = models.ForeignKey(DatasetSnapshot, null=True, blank=True,
                                  on_delete=models.SET_NULL, related_name="+")
     guideline_versions = models.JSONField(default=list, blank=True)
+    warnings = models.JSONField(
+        default=list, blank=True,
+        help_text="Why the run may have learned nothing (training.engine.reward.learning_warnings); "
+                  "promoting a version that has any needs a confirmation.")
     is_current = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -190,6 +190,12 @@ def training_run_execute(run: TrainingRun, *, progress: Any = None) -> None:
         run_finish(run, status=Run.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
         return
     summary = {k: v for k, v in results.items() if k != "history"}
+    if run.kind == TrainingRun.Kind.REWARD and results.get("status") != "cancelled":
+        from training.engine.reward import learning_warnings
+
+        # The engine wrote them too; the rule is applied here again so that results from
+        # any engine (a launcher's results.json, an older worker) carry today's verdict.
+        summary["warnings"] = learning_warnings(results)
     TrainingRun.objects.filter(pk=run.pk).update(results=summary)
     if results.get("status") == "cancelled":
         return  # the run row is already CANCELLED; no model is registered
@@ -267,11 +273,15 @@ def model_version_register(*, run: TrainingRun, results: dict[str, Any]) -> Mode
         number = (ModelVersion.objects.filter(project=run.project, name=name)
                   .aggregate(n=Max("version"))["n"] or 0) + 1
         metrics = {k: v for k, v in results.items() if isinstance(v, int | float | str)}
+        if (results.get("eval") or {}).get("accuracy") is not None:
+            metrics["eval_accuracy"] = results["eval"]["accuracy"]
+            metrics["eval_pairs"] = results["eval"]["pairs"]
         return ModelVersion.objects.create(
             project=run.project, kind=kind, name=name, version=number,
             base_model=run.base_model, adapter_path=str(adapter), merged_path=merged,
             metrics=metrics, source_run=run, snapshot=run.snapshot,
             guideline_versions=_manifest_versions(run.snapshot),
+            warnings=list(results.get("warnings") or []),
         )
 
 
@@ -294,9 +304,26 @@ def _merge_policy(run: TrainingRun, adapter: Path) -> Path:
     return target
 
 
+class PromotionNeedsConfirmation(DomainError):
+    """The version's run may have learned nothing; promote it only when confirmed (HTTP 409)."""
+
+    code = "confirmation_required"
+    http_status = 409
+
+    def __init__(self, version: ModelVersion) -> None:
+        super().__init__(f"{version} may have learned nothing: {'; '.join(version.warnings)}. "
+                         "Promote it anyway only with confirmation (API: {\"confirm\": true}).")
+        self.warnings = list(version.warnings)
+
+
 @transaction.atomic
-def model_version_promote(*, version: ModelVersion, actor: AbstractBaseUser | None) -> ModelVersion:
-    """Make `version` the project's current model of its kind (one transaction)."""
+def model_version_promote(*, version: ModelVersion, actor: AbstractBaseUser | None,
+                          confirm: bool = False) -> ModelVersion:
+    """Make `version` the project's current model of its kind (one transaction). A version
+    with warnings (its run may have learned nothing) needs ``confirm``; the audit event
+    records what was confirmed."""
+    if version.warnings and not confirm:
+        raise PromotionNeedsConfirmation(version)
     previous = ModelVersion.objects.select_for_update().filter(
         project=version.project, kind=version.kind, is_current=True).first()
     if previous is not None and previous.pk != version.pk:
@@ -305,7 +332,7 @@ def model_version_promote(*, version: ModelVersion, actor: AbstractBaseUser | No
     version.refresh_from_db()
     audit(actor=actor, project=version.project, action=f"model.promote_{version.kind}",
           target=version, before={"current": str(previous) if previous else None},
-          after={"current": str(version)})
+          after={"current": str(version), **({"confirmed_warnings": version.warnings} if version.warnings else {})})
     return version
 
 

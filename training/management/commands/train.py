@@ -1,7 +1,8 @@
 """python manage.py train --project SLUG --kind reward --snapshot ID [--base-model MODEL]
 
 Trains in this process with a progress bar (or --enqueue for the `train` queue) and
-registers the result as a model version; --promote makes it current.
+registers the result as a model version; --promote makes it current. A run that may have
+learned nothing prints its warnings, and --promote then refuses unless --confirm is given.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ from labeling.models import Project
 from labeling.runs import run_claim
 from labeling.services import DomainError
 from training.models import DatasetSnapshot, ModelVersion, TrainingRun
-from training.training import model_version_promote, training_run_create, training_run_execute
+from training.training import (
+    PromotionNeedsConfirmation,
+    model_version_promote,
+    training_run_create,
+    training_run_execute,
+)
 
 
 class Command(BaseCommand):
@@ -35,6 +41,8 @@ class Command(BaseCommand):
         parser.add_argument("--devices", type=int, default=1)
         parser.add_argument("--enqueue", action="store_true")
         parser.add_argument("--promote", action="store_true")
+        parser.add_argument("--confirm", "--force", action="store_true",
+                            help="with --promote: promote even if the run may have learned nothing")
 
     def handle(self, *args: Any, **options: Any) -> None:
         project = Project.objects.filter(slug=options["project"]).first()
@@ -75,6 +83,14 @@ class Command(BaseCommand):
             raise CommandError(run.error or run.status)
         version = ModelVersion.objects.get(source_run=run)
         self.stdout.write(f"registered {version} ({version.kind}) at {version.adapter_path}")
+        for warning in version.warnings:
+            self.stdout.write(self.style.WARNING(f"WARNING: {version} may have learned nothing: {warning}"))
         if options["promote"]:
-            model_version_promote(version=version, actor=None)
+            try:
+                model_version_promote(version=version, actor=None, confirm=options["confirm"])
+            except PromotionNeedsConfirmation as exc:
+                raise CommandError(
+                    f"not promoted: {exc} It stays registered: promote it from the console's Runs page or "
+                    f"POST /api/models/{version.pk}/promote with {{\"confirm\": true}}; "
+                    "--promote --confirm promotes a flagged run's model at once.") from None
             self.stdout.write(f"{version} is now the current {version.kind} model")
