@@ -214,6 +214,16 @@ def _check_columns(cur: object, table: str, columns: list[str]) -> None:
         raise SystemExit(f"{table}: the seed does not set NOT NULL columns {missing}")
 
 
+def check_plain_html(maker: TextMaker) -> None:
+    """The seed writes the stored HTML of its texts (letters, spaces and full stops) as
+    one paragraph, as the app's renderer does, without rendering 4 million answers."""
+    from labeling.rendering import render_markdown
+
+    for text in maker.texts(20, ANSWER_CHARS):
+        if str(render_markdown(text)) != f"<p>{text}</p>\n":
+            raise SystemExit(f"the renderer no longer writes a plain paragraph for {text[:60]!r}")
+
+
 def seed_items(url: str, project_id: int, n_items: int, k: int, required: int, chunk: int = 10_000) -> dict[str, float]:
     """Prompts, candidates, items and item-candidate links by COPY, ids assigned here
     (prompt i <-> item i, candidates k*(i-1)+1..k*i). In one transaction that first
@@ -232,7 +242,9 @@ def seed_items(url: str, project_id: int, n_items: int, k: int, required: int, c
         for table in SEED_TABLES:
             cur.execute(f"TRUNCATE {table} CASCADE")  # noqa: S608 - fixed names
 
-        prompt_cols = ["id", "project_id", "messages", "content_hash", "source", "metadata", "created_at"]
+        check_plain_html(maker)
+        prompt_cols = ["id", "project_id", "messages", "messages_html", "content_hash", "source", "metadata",
+                       "created_at"]
         cand_cols = [
             "id",
             "prompt_id",
@@ -243,6 +255,7 @@ def seed_items(url: str, project_id: int, n_items: int, k: int, required: int, c
             "sample_index",
             "dedupe_key",
             "is_duplicate",
+            "text_html",
             "created_at",
         ]
         item_cols = [
@@ -276,7 +289,7 @@ def seed_items(url: str, project_id: int, n_items: int, k: int, required: int, c
                     digest = hashlib.sha256(canonical.encode()).hexdigest()
                     lines.append(
                         f'{i}\t{project_id}\t[{{"role": "user", "content": "{content}"}}]\t'
-                        f"{digest}\tbench\t{{}}\t{now}\n"
+                        f'["<p>{content}</p>\\\\n"]\t{digest}\tbench\t{{}}\t{now}\n'
                     )
                 yield "".join(lines)
 
@@ -299,7 +312,7 @@ def seed_items(url: str, project_id: int, n_items: int, k: int, required: int, c
                         cid = (prompt_id - 1) * k + j + 1
                         lines.append(
                             f"{cid}\t{prompt_id}\t{text}\timport\tm{j}\t{{}}\t0\t"
-                            f"import:{digest}:{occurrence}\t{'t' if occurrence else 'f'}\t{now}\n"
+                            f"import:{digest}:{occurrence}\t{'t' if occurrence else 'f'}\t<p>{text}</p>\\n\t{now}\n"
                         )
                 yield "".join(lines)
                 done = hi - 1

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('training', '0004_schedules'),
+        ('training', '0005_generation_endpoint'),
     ]
 
     operations = [
