@@ -18,7 +18,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from accounts.tokens import token_create, token_is_live, token_revoke, tokens_for
-from labeling.api_errors import ApiErrorSerializer
+from core.api import ApiErrorSerializer
 
 
 class SignInThrottle(ScopedRateThrottle):

@@ -114,7 +114,7 @@ def _audit(user: AbstractBaseUser, action: str, token: ApiToken, *, before: obje
            after: object = None) -> None:
     # Imported here: labeling.review calls tokens_revoke_all, so a module-level import
     # would make the two modules import each other.
-    from labeling.review import audit
+    from core.audit import audit
 
     audit(actor=user, project=None, action=action, target=token, before=before, after=after)
 

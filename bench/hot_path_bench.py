@@ -217,7 +217,7 @@ def _check_columns(cur: object, table: str, columns: list[str]) -> None:
 def check_plain_html(maker: TextMaker) -> None:
     """The seed writes the stored HTML of its texts (letters, spaces and full stops) as
     one paragraph, as the app's renderer does, without rendering 4 million answers."""
-    from labeling.rendering import render_markdown
+    from core.rendering import render_markdown
 
     for text in maker.texts(20, ANSWER_CHARS):
         if str(render_markdown(text)) != f"<p>{text}</p>\n":

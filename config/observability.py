@@ -72,8 +72,8 @@ class OrdinalCollector:
         from django.utils import timezone
         from prometheus_client.core import GaugeMetricFamily
 
+        from core.runs import run_models
         from labeling.models import Item, Ranking
-        from labeling.runs import run_models
 
         depth = GaugeMetricFamily("ordinal_queue_depth", "Messages waiting per Celery queue",
                                   labels=["queue"])

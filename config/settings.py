@@ -192,6 +192,7 @@ INSTALLED_APPS = [
     "django_prometheus",
     "csp",
     "axes",
+    "core",
     "accounts",
     "labeling",
     "guidelines",
@@ -361,7 +362,7 @@ REST_FRAMEWORK = {
         "accounts.tokens.ApiTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "labeling.api_errors.ErrorDocumentingAutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "core.api.ErrorDocumentingAutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     # JSON is the API's one body format (uploads and the token sign-in set their own parsers):
@@ -369,7 +370,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
-    "EXCEPTION_HANDLER": "labeling.api_errors.exception_handler",
+    "EXCEPTION_HANDLER": "core.api.exception_handler",
     # POST /api/auth/token, per client address (a password hash costs about a second of CPU).
     "DEFAULT_THROTTLE_RATES": {"token_signin": env_str("API_TOKEN_SIGNIN_RATE", "20/minute")},
     # Proxies in front that append to X-Forwarded-For (docker compose: Caddy, 1). 0: the
@@ -392,7 +393,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
-        "RunStatusEnum": "labeling.runs.Run.Status",
+        "RunStatusEnum": "core.runs.Run.Status",
         "ItemStatusEnum": "labeling.models.Item.Status",
         "ProjectStatusEnum": "labeling.models.Project.Status",
         "TrainingKindEnum": "training.models.TrainingRun.Kind",
@@ -462,7 +463,7 @@ CELERY_TASK_ANNOTATIONS = {
 }
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-runs": {
-        "task": "labeling.tasks.sweep_stale_runs",
+        "task": "core.tasks.sweep_stale_runs",
         "schedule": float(RUN_SWEEP_INTERVAL_SECONDS),
     },
     "expire-leases": {

@@ -9,8 +9,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core import access
 from guidelines.services import acknowledge, acknowledgement_needed, guideline_current_version
-from labeling import access
 
 
 class GuidelineVersionOutput(serializers.Serializer):

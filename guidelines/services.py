@@ -4,7 +4,7 @@ A published version is immutable. Publishing a *major* version makes every annot
 of the projects that use the guideline acknowledge it (after reading the diff since the
 version they last acknowledged) before they get another item; a *minor* one does not.
 A person's draft and publish are audited in the log of every project the guideline binds
-(labeling.access.guideline_edit_problem says who may make them).
+(guidelines.access.guideline_edit_problem says who may make them).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
+from core.rendering import render_markdown
 from guidelines.models import Acknowledgement, Guideline, GuidelineVersion
-from labeling.rendering import render_markdown
 
 CONTENT_DIR = Path(__file__).with_name("content")
 VERSION_FILE = re.compile(r"^v(\d{3,})\.md$")
@@ -60,7 +60,7 @@ def _audit(*, actor: AbstractBaseUser | None, guideline: Guideline, action: str,
     if actor is None or not actor.is_authenticated:
         return
     # Imported here: labeling.assignment imports this module while it loads.
-    from labeling.review import audit
+    from core.audit import audit
 
     for project in list(guideline_projects(guideline=guideline)) or [None]:
         audit(actor=actor, project=project, action=action, target=target, before=before, after=after)

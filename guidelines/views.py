@@ -10,6 +10,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from core import access
+from core.rendering import render_markdown
+from guidelines import access as guideline_access
 from guidelines.diff import versions_diff_html
 from guidelines.models import GuidelineVersion
 from guidelines.services import (
@@ -21,22 +24,20 @@ from guidelines.services import (
     last_acknowledged,
     version_publish,
 )
-from labeling import access
 from labeling.console import console_view
-from labeling.rendering import render_markdown
 
 
 @console_view
 def guideline_list(request: HttpRequest) -> HttpResponse:
-    guidelines = access.guidelines_for(request.user).annotate(n_versions=Count("versions"))
+    guidelines = guideline_access.guidelines_for(request.user).annotate(n_versions=Count("versions"))
     return render(request, "guidelines/list.html", {"guidelines": guidelines.order_by("slug")})
 
 
 @console_view
 def guideline_detail(request: HttpRequest, guideline_id: int) -> HttpResponse:
-    guideline = access.guideline_for(request.user, guideline_id)
+    guideline = guideline_access.guideline_for(request.user, guideline_id)
     versions = guideline.versions.annotate(n_rankings=Count("rankings")).order_by("-number")
-    edit_problem = access.guideline_edit_problem(request.user, guideline)
+    edit_problem = guideline_access.guideline_edit_problem(request.user, guideline)
     return render(request, "guidelines/detail.html", {
         "guideline": guideline, "versions": versions,
         "can_edit": edit_problem is None, "edit_problem": edit_problem,
@@ -46,7 +47,7 @@ def guideline_detail(request: HttpRequest, guideline_id: int) -> HttpResponse:
 @console_view
 @require_POST
 def draft_new(request: HttpRequest, guideline_id: int) -> HttpResponse:
-    guideline = access.guideline_for(request.user, guideline_id, edit=True)
+    guideline = guideline_access.guideline_for(request.user, guideline_id, edit=True)
     try:
         draft = draft_create(guideline=guideline, actor=request.user)
     except GuidelineError as exc:
@@ -57,7 +58,7 @@ def draft_new(request: HttpRequest, guideline_id: int) -> HttpResponse:
 
 def _version_for(request: HttpRequest, version_id: int, *, edit: bool = False) -> GuidelineVersion:
     version = get_object_or_404(GuidelineVersion, pk=version_id)
-    access.guideline_for(request.user, version.guideline_id, edit=edit)
+    guideline_access.guideline_for(request.user, version.guideline_id, edit=edit)
     return version
 
 
@@ -97,7 +98,7 @@ def version_detail(request: HttpRequest, version_id: int) -> HttpResponse:
 
 @console_view
 def versions_diff(request: HttpRequest, guideline_id: int) -> HttpResponse:
-    guideline = access.guideline_for(request.user, guideline_id)
+    guideline = guideline_access.guideline_for(request.user, guideline_id)
     versions = list(guideline.versions.order_by("number"))
     by_number = {v.number: v for v in versions}
     try:

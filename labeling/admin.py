@@ -3,8 +3,8 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
+from core.rendering import render_messages
 from labeling import models
-from labeling.rendering import render_messages
 
 
 @admin.register(models.Project)

@@ -1,6 +1,6 @@
 """REST API of the labeling app: one view per operation, input/output serializers nested.
 
-Every view fetches through labeling.access, so querysets are scoped to the caller's
+Every view fetches through core.access, so querysets are scoped to the caller's
 projects: objects elsewhere answer 404, actions beyond the caller's role answer 403.
 """
 
@@ -27,11 +27,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.usernames import validate_username
-from labeling import access, services
-from labeling.api_errors import ApiErrorSerializer, StrictJSONInput, query_text
+from core import access
+from core.api import ApiErrorSerializer, StrictJSONInput, query_text
+from core.runs import run_enqueue
+from labeling import services
 from labeling.models import Candidate, ImportJob, Membership, Project, Prompt, Role
 from labeling.prompt_metadata import unstorable_at
-from labeling.runs import run_enqueue
 
 IMPORT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 PROMPT_ORDERINGS = ("id", "-id")

@@ -9,8 +9,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling import access
-from labeling.api_errors import query_text
+from core import access
+from core.api import query_text
 from labeling.models import AnnotatorQuality, Item, Role
 from labeling.quality import live_rankings, model_comparison, project_agreement_summary
 

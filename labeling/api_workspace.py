@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling import access
+from core import access
 from labeling.assignment import (
     RankingInput,
     assignment_skip,

@@ -41,6 +41,7 @@ from django.db.models import Exists, F, OuterRef, QuerySet
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from core.errors import DomainError
 from guidelines.services import (
     acknowledgement_needed,
     guideline_current_version,
@@ -49,7 +50,6 @@ from guidelines.services import (
 from labeling.blind import shown_ids
 from labeling.models import Assignment, Item, Membership, Project, Ranking
 from labeling.quality import item_decide
-from labeling.services import DomainError
 
 MAX_ACTIVE_LEASES = 2  # the item on screen and the one pre-loaded behind it
 

@@ -13,7 +13,7 @@ from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from labeling import access
+from core import access
 from labeling.models import Item, Project, Role
 
 View = Callable[..., HttpResponse]
@@ -52,7 +52,8 @@ def index(request: HttpRequest) -> HttpResponse:
 @console_view
 def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
     """The project dashboard: progress, throughput, agreement, annotators."""
-    from labeling import charts, dashboard
+    from core import charts
+    from labeling import dashboard
     from labeling.quality import project_agreement_summary
 
     project = console_project(request, project_id)

@@ -14,15 +14,15 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from labeling import access
+from core import access
+from core.audit import audit, audit_events_for
+from core.errors import DomainError
 from labeling.consensus import tier_ranks
 from labeling.console import console_project, console_view
 from labeling.models import AnnotatorQuality, Assignment, Item, Membership, Ranking, Role
 from labeling.quality import live_rankings, model_comparison
 from labeling.review import (
     Adjudication,
-    audit,
-    audit_events_for,
     disputes_for,
     item_adjudicate,
     leases_release,
@@ -30,7 +30,7 @@ from labeling.review import (
     membership_pause,
     user_deactivate,
 )
-from labeling.services import DomainError, invite_create
+from labeling.services import invite_create
 
 
 @console_view
@@ -114,12 +114,8 @@ def annotators(request: HttpRequest, project_id: int) -> HttpResponse:
     return render(request, "console/annotators.html", {
         "project": project, "period": period, "periods": periods,
         "members": [(m, quality.get(m.user_id)) for m in members],
-        "roles": Role.choices, "can_admin": _is_admin(request, project.pk),
+        "roles": Role.choices, "can_admin": access.is_admin_of(request.user, project.pk),
     })
-
-
-def _is_admin(request: HttpRequest, project_id: int) -> bool:
-    return access.projects_for(request.user, min_role=Role.ADMIN).filter(pk=project_id).exists()
 
 
 @console_view
@@ -130,13 +126,13 @@ def annotator_detail(request: HttpRequest, project_id: int, user_id: int) -> Htt
                 .select_related("item").order_by("-id")[:50])
     weekly = AnnotatorQuality.objects.filter(project=project, annotator_id=user_id,
                                              period__startswith="week:").order_by("period")
-    from labeling import charts
+    from core import charts
 
     return render(request, "console/annotator.html", {
         "project": project, "membership": membership, "rankings": rankings,
         "quality": AnnotatorQuality.objects.filter(project=project, annotator_id=user_id,
                                                    period="all").first(),
-        "weekly": weekly, "can_admin": _is_admin(request, project.pk),
+        "weekly": weekly, "can_admin": access.is_admin_of(request.user, project.pk),
         "active_leases": Assignment.objects.filter(annotator_id=user_id, item__project=project,
                                                    status=Assignment.Status.ACTIVE).count(),
         "trend": charts.line_chart(
@@ -241,7 +237,7 @@ def my_feedback(request: HttpRequest, slug: str) -> HttpResponse:
 def runs(request: HttpRequest, project_id: int) -> HttpResponse:
     """Imports, generation runs and dataset snapshots with live progress (the page
     refreshes itself while any is queued or running)."""
-    from labeling import charts
+    from core import charts
     from training.models import DatasetSnapshot, GenerationRun, ModelVersion, TrainingRun
 
     project = console_project(request, project_id)
@@ -266,14 +262,14 @@ def runs(request: HttpRequest, project_id: int) -> HttpResponse:
         "project": project, "generation": generation, "snapshots": snapshots,
         "imports": imports, "training": training, "curves": curves,
         "versions": ModelVersion.objects.filter(project=project),
-        "active": active, "can_admin": _is_admin(request, project.pk),
+        "active": active, "can_admin": access.is_admin_of(request.user, project.pk),
     })
 
 
 def _runs_action(request: HttpRequest, project_id: int) -> HttpResponse:
     """Cancel a generation or training run, or promote a model version (admins); a version
     whose run may have learned nothing is promoted only from the confirmation page."""
-    from labeling.runs import run_cancel
+    from core.runs import run_cancel
     from training.models import GenerationRun, ModelVersion, TrainingRun
     from training.training import PromotionNeedsConfirmation, model_version_promote
 

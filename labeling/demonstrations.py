@@ -28,6 +28,7 @@ from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 from rapidfuzz.distance import Levenshtein
 
+from core.rendering import render_markdown
 from labeling.assignment import (
     InvalidRanking,
     SubmissionConflict,
@@ -36,7 +37,6 @@ from labeling.assignment import (
     submission_gate,
 )
 from labeling.models import Assignment, Candidate, Demonstration, Item, ItemCandidate, Project, Prompt
-from labeling.rendering import render_markdown
 from labeling.services import items_create_for_prompt
 
 

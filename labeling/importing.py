@@ -40,6 +40,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core.rendering import render_markdown, render_messages
 from labeling.import_reading import (
     ImportFileError,
     InvalidRow,
@@ -49,7 +50,6 @@ from labeling.import_reading import (
 )
 from labeling.models import Candidate, ExternalPreference, Project, Prompt
 from labeling.prompt_metadata import metadata_problem, unstorable_at
-from labeling.rendering import render_markdown, render_messages
 from labeling.services import items_create_bulk
 
 __all__ = ["ImportFileError", "ImportReport", "InvalidRow", "detect_format", "iter_records",

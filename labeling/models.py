@@ -15,8 +15,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils.safestring import SafeString, mark_safe
 
+from core.runs import Run
 from labeling.prompt_metadata import validate_prompt_metadata
-from labeling.runs import Run
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class Prompt(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
     messages = models.JSONField()
     # Each message's content as sanitized HTML, rendered once when the prompt is written
-    # (labeling.rendering.render_messages): pages never run markdown per view.
+    # (core.rendering.render_messages): pages never run markdown per view.
     messages_html = models.JSONField(default=list, blank=True)
     content_hash = models.CharField(max_length=64)
     source = models.CharField(max_length=255, blank=True)

@@ -7,22 +7,14 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.tokens import tokens_revoke_all
+from core.audit import audit
+from core.errors import DomainError
 from labeling.assignment import validate_tiers
-from labeling.models import Assignment, AuditEvent, Item, Membership, Project
-from labeling.services import DomainError
-
-
-def audit(*, actor: AbstractBaseUser | None, project: Project | None, action: str, target: Any,
-          before: Any = None, after: Any = None, note: str = "") -> AuditEvent:
-    return AuditEvent.objects.create(
-        actor=actor if actor is not None and actor.is_authenticated else None,
-        project=project, action=action, target_type=type(target).__name__.lower(),
-        target_id=str(getattr(target, "pk", target)), before=before, after=after, note=note,
-    )
+from labeling.models import Assignment, Item, Membership, Project
 
 
 def _item_state(item: Item) -> dict[str, Any]:
@@ -144,12 +136,3 @@ def disputes_for(*, project: Project):  # noqa: ANN201 - QuerySet[Item]
     """The dispute queue: most disagreement first."""
     return (Item.objects.filter(project=project, status=Item.Status.DISPUTED)
             .select_related("prompt").order_by(F("agreement").asc(nulls_first=True), "id"))
-
-
-def audit_events_for(*, projects, action: str = "", actor: str = ""):  # noqa: ANN001, ANN201
-    events = AuditEvent.objects.filter(Q(project__in=projects)).select_related("actor", "project")
-    if action:
-        events = events.filter(action__startswith=action)
-    if actor:
-        events = events.filter(actor__username=actor)
-    return events.order_by("-id")

@@ -18,14 +18,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.usernames import normalize_username
+from core.errors import DomainError
 from labeling.models import Invite, Item, ItemCandidate, Membership, Project, Role
-
-
-class DomainError(Exception):
-    """A rule of the domain was broken; the message is shown to the user."""
-
-    code = "invalid"
-    http_status = 400
 
 
 def project_create(*, name: str, slug: str, **fields: object) -> Project:

@@ -17,18 +17,17 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import InterfaceError, OperationalError, connection
 
-from labeling.assignment import assignments_expire
-from labeling.importing import ImportFileError, prompts_import
-from labeling.models import ImportJob
-from labeling.runs import (
+from core.runs import (
     Run,
     run_claim,
     run_fails_at_time_limit,
     run_finish,
     run_heartbeat,
     run_heartbeat_detached,
-    runs_sweep_stale,
 )
+from labeling.assignment import assignments_expire
+from labeling.importing import ImportFileError, prompts_import
+from labeling.models import ImportJob
 
 logger = logging.getLogger(__name__)
 
@@ -101,11 +100,6 @@ def _import(job: ImportJob) -> None:
 def _fail(job: ImportJob, reason: str, report: dict) -> None:
     ImportJob.objects.filter(pk=job.pk).update(report=report)
     run_finish(job, status=Run.Status.FAILED, error=reason)
-
-
-@shared_task(name="labeling.tasks.sweep_stale_runs", ignore_result=True)
-def sweep_stale_runs() -> dict[str, int]:
-    return runs_sweep_stale()
 
 
 @shared_task(name="labeling.tasks.expire_leases", ignore_result=True)

@@ -8,10 +8,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from labeling import access
+from core import access
+from core.rendering import render_markdown
 from labeling.assignment import GuidelineAckRequired, next_item
 from labeling.models import Assignment
-from labeling.rendering import render_markdown
 from labeling.workspace import annotator_progress, shown_candidates
 
 SKIP_REASONS = [

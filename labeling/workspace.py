@@ -12,7 +12,7 @@ from django.http import Http404
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
-from labeling.access import project_for
+from core.access import project_for
 from labeling.blind import shown_id
 from labeling.models import Assignment, Candidate, Demonstration, Item, Project, Ranking
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import factory
 from django.contrib.auth import get_user_model
 
+from core.rendering import render_markdown, render_messages
 from labeling.importing import content_hash, text_hash
 from labeling.models import Candidate, Membership, Project, Prompt, Role
-from labeling.rendering import render_markdown, render_messages
 
 PASSWORD = "a-Long-test-passw0rd"
 

@@ -12,11 +12,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling import access
-from labeling.api_errors import ApiErrorSerializer, StrictJSONInput
+from core import access
+from core.api import ApiErrorSerializer, StrictJSONInput
+from core.audit import audit
+from core.runs import run_cancel
 from labeling.models import Role
-from labeling.review import audit
-from labeling.runs import run_cancel
 from training.artifacts import artifact_open
 from training.endpoints import endpoints_configured
 from training.generation import generation_run_create

@@ -8,9 +8,10 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
+from core import access
+from core.errors import DomainError
 from labeling.console import console_project, console_view
 from labeling.models import Role
-from labeling.services import DomainError
 from training.models import TrainingSchedule
 from training.schedules import new_comparisons, schedule_save
 
@@ -56,9 +57,7 @@ def schedule_page(request: HttpRequest, project_id: int) -> HttpResponse:
                    if schedule else {"enabled": True, "min_new_comparisons": 500,
                                      "interval_minutes": 60})
         form = ScheduleForm(initial=initial)
-        from labeling.console_review import _is_admin
-
-        can_admin = _is_admin(request, project.pk)
+        can_admin = access.is_admin_of(request.user, project.pk)
     return render(request, "console/schedule.html", {
         "project": project, "schedule": schedule, "form": form, "can_admin": can_admin,
         "decisions": schedule.decisions.select_related("reward_run", "dpo_run")[:50] if schedule else [],

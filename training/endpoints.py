@@ -17,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 
-from labeling.services import DomainError
+from core.errors import DomainError
 
 logger = logging.getLogger(__name__)
 MAX_MODEL_NAME = 200

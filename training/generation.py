@@ -27,11 +27,12 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Count, Q
 
+from core.audit import audit
+from core.errors import DomainError
+from core.rendering import render_markdown
+from core.runs import Run, run_enqueue, run_finish, run_heartbeat
 from labeling.models import Candidate, Project, Prompt
-from labeling.rendering import render_markdown
-from labeling.review import audit
-from labeling.runs import Run, run_enqueue, run_finish, run_heartbeat
-from labeling.services import DomainError, items_create_for_prompt
+from labeling.services import items_create_for_prompt
 from training.artifacts import ArtifactMissing, artifact_local_model
 from training.endpoints import endpoint_backend_options, endpoint_check_model, endpoint_choose
 from training.model_refs import REFUSED, model_reference

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 
-from labeling.services import DomainError
+from core.errors import DomainError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9_][A-Za-z0-9_.-]{0,95}$")
 MAX_FOLDERS_LISTED = 200

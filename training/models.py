@@ -1,12 +1,12 @@
 """Generation runs (and, as they land, dataset snapshots, training runs and the model
-registry). Every run subclasses labeling.runs.Run so the stale-run sweep recovers it."""
+registry). Every run subclasses core.runs.Run so the stale-run sweep recovers it."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
 
-from labeling.runs import Run
+from core.runs import Run
 
 
 class GenerationRun(Run):

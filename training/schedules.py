@@ -31,10 +31,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
+from core.audit import audit
+from core.errors import DomainError
+from core.runs import Run, run_claim
 from labeling.models import Item, Project
-from labeling.review import audit
-from labeling.runs import Run, run_claim
-from labeling.services import DomainError
 from training.models import DatasetSnapshot, ScheduleDecision, TrainingRun, TrainingSchedule
 
 logger = logging.getLogger(__name__)

@@ -26,9 +26,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from core.errors import DomainError
+from core.runs import Run, run_enqueue, run_finish, run_heartbeat
 from labeling.models import Demonstration, ExternalPreference, Item, Project, Ranking
-from labeling.runs import Run, run_enqueue, run_finish, run_heartbeat
-from labeling.services import DomainError
 from training.artifacts import artifact_local, artifact_publish
 from training.models import DatasetSnapshot
 

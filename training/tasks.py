@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from labeling.runs import run_claim, run_fails_at_time_limit
+from core.runs import run_claim, run_fails_at_time_limit
 
 
 @shared_task(name="training.tasks.generate_candidates", ignore_result=True)

@@ -26,10 +26,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Max
 
+from core.audit import audit
+from core.errors import DomainError
+from core.runs import Run, run_enqueue, run_finish, run_heartbeat
 from labeling.models import Candidate, Item, Project
-from labeling.review import audit
-from labeling.runs import Run, run_enqueue, run_finish, run_heartbeat
-from labeling.services import DomainError
 from training.artifacts import artifact_local, artifact_local_model, artifact_publish
 from training.model_refs import model_reference
 from training.models import (
@@ -184,7 +184,7 @@ def training_run_execute(run: TrainingRun, *, progress: Any = None) -> None:
             results = train(run.kind, config, train_file, eval_file, output,
                             on_metrics=sink, resume=True)
     except SoftTimeLimitExceeded:
-        raise  # the task fails the run with the time-limit message (labeling.runs)
+        raise  # the task fails the run with the time-limit message (core.runs)
     except Exception as exc:  # the engine's errors are many; the run records the message
         logger.exception("training run %s failed", run.pk)
         run_finish(run, status=Run.Status.FAILED, error=f"{type(exc).__name__}: {exc}")

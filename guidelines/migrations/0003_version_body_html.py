@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 
 def backfill(apps, schema_editor) -> None:  # noqa: ANN001
-    from labeling.rendering import render_markdown
+    from core.rendering import render_markdown
 
     GuidelineVersion = apps.get_model("guidelines", "GuidelineVersion")
     for version in GuidelineVersion.objects.only("pk", "body").iterator(chunk_size=200):

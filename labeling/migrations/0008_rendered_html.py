@@ -18,7 +18,7 @@ def _batches(queryset):  # noqa: ANN001, ANN202
 
 
 def backfill(apps, schema_editor) -> None:  # noqa: ANN001
-    from labeling.rendering import render_markdown, render_messages
+    from core.rendering import render_markdown, render_messages
 
     Candidate = apps.get_model("labeling", "Candidate")
     Prompt = apps.get_model("labeling", "Prompt")

@@ -3,7 +3,7 @@ from django import template
 register = template.Library()
 
 # No markdown filter on purpose: stored text is rendered once when it is written
-# (labeling.rendering) and templates show the stored HTML (`.html` on Candidate,
+# (core.rendering) and templates show the stored HTML (`.html` on Candidate,
 # Prompt.turns, GuidelineVersion).
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from core.rendering import render_markdown
 from labeling.blind import shown_ids
 from labeling.models import Assignment, Candidate, Item, Ranking
-from labeling.rendering import render_markdown
 from tests.browser.conftest import screenshot
 from tests.factories import PASSWORD, make_items
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
+from core.rendering import render_markdown, render_messages
 from guidelines.models import Guideline
 from guidelines.services import acknowledge, draft_create, version_publish
 from labeling.assignment import RankingInput, next_item, ranking_submit
 from labeling.blind import tiers_as_shown
 from labeling.models import Candidate, Item, Membership, Project, Prompt, Role
 from labeling.quality import quality_refresh
-from labeling.rendering import render_markdown, render_messages
 from tests.browser.test_annotate import login
 from tests.factories import UserFactory, make_items
 

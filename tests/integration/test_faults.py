@@ -41,8 +41,8 @@ from django.db import connection
 
 from accounts.tokens import token_create
 from config.celery import app
+from core.runs import Run, runs_sweep_stale, send_run_task
 from labeling.models import Candidate, ImportJob, Item, Project, Prompt, Role
-from labeling.runs import Run, runs_sweep_stale, send_run_task
 from tests.conftest import client_for
 from tests.factories import MembershipFactory, UserFactory, make_items
 from tests.integration.conftest import ROOT, Worker, wait_until

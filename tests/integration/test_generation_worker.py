@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
+from core.runs import Run, runs_sweep_stale
 from labeling.models import Candidate, Item
-from labeling.runs import Run, runs_sweep_stale
 from tests.factories import PromptFactory
 from tests.integration.conftest import Worker, wait_until
 from training.generation import generation_run_create

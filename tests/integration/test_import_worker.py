@@ -10,8 +10,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
+from core.runs import Run, runs_sweep_stale
 from labeling.models import Candidate, ImportJob, Item, Prompt
-from labeling.runs import Run, runs_sweep_stale
 from tests.integration.conftest import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -156,7 +156,7 @@ def test_a_heartbeat_inside_the_write_transaction_is_committed_at_once(project) 
 
     from django.db import connection, transaction
 
-    from labeling.runs import run_claim, run_heartbeat_detached
+    from core.runs import run_claim, run_heartbeat_detached
 
     job = run_claim(ImportJob, ImportJob.objects.create(
         project=project, file_path="/nonexistent", original_name="a.jsonl").pk)

@@ -53,6 +53,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from core.errors import DomainError
 from guidelines.models import Guideline, GuidelineVersion
 from guidelines.services import GuidelineError, acknowledge, draft_create, guideline_current_version, version_publish
 from labeling.assignment import (
@@ -65,7 +66,6 @@ from labeling.assignment import (
 from labeling.blind import tiers_as_shown
 from labeling.models import Assignment, AuditEvent, Item, Membership, Project, Ranking, Role
 from labeling.review import Adjudication, item_adjudicate, leases_release, membership_pause
-from labeling.services import DomainError
 from tests.factories import make_items
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -8,8 +8,8 @@ import time
 import pytest
 from django.core.management import call_command
 
+from core.runs import Run, run_claim, runs_sweep_stale
 from labeling.models import Project
-from labeling.runs import Run, run_claim, runs_sweep_stale
 from tests.factories import make_items
 from tests.integration.conftest import Worker, wait_until
 from training.models import DatasetSnapshot, TrainingMetric, TrainingRun

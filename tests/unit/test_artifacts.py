@@ -14,8 +14,8 @@ import pytest
 import s3fs
 from moto.server import ThreadedMotoServer
 
+from core.runs import Run, run_claim
 from labeling.models import Candidate, Project
-from labeling.runs import Run, run_claim
 from tests.factories import PromptFactory
 from training.artifacts import COMPLETE, ArtifactMissing, artifact_local, artifact_open, artifact_publish
 from training.generation import generation_run_create, generation_run_execute

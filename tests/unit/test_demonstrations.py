@@ -12,6 +12,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from core.runs import run_claim
 from labeling.assignment import InvalidRanking, RankingInput, SubmissionConflict, next_item, ranking_submit
 from labeling.blind import tiers_as_shown
 from labeling.demonstrations import (
@@ -21,7 +22,6 @@ from labeling.demonstrations import (
 )
 from labeling.importing import prompts_import
 from labeling.models import Assignment, Candidate, Demonstration, Item, Project
-from labeling.runs import run_claim
 from tests.factories import CandidateFactory, PromptFactory, UserFactory, make_items
 from training.models import DatasetSnapshot
 from training.snapshots import snapshot_build, snapshot_create, snapshot_dir

@@ -16,8 +16,8 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from config.celery import app
+from core.runs import Run, run_claim, run_enqueue, run_models, run_time_limits, runs_sweep_stale
 from labeling.models import ImportJob, Project
-from labeling.runs import Run, run_claim, run_enqueue, run_models, run_time_limits, runs_sweep_stale
 from training.models import DatasetSnapshot, GenerationRun, TrainingRun
 
 SETTINGS_FILE = Path(__file__).resolve().parents[2] / "config" / "settings.py"
@@ -89,7 +89,7 @@ def test_soft_time_limit_fails_the_run_and_releases_its_claim(
     assert run.error == f"time limit exceeded: stopped at the soft limit of {soft} s"
     # Released: however long ago it started, the sweep has nothing to re-queue.
     model.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(days=3))
-    with mock.patch("labeling.runs.send_run_task") as send:
+    with mock.patch("core.runs.send_run_task") as send:
         assert runs_sweep_stale() == {"requeued": 0, "failed": 0, "resent": 0}
     send.assert_not_called()
 
@@ -116,7 +116,7 @@ def test_sweep_fails_a_run_killed_at_its_hard_limit_and_requeues_a_younger_one(
     age_attempt(killed, started_seconds_ago=silent + 200, silent_seconds=silent)
     age_attempt(crashed, started_seconds_ago=silent + 50, silent_seconds=silent)
 
-    with mock.patch("labeling.runs.send_run_task") as send:
+    with mock.patch("core.runs.send_run_task") as send:
         counts = runs_sweep_stale()
 
     killed.refresh_from_db()
@@ -148,7 +148,7 @@ def test_a_run_created_while_the_broker_is_down_is_kept_for_the_sweep(
     assert "left for the sweep" in caplog.text
     ImportJob.objects.filter(pk=job.pk).update(
         queued_at=timezone.now() - timedelta(seconds=settings.RUN_STALE_AFTER_SECONDS + 5))
-    with mock.patch("labeling.runs.send_run_task") as send:
+    with mock.patch("core.runs.send_run_task") as send:
         assert runs_sweep_stale()["resent"] == 1
     send.assert_called_once_with(ImportJob.task_name, job.pk)
 
@@ -156,7 +156,7 @@ def test_a_run_created_while_the_broker_is_down_is_kept_for_the_sweep(
 def test_run_messages_leave_time_limits_to_the_worker(settings) -> None:  # noqa: ANN001
     """Celery copies the sender's task limits into the message, where they override the
     worker's own: a web process with other settings would decide how long a GPU run lasts."""
-    from labeling.runs import send_run_task
+    from core.runs import send_run_task
 
     app.conf.task_always_eager = False  # the autouse _eager_celery fixture restores it
     with mock.patch.object(app, "send_task") as publish:

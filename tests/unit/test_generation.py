@@ -8,9 +8,9 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
+from core.errors import DomainError
+from core.runs import Run, run_cancel, run_claim
 from labeling.models import Candidate, Item, Project
-from labeling.runs import Run, run_cancel, run_claim
-from labeling.services import DomainError
 from tests.factories import PromptFactory
 from training.generation import generation_run_create, generation_run_execute
 from training.models import GenerationRun

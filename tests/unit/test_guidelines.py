@@ -207,7 +207,7 @@ def test_console_editor_publish_and_diff(project, guideline, project_admin, revi
     draft.refresh_from_db()
     assert draft.is_published and draft.changelog == "brevity"
     assert diff.status_code == 200 and b"brief" in diff.content
-    # Raw HTML is not passed on: a marker shows where it was (labeling/rendering.py).
+    # Raw HTML is not passed on: a marker shows where it was (core/rendering.py).
     assert preview.json()["html"] == "<p><strong>bold</strong><code>&lt;…&gt;</code>x<code>&lt;…&gt;</code></p>\n"
 
 

@@ -10,10 +10,10 @@ import math
 
 import pytest
 
+from core.runs import Run, run_claim
 from labeling.assignment import RankingInput, next_item, ranking_submit
 from labeling.blind import tiers_as_shown
 from labeling.models import Candidate, Project
-from labeling.runs import Run, run_claim
 from labeling.services import items_create_for_prompt
 from tests.factories import CandidateFactory, MembershipFactory, PromptFactory, UserFactory
 from training.generation import generation_run_create, generation_run_execute

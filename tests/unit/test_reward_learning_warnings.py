@@ -15,9 +15,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
 
+from core.errors import DomainError
+from core.runs import Run, run_claim
 from labeling.models import AuditEvent, Project
-from labeling.runs import Run, run_claim
-from labeling.services import DomainError
 from training.models import DatasetSnapshot, ModelVersion, TrainingMetric, TrainingRun
 from training.training import model_version_promote, training_run_create, training_run_execute
 

@@ -9,8 +9,8 @@ from unittest import mock
 import pytest
 from django.utils import timezone
 
+from core.runs import Run, run_cancel, run_claim, run_heartbeat, runs_sweep_stale
 from labeling.models import ImportJob, Project
-from labeling.runs import Run, run_cancel, run_claim, run_heartbeat, runs_sweep_stale
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_sweep_requeues_a_stale_run_and_sends_its_task(job: ImportJob, settings)
     run_claim(ImportJob, job.pk)
     age(job, settings.RUN_STALE_AFTER_SECONDS + 5)
 
-    with mock.patch("labeling.runs.send_run_task") as send:
+    with mock.patch("core.runs.send_run_task") as send:
         counts = runs_sweep_stale()
 
     job.refresh_from_db()
@@ -61,7 +61,7 @@ def test_sweep_fails_a_run_out_of_attempts(job: ImportJob, settings) -> None:  #
                                                attempts=settings.RUN_MAX_ATTEMPTS)
     age(job, settings.RUN_STALE_AFTER_SECONDS + 5)
 
-    with mock.patch("labeling.runs.send_run_task") as send:
+    with mock.patch("core.runs.send_run_task") as send:
         counts = runs_sweep_stale()
 
     job.refresh_from_db()
@@ -77,7 +77,7 @@ def test_sweep_leaves_fresh_runs_alone_and_resends_lost_queued(job: ImportJob, p
     run_claim(ImportJob, fresh.pk)
     age(job, settings.RUN_STALE_AFTER_SECONDS + 5)  # queued long ago: its message was lost
 
-    with mock.patch("labeling.runs.send_run_task") as send:
+    with mock.patch("core.runs.send_run_task") as send:
         counts = runs_sweep_stale()
 
     assert counts == {"requeued": 0, "failed": 0, "resent": 1}
@@ -89,5 +89,5 @@ def test_sweep_leaves_fresh_runs_alone_and_resends_lost_queued(job: ImportJob, p
 def test_beat_schedule_runs_the_sweep(settings) -> None:  # noqa: ANN001
     entry = settings.CELERY_BEAT_SCHEDULE["sweep-stale-runs"]
 
-    assert entry["task"] == "labeling.tasks.sweep_stale_runs"
+    assert entry["task"] == "core.tasks.sweep_stale_runs"
     assert entry["schedule"] == float(settings.RUN_SWEEP_INTERVAL_SECONDS)

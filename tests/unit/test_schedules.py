@@ -12,9 +12,9 @@ from django.core.management import call_command
 from django.test import Client
 from django_celery_beat.models import PeriodicTask
 
+from core.errors import DomainError
+from core.runs import Run, run_claim
 from labeling.models import AuditEvent, Item, Project
-from labeling.runs import Run, run_claim
-from labeling.services import DomainError
 from tests.factories import UserFactory, make_items
 from training.models import DatasetSnapshot, ScheduleDecision, TrainingRun, TrainingSchedule
 from training.schedules import _decide, _start_runs, new_comparisons, pairs_in, schedule_save, schedule_tick

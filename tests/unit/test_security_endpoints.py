@@ -41,9 +41,9 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 
+from core.errors import DomainError
+from core.runs import Run, run_claim
 from labeling.models import AuditEvent, Candidate, Project
-from labeling.runs import Run, run_claim
-from labeling.services import DomainError
 from tests.factories import PromptFactory, make_items
 from training.generation import generation_run_create, generation_run_execute
 from training.models import DatasetSnapshot, GenerationRun, TrainingRun

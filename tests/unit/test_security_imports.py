@@ -38,10 +38,10 @@ from django.db import DatabaseError
 from django.test import Client
 from django.utils import timezone
 
+from core.runs import Run, runs_sweep_stale
 from labeling import importing
 from labeling.importing import ImportFileError, prompts_import
 from labeling.models import ImportJob, Project, Prompt
-from labeling.runs import Run, runs_sweep_stale
 from labeling.tasks import import_prompts
 from tests.factories import make_items
 
@@ -197,7 +197,7 @@ def sweep_later(settings) -> dict[str, int]:  # noqa: ANN001
     """The sweep as it runs once the job's heartbeat is long stale."""
     past = timezone.now() - datetime.timedelta(seconds=settings.RUN_STALE_AFTER_SECONDS + 60)
     ImportJob.objects.update(heartbeat_at=past)
-    with mock.patch("labeling.runs.send_run_task"):
+    with mock.patch("core.runs.send_run_task"):
         return runs_sweep_stale()
 
 

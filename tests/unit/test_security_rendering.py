@@ -32,12 +32,12 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from core.rendering import render_markdown
 from guidelines.models import Guideline
 from guidelines.services import acknowledge, draft_create, draft_update, version_publish
 from labeling.demonstrations import DemonstrationInput, demonstration_submit
 from labeling.importing import prompts_import
 from labeling.models import Candidate, Item, ItemCandidate, Project, Prompt, Ranking
-from labeling.rendering import render_markdown
 from labeling.services import items_create_for_prompt
 from tests.factories import CandidateFactory, PromptFactory, make_items
 
@@ -110,7 +110,7 @@ def test_pathological_markdown_renders_fast_and_linearly(make: Callable[[int], s
 
 
 def test_rendering_does_not_leak_memory() -> None:
-    # cmarkgfm's own wrapper lost ~60 KB per call (labeling/rendering.py frees it).
+    # cmarkgfm's own wrapper lost ~60 KB per call (core/rendering.py frees it).
     text = "Some **bold** text with a table:\n\n|a|b|\n|-|-|\n|1|2|\n\n~~old~~ https://x.org\n" * 20
     render_markdown(text)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -161,7 +161,7 @@ def no_markdown(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any markdown rendering or sanitizing from now on raises."""
     import nh3
 
-    from labeling import rendering
+    from core import rendering
 
     def boom(*args: object, **kwargs: object) -> None:
         raise AssertionError("markdown rendered during a page view")
@@ -255,7 +255,7 @@ def test_sanitizer_keeps_only_the_highlighters_classes() -> None:
     assert 'class="submit' not in hostile and "skip-open" not in hostile
     assert '<div class="highlight">' in code and '<span class="k">def</span>' in code
     classes = set(re.findall(r'class="([^"]*)"', code))
-    from labeling.rendering import ALLOWED_CLASSES
+    from core.rendering import ALLOWED_CLASSES
 
     assert classes <= ALLOWED_CLASSES["div"] | ALLOWED_CLASSES["span"]
 

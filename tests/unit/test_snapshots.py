@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from django.core.management import call_command
 
+from core.errors import DomainError
+from core.runs import run_claim
 from labeling.models import Item, Project
-from labeling.runs import run_claim
-from labeling.services import DomainError
 from tests.factories import UserFactory, make_items
 from training.models import DatasetSnapshot
 from training.snapshots import snapshot_build, snapshot_create, snapshot_dir

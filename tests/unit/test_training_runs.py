@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
+from core.errors import DomainError
+from core.runs import Run, run_claim
 from labeling.models import AuditEvent, Project
-from labeling.runs import Run, run_claim
-from labeling.services import DomainError
 from tests.factories import make_items
 from training.models import DatasetSnapshot, ModelVersion, TrainingMetric, TrainingRun
 from training.snapshots import snapshot_build, snapshot_create

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.test import Client
 
+from core.rendering import render_markdown
 from labeling.models import Candidate, Ranking
-from labeling.rendering import render_markdown
 from tests.factories import make_items
 
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=1">'

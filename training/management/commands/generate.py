@@ -14,9 +14,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from core.errors import DomainError
+from core.runs import run_claim
 from labeling.models import Project
-from labeling.runs import run_claim
-from labeling.services import DomainError
 from training.generation import generation_run_create, generation_run_execute
 from training.models import GenerationRun
 

@@ -13,9 +13,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from core.errors import DomainError
+from core.runs import run_claim
 from labeling.models import Project
-from labeling.runs import run_claim
-from labeling.services import DomainError
 from training.models import DatasetSnapshot, ModelVersion, TrainingRun
 from training.training import (
     PromotionNeedsConfirmation,

@@ -100,49 +100,7 @@ def is_console_user(user: User) -> bool:
         user, min_role=Role.REVIEWER).exists()
 
 
-def guidelines_for(user: User):  # noqa: ANN201 - QuerySet[Guideline]
-    """Guidelines a console user may read: shared ones and those of their projects."""
-    from django.db.models import Q
-
-    from guidelines.models import Guideline
-
-    projects = projects_for(user, min_role=Role.REVIEWER)
-    return Guideline.objects.filter(
-        Q(project__isnull=True) | Q(project__in=projects) | Q(projects__in=projects)
-    ).distinct()
-
-
-def guideline_edit_problem(user: User, guideline) -> str | None:  # noqa: ANN001 - a Guideline
-    """Why `user` may not change `guideline` (drafts, publishing), or None when they may.
-
-    A guideline binds every project that uses it: a major version gates all their
-    annotators. So changing it takes staff, or an admin of every project it binds (those
-    that use it and the one that owns it); one no project uses yet, staff. The reason
-    names no project the user cannot see, only how many."""
-    if user.is_authenticated and user.is_staff:
-        return None
-    from guidelines.services import guideline_projects
-
-    bound = set(guideline_projects(guideline=guideline).values_list("pk", flat=True))
-    if not bound:
-        return "Read-only: only staff can change a shared guideline that no project uses yet."
-    admin_of = set(projects_for(user, min_role=Role.ADMIN).filter(pk__in=bound).values_list("pk", flat=True))
-    others = len(bound - admin_of)
-    if others:
-        return (f"Read-only: you are not an admin of {others} of the {len(bound)} projects this guideline "
-                "binds. Only staff, or an admin of every project that uses it, can change it.")
-    return None
-
-
-def guideline_for(user: User, guideline_id: int, *, edit: bool = False):  # noqa: ANN201
-    """A guideline the user may read (404 otherwise); with `edit`, one they may change
-    (403 otherwise, with guideline_edit_problem's reason)."""
-    from guidelines.models import Guideline
-
-    guideline = guidelines_for(user).filter(pk=guideline_id).first()
-    if guideline is None:
-        raise Http404("No such guideline.")
-    guideline = Guideline.objects.get(pk=guideline.pk)
-    if edit and (problem := guideline_edit_problem(user, guideline)):
-        raise PermissionDenied(problem)
-    return guideline
+def is_admin_of(user: User, project_id: int) -> bool:
+    """Whether the user may take admin actions in the project (pages use it to show or
+    disable controls; the actions themselves check with `project_for`)."""
+    return projects_for(user, min_role=Role.ADMIN).filter(pk=project_id).exists()
