@@ -197,6 +197,7 @@ INSTALLED_APPS = [
     "labeling",
     "guidelines",
     "training",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -352,6 +353,22 @@ TORCH_NUM_THREADS = env_int("TORCH_NUM_THREADS", 1, minimum=0)
 GENERATION_ENDPOINTS = generation_endpoints(
     env_str("GENERATION_ENDPOINTS"), openai_key=bool(env_str("OPENAI_API_KEY")),
     openai_base_url=env_str("OPENAI_BASE_URL"))
+# Webhooks (webhooks/): the hosts their URLs may name ("hooks.example.com", or
+# ".example.com" for it and its sub-domains); empty: no webhook can be created. Delivery
+# connects only to public addresses unless WEBHOOK_ALLOW_PRIVATE=1 (as generation endpoints'
+# allow_private). Failed deliveries are retried WEBHOOK_MAX_ATTEMPTS times in all, waiting
+# WEBHOOK_RETRY_SECONDS, then twice that, ... between attempts.
+WEBHOOK_ALLOWED_HOSTS = env_list("WEBHOOK_ALLOWED_HOSTS", [])
+WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 6, minimum=1)
+WEBHOOK_RETRY_SECONDS = env_int("WEBHOOK_RETRY_SECONDS", 30, minimum=1)
+WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
+# The site's public origin (https://ordinal.example.com): webhook bodies link to it.
+# Empty: the links are paths (/api/datasets/7).
+PUBLIC_BASE_URL = (env_str("PUBLIC_BASE_URL", "") or "").rstrip("/")
+if PUBLIC_BASE_URL and not re.fullmatch(r"https?://[^/?#\s]+", PUBLIC_BASE_URL):
+    raise ImproperlyConfigured(f"PUBLIC_BASE_URL must be a scheme and host like https://ordinal.example.com, "
+                               f"got {PUBLIC_BASE_URL!r}")
 # Folders whose sub-folders generation and training may load as local models; any other
 # path is refused (training/model_refs.py).
 MODEL_DIRS = model_dirs("MODEL_DIRS", env_list("MODEL_DIRS", []))
@@ -464,6 +481,10 @@ CELERY_TASK_ANNOTATIONS = {
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-runs": {
         "task": "core.tasks.sweep_stale_runs",
+        "schedule": float(RUN_SWEEP_INTERVAL_SECONDS),
+    },
+    "resend-webhook-deliveries": {
+        "task": "webhooks.tasks.resend_due_deliveries",
         "schedule": float(RUN_SWEEP_INTERVAL_SECONDS),
     },
     "expire-leases": {

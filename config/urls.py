@@ -13,6 +13,7 @@ from core import health
 from guidelines import views as guideline_views
 from labeling import console, console_review, views, views_annotate
 from training import console as training_console
+from webhooks import console as webhooks_console
 
 api = [
     path("auth/token", accounts_api.TokenObtain.as_view(), name="api-token"),
@@ -20,6 +21,7 @@ api = [
     path("auth/tokens/<int:token_id>", accounts_api.TokenRevoke.as_view(), name="api-token-revoke"),
     path("", include("labeling.urls_api")),
     path("", include("training.urls_api")),
+    path("", include("webhooks.urls_api")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its initializer as a file: no inline script for the CSP.
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
@@ -39,6 +41,8 @@ console_urls = [
     path("projects/<int:project_id>/models", console_review.models_page, name="models"),
     path("projects/<int:project_id>/runs", console_review.runs, name="runs"),
     path("projects/<int:project_id>/schedule", training_console.schedule_page, name="schedule"),
+    path("projects/<int:project_id>/webhooks", webhooks_console.webhooks_page, name="webhooks"),
+    path("webhooks/<int:hook_id>", webhooks_console.webhook_page, name="webhook"),
     path("items/<int:item_id>", console_review.adjudicate, name="adjudicate"),
     path("audit", console_review.audit_log, name="audit"),
     path("guidelines/", guideline_views.guideline_list, name="guidelines"),

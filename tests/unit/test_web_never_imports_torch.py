@@ -17,7 +17,7 @@ django.setup()
 import config.wsgi, config.urls
 from django.urls import get_resolver
 get_resolver().url_patterns
-for app in ("core", "accounts", "labeling", "guidelines", "training"):
+for app in ("core", "accounts", "labeling", "guidelines", "training", "webhooks"):
     package = importlib.import_module(app)
     for info in pkgutil.walk_packages(package.__path__, app + "."):
         leaf = info.name.rsplit(".", 1)[-1]
