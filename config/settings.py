@@ -110,6 +110,26 @@ def _endpoint(variable: str, name: str, entry: object) -> dict:
             "allow_private": entry.get("allow_private", False)}
 
 
+def oidc_group_roles(raw: str | None) -> dict[str, dict[str, str]]:
+    """OIDC_GROUP_ROLES: a JSON object, IdP group -> {project slug -> role}. At each SSO
+    sign-in the user's role in every project it names is the highest its groups grant
+    (none: no membership there); other projects are managed in Ordinal."""
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"OIDC_GROUP_ROLES must be a JSON object, got {raw[:80]!r}") from None
+    roles = {"annotator", "reviewer", "admin"}
+    if not isinstance(value, dict) or not all(
+            isinstance(group, str) and isinstance(grants, dict)
+            and all(isinstance(slug, str) and role in roles for slug, role in grants.items())
+            for group, grants in value.items()):
+        raise ImproperlyConfigured("OIDC_GROUP_ROLES must map group -> {project slug -> annotator, reviewer "
+                                   "or admin}")
+    return value
+
+
 def model_dirs(name: str, values: list[str]) -> list[Path]:
     """MODEL_DIRS: absolute folders whose sub-folders may be named as local models."""
     folders = [Path(value) for value in values]
@@ -223,6 +243,30 @@ AUTHENTICATION_BACKENDS = [
     "accounts.backends.LockoutBackend",
     "accounts.backends.PasswordBackend",
 ]
+# Single sign-on with OpenID Connect (accounts/oidc.py, mozilla-django-oidc): on when
+# OIDC_ISSUER is set; its endpoints come from the issuer's discovery document. Sign-in uses
+# the authorization code flow with PKCE. LOCAL_PASSWORDS=0 turns the password sign-in
+# (login form, POST /api/auth/token, invites, accounts made with a password) off.
+OIDC_ISSUER = (env_str("OIDC_ISSUER", "") or "").rstrip("/")
+OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID", "")
+OIDC_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET", "")
+OIDC_SCOPES = env_str("OIDC_SCOPES", "openid email profile")
+OIDC_USERNAME_CLAIM = env_str("OIDC_USERNAME_CLAIM", "preferred_username")
+OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM", "")
+OIDC_GROUP_ROLES = oidc_group_roles(env_str("OIDC_GROUP_ROLES"))
+LOCAL_PASSWORDS = env_bool("LOCAL_PASSWORDS", True)
+if OIDC_ISSUER:
+    if not re.fullmatch(r"https?://[^?#\s]+", OIDC_ISSUER) or not (OIDC_CLIENT_ID and OIDC_CLIENT_SECRET):
+        raise ImproperlyConfigured("OIDC_ISSUER must be an http(s) URL, with OIDC_CLIENT_ID and OIDC_CLIENT_SECRET set")
+    AUTHENTICATION_BACKENDS.append("accounts.oidc.OidcBackend")
+elif not LOCAL_PASSWORDS:
+    raise ImproperlyConfigured("LOCAL_PASSWORDS=0 needs single sign-on (OIDC_ISSUER): nobody could sign in")
+# mozilla-django-oidc's names for the same values (its views and backend read these).
+OIDC_RP_CLIENT_ID, OIDC_RP_CLIENT_SECRET, OIDC_RP_SCOPES = OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, OIDC_SCOPES
+OIDC_RP_SIGN_ALGO = env_str("OIDC_SIGN_ALGO", "RS256")
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = 10
+LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/?sso=failed"
 AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = env_int("AXES_COOLOFF_MINUTES", 15, minimum=1) / 60  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]

@@ -8,6 +8,7 @@ from django.views.defaults import page_not_found
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts import api as accounts_api
+from accounts import oidc
 from accounts import views as accounts_views
 from core import health
 from guidelines import views as guideline_views
@@ -60,7 +61,9 @@ console_urls = [
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", accounts_views.LoginView.as_view(), name="login"),
+    path("accounts/oidc/authenticate/", oidc.OidcStart.as_view(), name="oidc_authentication_init"),
+    path("accounts/oidc/callback/", oidc.OidcCallback.as_view(), name="oidc_authentication_callback"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/invite/<str:token>/", views.invite_accept_view, name="invite-accept"),
     path("accounts/tokens/", accounts_views.tokens_page, name="account-tokens"),
