@@ -17,7 +17,6 @@ from django.views.decorators.http import require_POST
 from core import access
 from core.audit import audit, audit_events_for
 from core.errors import DomainError
-from labeling.consensus import tier_ranks
 from labeling.console import console_project, console_view
 from labeling.models import AnnotatorQuality, Assignment, Item, Membership, Ranking, Role
 from labeling.quality import live_rankings, model_comparison
@@ -31,6 +30,7 @@ from labeling.review import (
     user_deactivate,
 )
 from labeling.services import invite_create
+from labeling.stats.consensus import tier_ranks
 
 
 @console_view

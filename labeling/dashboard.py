@@ -6,13 +6,12 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
-import numpy as np
 from django.db.models import Count, Max
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from labeling.agreement import bootstrap_ci
 from labeling.models import AnnotatorQuality, Item, Project, Ranking
+from labeling.stats.bootstrap import mean_with_ci
 
 DAYS = 30
 
@@ -48,9 +47,8 @@ def agreement_per_guideline_version(project: Project) -> list[dict[str, Any]]:
 
 
 def _with_ci(row: dict[str, Any], values: list[float]) -> dict[str, Any]:
-    array = np.asarray(values, dtype=float)
-    row.update(items=len(values), agreement=float(array.mean()))
-    row["ci"] = list(bootstrap_ci(array, n_resamples=500, seed=0)) if len(values) > 1 else None
+    stats = mean_with_ci(values)
+    row.update(items=stats["n"], agreement=stats["mean"], ci=stats["ci"])
     return row
 
 

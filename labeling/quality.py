@@ -1,6 +1,6 @@
 """Acting on agreement: item decisions, annotator quality, models compared.
 
-The statistics themselves live in labeling/agreement.py and labeling/consensus.py
+The statistics themselves live in labeling/stats/agreement.py and labeling/stats/consensus.py
 (pure numpy); this module loads rows, calls them and writes the results.
 
 - `item_decide` runs inside the submission that completes an item (O(K^2 N)): it stores
@@ -22,7 +22,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from labeling.agreement import (
+from labeling.models import AnnotatorQuality, Candidate, Item, Project, Ranking
+from labeling.stats.agreement import (
     AgreementUndefinedError,
     item_pairwise_agreement,
     leave_one_out_agreement,
@@ -30,13 +31,13 @@ from labeling.agreement import (
     position_bias,
     tie_rate,
 )
-from labeling.consensus import (
+from labeling.stats.bootstrap import mean_with_ci
+from labeling.stats.consensus import (
     borda_consensus,
     bradley_terry,
     outcomes_from_ranking,
     pairs_from_ranking,
 )
-from labeling.models import AnnotatorQuality, Candidate, Item, Project, Ranking
 
 QUALITY_DEBOUNCE_SECONDS = 30
 
@@ -243,19 +244,14 @@ def _flag_outliers(figures: dict[tuple[int, str], dict[str, Any]]) -> None:
 
 def project_agreement_summary(*, project: Project) -> dict[str, Any]:
     """Project-level agreement for the API and console (per guideline version too)."""
-    from labeling.agreement import bootstrap_ci
-
     decided = Item.objects.filter(project=project, agreement__isnull=False, is_gold=False)
-    values = np.array(list(decided.values_list("agreement", flat=True)), dtype=float)
     counts = {status: 0 for status in Item.Status.values}
     for status in Item.objects.filter(project=project).values_list("status", flat=True):
         counts[status] += 1
-    summary: dict[str, Any] = {"items": counts, "decided_items": int(len(values))}
-    if len(values):
-        low, high = bootstrap_ci(values, n_resamples=1000, seed=0)
-        summary.update(pairwise_agreement=float(values.mean()), pairwise_agreement_ci=[low, high])
-    else:
-        summary.update(pairwise_agreement=None, pairwise_agreement_ci=None)
+    agreement = mean_with_ci(list(decided.values_list("agreement", flat=True)))
+    summary: dict[str, Any] = {"items": counts, "decided_items": agreement["n"],
+                               "pairwise_agreement": agreement["mean"],
+                               "pairwise_agreement_ci": agreement["ci"]}
     # Adaptive overlap: each decided item asked for fewer rankings than the full overlap.
     saved = sum(project.overlap - required for required in decided.values_list(
         "required_rankings", flat=True) if required < project.overlap)
