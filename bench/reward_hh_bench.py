@@ -79,7 +79,7 @@ from training.engine.writers import ParquetRowWriter, parquet_schema, write_spli
 
 DATA = Path(os.environ.get("ORDINAL_SHARED_DATA", ROOT.parent / "shared" / "data")) / "hh_rlhf" / \
     "harmless-base-test.jsonl.gz"
-HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")  # the importer's rule (labeling/importing.py)
+HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")  # the importer's rule (labeling/importing/)
 PIPELINE_MAX_STEPS = 60
 
 

@@ -2,7 +2,7 @@
 
 The database enforces what must never happen (duplicate prompts per project, two live
 rankings by one annotator on one item, out-of-range project settings); services in
-labeling/services.py and labeling/importing.py make every write.
+labeling/services.py and labeling/importing/ make every write.
 """
 
 from __future__ import annotations
