@@ -227,7 +227,7 @@ def pipeline_prepare(folder: Path, settings: Settings) -> dict[str, Any]:
     import config.celery  # noqa: F401 - binds the shared tasks to the configured app
     from labeling.importing import prompts_import
     from labeling.models import Prompt
-    from labeling.services import project_create
+    from labeling.services.projects import project_create
     from training.models import DatasetSnapshot
     from training.snapshots import snapshot_create
     from training.tasks import build_snapshot

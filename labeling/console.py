@@ -53,8 +53,8 @@ def index(request: HttpRequest) -> HttpResponse:
 def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
     """The project dashboard: progress, throughput, agreement, annotators."""
     from core import charts
-    from labeling import dashboard
-    from labeling.quality import project_agreement_summary
+    from labeling.selectors import dashboard
+    from labeling.selectors.dashboard import project_agreement_summary
 
     project = console_project(request, project_id)
     summary = project_agreement_summary(project=project)
@@ -86,13 +86,15 @@ def stale_items(request: HttpRequest, project_id: int) -> HttpResponse:
     from django.contrib import messages
     from django.shortcuts import redirect
 
-    from labeling.services import items_reopen, stale_items_for
+    from labeling.selectors.review import stale_items_for
+    from labeling.services.items import items_reopen
 
     project = console_project(request, project_id)
     if request.method == "POST":
         project = console_project(request, project_id, min_role=Role.ADMIN)
         ids = [int(i) for i in request.POST.getlist("item") if i.isdigit()]
-        reopened = items_reopen(project=project, item_ids=ids, reason="stale guideline version")
+        reopened = items_reopen(project=project, item_ids=ids, reason="stale guideline version",
+                                actor=request.user)
         messages.success(request, f"Re-opened {reopened} items for more rankings.")
         return redirect("console:stale", project_id=project.pk)
     items, major = stale_items_for(project=project)

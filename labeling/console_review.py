@@ -19,17 +19,10 @@ from core.audit import audit, audit_events_for
 from core.errors import DomainError
 from labeling.console import console_project, console_view
 from labeling.models import AnnotatorQuality, Assignment, Item, Membership, Ranking, Role
-from labeling.quality import live_rankings, model_comparison
-from labeling.review import (
-    Adjudication,
-    disputes_for,
-    item_adjudicate,
-    leases_release,
-    member_remove,
-    membership_pause,
-    user_deactivate,
-)
-from labeling.services import invite_create
+from labeling.selectors.dashboard import model_comparison
+from labeling.selectors.review import disputes_for, live_rankings
+from labeling.services.members import invite_create, leases_release, member_remove, membership_pause, user_deactivate
+from labeling.services.review import Adjudication, item_adjudicate
 from labeling.stats.consensus import tier_ranks
 
 
@@ -178,8 +171,6 @@ def invite(request: HttpRequest, project_id: int) -> HttpResponse:
     except DomainError as exc:
         messages.error(request, str(exc))
     else:
-        audit(actor=request.user, project=project, action="invite.create", target=created,
-              after={"role": created.role, "expires_at": created.expires_at.isoformat()})
         url = request.build_absolute_uri(reverse("invite-accept", args=[token]))
         messages.success(request, f"One-time {created.role} invite (expires "
                                   f"{created.expires_at:%Y-%m-%d %H:%M} UTC): {url}")

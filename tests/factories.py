@@ -70,7 +70,7 @@ class CandidateFactory(factory.django.DjangoModelFactory):
 def make_items(project: Project, count: int, k: int = 3, model: str = "model-a") -> list:
     """`count` prompts with `k` candidates each, one item per prompt (via the service)."""
     from labeling.models import Item
-    from labeling.services import items_create_for_prompt
+    from labeling.services.items import items_create_for_prompt
 
     for _ in range(count):
         prompt = PromptFactory(project=project)

@@ -32,7 +32,7 @@ from core.errors import DomainError
 from core.rendering import render_markdown
 from core.runs import Run, run_enqueue, run_finish, run_heartbeat
 from labeling.models import Candidate, Project, Prompt
-from labeling.services import items_create_for_prompt
+from labeling.services.items import items_create_for_prompt
 from training.artifacts import ArtifactMissing, artifact_local_model
 from training.endpoints import endpoint_backend_options, endpoint_check_model, endpoint_choose
 from training.model_refs import REFUSED, model_reference

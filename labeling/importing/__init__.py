@@ -46,7 +46,7 @@ from labeling.importing.reading import (
 )
 from labeling.importing.rows import ParsedRow, parse_row, text_hash
 from labeling.models import Candidate, ExternalPreference, Project, Prompt
-from labeling.services import items_create_bulk
+from labeling.services.items import items_create_bulk
 from training.engine.prompt_format import prompt_hash
 
 __all__ = ["ImportFileError", "ImportReport", "InvalidRow", "prompts_import"]
@@ -229,7 +229,7 @@ def _import_chunk(project: Project, rows: list[ParsedRow], source: str,
         candidate_sets.append((prompt_id, [cid for cid, duplicate in fresh if not duplicate]))
     if project.demonstrations == Project.Demonstrations.ONLY:
         # Annotators write the answers: one demonstration item per new prompt.
-        from labeling.demonstrations import demonstration_items_create
+        from labeling.services.demonstrations import demonstration_items_create
 
         report.items_added += demonstration_items_create(project=project,
                                                          prompt_ids=sorted(new_prompts))

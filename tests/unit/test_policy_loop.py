@@ -11,10 +11,11 @@ import math
 import pytest
 
 from core.runs import Run, run_claim
-from labeling.assignment import RankingInput, next_item, ranking_submit
 from labeling.blind import tiers_as_shown
 from labeling.models import Candidate, Project
-from labeling.services import items_create_for_prompt
+from labeling.services.assignment import next_item
+from labeling.services.items import items_create_for_prompt
+from labeling.services.rankings import RankingInput, ranking_submit
 from tests.factories import CandidateFactory, MembershipFactory, PromptFactory, UserFactory
 from training.generation import generation_run_create, generation_run_execute
 from training.models import DatasetSnapshot, GenerationRun, ModelVersion, TrainingRun
