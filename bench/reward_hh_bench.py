@@ -229,9 +229,9 @@ def pipeline_prepare(folder: Path, settings: Settings) -> dict[str, Any]:
     from labeling.models import Prompt
     from labeling.services.projects import project_create
     from training.models import DatasetSnapshot
+    from training.runs import data_files, training_run_create
     from training.snapshots import snapshot_create
     from training.tasks import build_snapshot
-    from training.training import data_files, training_run_create
 
     timings: dict[str, float] = {}
     started = time.monotonic()
