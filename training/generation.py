@@ -160,7 +160,8 @@ class _Counters:
 
 def generation_run_execute(run: GenerationRun, *, progress: Progress | None = None) -> None:
     """Do (or finish) a claimed run; the caller has set it RUNNING."""
-    from training.engine.sampling import BackendError, SamplingParams, load_backend, prompt_seed
+    from training.engine.backends import load_backend
+    from training.engine.sampling import BackendError, SamplingParams, prompt_seed
 
     params = SamplingParams(**run.params)
     torch_threads()

@@ -63,7 +63,8 @@ def test_dpo_policy_run_is_merged_for_generation(snapshot, tiny_model) -> None: 
     assert run.status == Run.Status.DONE, run.error
     version = ModelVersion.objects.get(source_run=run)
     assert version.kind == "policy" and version.merged_path
-    from training.engine.sampling import SamplingParams, load_backend, sample
+    from training.engine.backends import load_backend
+    from training.engine.sampling import SamplingParams, sample
 
     backend = load_backend("transformers", version.merged_path)
     result = sample([[{"role": "user", "content": "Hello?"}]],
