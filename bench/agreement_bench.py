@@ -1,4 +1,4 @@
-"""Benchmark of the project-level agreement recompute (labeling.agreement).
+"""Benchmark of the project-level agreement recompute (labeling.stats.batch).
 
 Generates, in numpy, a rank array of N items x 4 annotators x K=4 candidates (1,000,000
 rankings by default) from a noisy-annotator model with ties, then times the full
@@ -35,16 +35,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from labeling.agreement import (  # noqa: E402 - needs the path above
+from labeling.stats.agreement import krippendorff_alpha  # noqa: E402 - needs the path above
+from labeling.stats.batch import (  # noqa: E402
     alpha_reliability_data,
     batch_kendalls_w,
     batch_leave_one_out_agreement,
     batch_pairwise_agreement,
-    bootstrap_ci,
-    krippendorff_alpha,
     project_agreement,
     rank_value_domain,
 )
+from labeling.stats.bootstrap import bootstrap_ci  # noqa: E402
 
 SEED = 20261127
 NOISE = 0.8  # annotator noise on a unit-variance latent quality: ~70% pairwise agreement

@@ -27,16 +27,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from training.engine.backends import load_backend  # noqa: E402
 from training.engine.sampling import (  # noqa: E402
     SamplingParams,
-    TransformersBackend,
     candidate_seed,
     diversity_stats,
-    load_backend,
     prompt_seed,
     sample,
 )
 from training.engine.tiny import CORPUS, ensure_tiny_model, read_manifest  # noqa: E402
+from training.engine.transformers_backend import TransformersBackend  # noqa: E402
 
 RUN_SEED = 20261127
 TOPICS = ["a garden", "the sea", "a new job", "winter", "a small town", "cooking", "a library", "money"]

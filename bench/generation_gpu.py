@@ -29,7 +29,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from training.engine.sampling import BackendError, SamplingParams, load_backend, prompt_seed, sample  # noqa: E402
+from training.engine.backends import load_backend  # noqa: E402
+from training.engine.sampling import BackendError, SamplingParams, prompt_seed, sample  # noqa: E402
 from training.engine.tiny import CORPUS, corpus_documents, train_tokenizer  # noqa: E402
 
 SIZES = {

@@ -368,7 +368,7 @@ def claim_explain(project: object, annotator: object) -> dict[str, object]:
     the second (warm) plan is kept."""
     from django.db import connection, transaction
 
-    from labeling.assignment import _open_items
+    from labeling.services.assignment import _open_items
 
     plans = []
     for _ in range(2):
@@ -436,7 +436,7 @@ def child(args: argparse.Namespace) -> None:
     from accounts.models import ApiToken
     from accounts.tokens import key_digest, password_fingerprint
     from labeling.models import Membership, Project, Role
-    from labeling.services import project_create
+    from labeling.services.projects import project_create
 
     User = get_user_model()  # noqa: N806
     result: dict[str, object] = {}

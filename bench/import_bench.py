@@ -193,7 +193,7 @@ def measure(path: Path, candidates: int, profile_to: str | None) -> None:
 
     from labeling.importing import prompts_import
     from labeling.models import Candidate, Item, ItemCandidate, Prompt
-    from labeling.services import project_create
+    from labeling.services.projects import project_create
 
     call_command("migrate", verbosity=0, interactive=False)
     project = project_create(name="Import bench", slug=PROJECT_SLUG, k=candidates)

@@ -142,7 +142,7 @@ def sweep_leases(lease_seconds: float, interval: float) -> None:
     from django.db import DatabaseError
     from django.utils import timezone
 
-    from labeling.assignment import assignments_expire
+    from labeling.services.assignment import assignments_expire
 
     stopping = False
 

@@ -79,7 +79,7 @@ from training.engine.writers import ParquetRowWriter, parquet_schema, write_spli
 
 DATA = Path(os.environ.get("ORDINAL_SHARED_DATA", ROOT.parent / "shared" / "data")) / "hh_rlhf" / \
     "harmless-base-test.jsonl.gz"
-HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")  # the importer's rule (labeling/importing.py)
+HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")  # the importer's rule (labeling/importing/)
 PIPELINE_MAX_STEPS = 60
 
 
@@ -227,11 +227,11 @@ def pipeline_prepare(folder: Path, settings: Settings) -> dict[str, Any]:
     import config.celery  # noqa: F401 - binds the shared tasks to the configured app
     from labeling.importing import prompts_import
     from labeling.models import Prompt
-    from labeling.services import project_create
+    from labeling.services.projects import project_create
     from training.models import DatasetSnapshot
+    from training.runs import data_files, training_run_create
     from training.snapshots import snapshot_create
     from training.tasks import build_snapshot
-    from training.training import data_files, training_run_create
 
     timings: dict[str, float] = {}
     started = time.monotonic()

@@ -12,7 +12,7 @@ from accounts import oidc
 from accounts import views as accounts_views
 from core import health
 from guidelines import views as guideline_views
-from labeling import console, console_review, views, views_annotate
+from labeling.web import annotate, console, feedback, home, review
 from training import console as training_console
 from webhooks import console as webhooks_console
 
@@ -20,7 +20,7 @@ api = [
     path("auth/token", accounts_api.TokenObtain.as_view(), name="api-token"),
     path("auth/tokens", accounts_api.TokenList.as_view(), name="api-token-list"),
     path("auth/tokens/<int:token_id>", accounts_api.TokenRevoke.as_view(), name="api-token-revoke"),
-    path("", include("labeling.urls_api")),
+    path("", include("labeling.api.urls")),
     path("", include("training.urls_api")),
     path("", include("webhooks.urls_api")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
@@ -32,20 +32,20 @@ console_urls = [
     path("", console.index, name="index"),
     path("projects/<int:project_id>/", console.project_detail, name="project"),
     path("projects/<int:project_id>/stale", console.stale_items, name="stale"),
-    path("projects/<int:project_id>/disputes", console_review.disputes, name="disputes"),
-    path("projects/<int:project_id>/annotators", console_review.annotators, name="annotators"),
-    path("projects/<int:project_id>/annotators/<int:user_id>", console_review.annotator_detail,
+    path("projects/<int:project_id>/disputes", review.disputes, name="disputes"),
+    path("projects/<int:project_id>/annotators", review.annotators, name="annotators"),
+    path("projects/<int:project_id>/annotators/<int:user_id>", review.annotator_detail,
          name="annotator"),
     path("projects/<int:project_id>/annotators/<int:user_id>/action",
-         console_review.annotator_action, name="annotator-action"),
-    path("projects/<int:project_id>/invite", console_review.invite, name="invite"),
-    path("projects/<int:project_id>/models", console_review.models_page, name="models"),
-    path("projects/<int:project_id>/runs", console_review.runs, name="runs"),
+         review.annotator_action, name="annotator-action"),
+    path("projects/<int:project_id>/invite", review.invite, name="invite"),
+    path("projects/<int:project_id>/models", review.models_page, name="models"),
+    path("projects/<int:project_id>/runs", training_console.runs, name="runs"),
     path("projects/<int:project_id>/schedule", training_console.schedule_page, name="schedule"),
     path("projects/<int:project_id>/webhooks", webhooks_console.webhooks_page, name="webhooks"),
     path("webhooks/<int:hook_id>", webhooks_console.webhook_page, name="webhook"),
-    path("items/<int:item_id>", console_review.adjudicate, name="adjudicate"),
-    path("audit", console_review.audit_log, name="audit"),
+    path("items/<int:item_id>", review.adjudicate, name="adjudicate"),
+    path("audit", review.audit_log, name="audit"),
     path("guidelines/", guideline_views.guideline_list, name="guidelines"),
     path("guidelines/<int:guideline_id>/", guideline_views.guideline_detail, name="guideline"),
     path("guidelines/<int:guideline_id>/drafts", guideline_views.draft_new,
@@ -60,21 +60,21 @@ console_urls = [
 ]
 
 urlpatterns = [
-    path("", views.home, name="home"),
+    path("", home.home, name="home"),
     path("accounts/login/", accounts_views.LoginView.as_view(), name="login"),
     path("accounts/oidc/authenticate/", oidc.OidcStart.as_view(), name="oidc_authentication_init"),
     path("accounts/oidc/callback/", oidc.OidcCallback.as_view(), name="oidc_authentication_callback"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("accounts/invite/<str:token>/", views.invite_accept_view, name="invite-accept"),
+    path("accounts/invite/<str:token>/", home.invite_accept_view, name="invite-accept"),
     path("accounts/tokens/", accounts_views.tokens_page, name="account-tokens"),
     path("accounts/tokens/<int:token_id>/revoke", accounts_views.token_revoke_view,
          name="account-token-revoke"),
-    path("annotate/<slug:slug>/", views_annotate.workspace, name="annotate"),
-    path("annotate/<slug:slug>/prefetch", views_annotate.prefetch, name="annotate-prefetch"),
-    path("annotate/<slug:slug>/preview", views_annotate.preview, name="annotate-preview"),
+    path("annotate/<slug:slug>/", annotate.workspace, name="annotate"),
+    path("annotate/<slug:slug>/prefetch", annotate.prefetch, name="annotate-prefetch"),
+    path("annotate/<slug:slug>/preview", annotate.preview, name="annotate-preview"),
     path("annotate/<slug:slug>/guideline", guideline_views.acknowledge_page,
          name="annotate-guideline"),
-    path("annotate/<slug:slug>/feedback", console_review.my_feedback, name="annotate-feedback"),
+    path("annotate/<slug:slug>/feedback", feedback.my_feedback, name="annotate-feedback"),
     path("console/", include((console_urls, "console"))),
     path("api/", include(api)),
     path("admin/", admin.site.urls),

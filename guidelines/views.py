@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from core import access
+from core.console import console_view
 from core.rendering import render_markdown
 from guidelines import access as guideline_access
 from guidelines.diff import versions_diff_html
@@ -24,7 +25,6 @@ from guidelines.services import (
     last_acknowledged,
     version_publish,
 )
-from labeling.console import console_view
 
 
 @console_view

@@ -2,7 +2,7 @@
 
 The database enforces what must never happen (duplicate prompts per project, two live
 rankings by one annotator on one item, out-of-range project settings); services in
-labeling/services.py and labeling/importing.py make every write.
+labeling/services.py and labeling/importing/ make every write.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ class Prompt(models.Model):
     content_hash = models.CharField(max_length=64)
     source = models.CharField(max_length=255, blank=True)
     # Bounded (labeling/prompt_metadata.py); the import checks it row by row, the validator
-    # covers forms and the admin. Annotators never receive it (labeling/api.py).
+    # covers forms and the admin. Annotators never receive it (labeling/api/projects.py).
     metadata = models.JSONField(default=dict, blank=True, validators=[validate_prompt_metadata])
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from django.contrib.auth.models import AbstractBaseUser
 
 from guidelines.services import acknowledge, acknowledgement_needed
-from labeling.assignment import RankingInput, next_item, ranking_submit
 from labeling.blind import tiers_as_shown
 from labeling.models import Project
+from labeling.services.assignment import next_item
+from labeling.services.rankings import RankingInput, ranking_submit
 
 
 @dataclass(frozen=True)

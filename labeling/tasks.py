@@ -25,9 +25,9 @@ from core.runs import (
     run_heartbeat,
     run_heartbeat_detached,
 )
-from labeling.assignment import assignments_expire
 from labeling.importing import ImportFileError, prompts_import
 from labeling.models import ImportJob
+from labeling.services.assignment import assignments_expire
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def expire_leases() -> int:
 def refresh_quality(project_id: int) -> int:
     """Recompute annotator quality for a project (debounced by quality_refresh_soon)."""
     from labeling.models import Project
-    from labeling.quality import quality_refresh
+    from labeling.services.quality import quality_refresh
 
     project = Project.objects.filter(pk=project_id).first()
     return quality_refresh(project=project) if project else 0

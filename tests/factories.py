@@ -6,8 +6,9 @@ import factory
 from django.contrib.auth import get_user_model
 
 from core.rendering import render_markdown, render_messages
-from labeling.importing import content_hash, text_hash
+from labeling.importing.rows import text_hash
 from labeling.models import Candidate, Membership, Project, Prompt, Role
+from training.engine.prompt_format import prompt_hash
 
 PASSWORD = "a-Long-test-passw0rd"
 
@@ -50,7 +51,7 @@ class PromptFactory(factory.django.DjangoModelFactory):
 
     project = factory.SubFactory(ProjectFactory)
     messages = factory.Sequence(lambda n: [{"role": "user", "content": f"Question {n}?"}])
-    content_hash = factory.LazyAttribute(lambda o: content_hash(o.messages))
+    content_hash = factory.LazyAttribute(lambda o: prompt_hash(o.messages))
     messages_html = factory.LazyAttribute(lambda o: render_messages(o.messages))
 
 
@@ -69,7 +70,7 @@ class CandidateFactory(factory.django.DjangoModelFactory):
 def make_items(project: Project, count: int, k: int = 3, model: str = "model-a") -> list:
     """`count` prompts with `k` candidates each, one item per prompt (via the service)."""
     from labeling.models import Item
-    from labeling.services import items_create_for_prompt
+    from labeling.services.items import items_create_for_prompt
 
     for _ in range(count):
         prompt = PromptFactory(project=project)

@@ -14,16 +14,15 @@ from rest_framework.views import APIView
 
 from core import access
 from core.api import ApiErrorSerializer, StrictJSONInput
-from core.audit import audit
-from core.runs import run_cancel
 from labeling.models import Role
 from training.artifacts import artifact_open
 from training.endpoints import endpoints_configured
 from training.generation import generation_run_create
 from training.model_refs import builtin_models, model_folders
 from training.models import DatasetSnapshot, GenerationRun, ModelVersion, TrainingMetric, TrainingRun
+from training.registry import model_version_promote
+from training.runs import run_stop, training_run_create
 from training.snapshots import FORMATS, KINDS, snapshot_create, snapshot_dir
-from training.training import model_version_promote, training_run_create
 
 
 class GenerationRunOutput(serializers.ModelSerializer):
@@ -142,8 +141,7 @@ class GenerationRunCancel(APIView):
     def post(self, request: Request, run_id: int) -> Response:
         """Stop at the next chunk; candidates already written are kept."""
         run = generation_run_for(request.user, run_id, min_role=Role.ADMIN)
-        if run_cancel(run):
-            audit(actor=request.user, project=run.project, action="generation.cancel", target=run)
+        run_stop(run=run, actor=request.user)
         run.refresh_from_db()
         return Response(GenerationRunOutput(run).data)
 
@@ -210,8 +208,6 @@ class SnapshotListCreate(APIView):
                    for key, value in values.items()}
         snapshot = snapshot_create(project=project, kinds=kinds, formats=formats,
                                    filters=filters, options=options, user=request.user)
-        audit(actor=request.user, project=project, action="snapshot.create", target=snapshot,
-              after={"kinds": snapshot.kinds, "filters": snapshot.filters})
         return Response(SnapshotOutput(snapshot).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -300,8 +296,6 @@ class TrainingRunListCreate(APIView):
             if values.get("base_version") else None,
             config=values["config"], devices=values["devices"], user=request.user,
         )
-        audit(actor=request.user, project=project, action="training.start", target=run,
-              after={"kind": run.kind, "snapshot": run.snapshot_id})
         return Response(TrainingRunOutput(run).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -323,8 +317,7 @@ class TrainingRunCancel(APIView):
     def post(self, request: Request, run_id: int) -> Response:
         """Stop at the end of the current step; checkpoints are kept."""
         run = training_run_for(request.user, run_id, min_role=Role.ADMIN)
-        if run_cancel(run):
-            audit(actor=request.user, project=run.project, action="training.cancel", target=run)
+        run_stop(run=run, actor=request.user)
         run.refresh_from_db()
         return Response(TrainingRunOutput(run).data)
 

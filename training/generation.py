@@ -32,11 +32,12 @@ from core.errors import DomainError
 from core.rendering import render_markdown
 from core.runs import Run, run_enqueue, run_finish, run_heartbeat
 from labeling.models import Candidate, Project, Prompt
-from labeling.services import items_create_for_prompt
+from labeling.services.items import items_create_for_prompt
 from training.artifacts import ArtifactMissing, artifact_local_model
 from training.endpoints import endpoint_backend_options, endpoint_check_model, endpoint_choose
 from training.model_refs import REFUSED, model_reference
 from training.models import GenerationRun, ModelVersion
+from training.workers import torch_threads
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -159,7 +160,8 @@ class _Counters:
 
 def generation_run_execute(run: GenerationRun, *, progress: Progress | None = None) -> None:
     """Do (or finish) a claimed run; the caller has set it RUNNING."""
-    from training.engine.sampling import BackendError, SamplingParams, load_backend, prompt_seed
+    from training.engine.backends import load_backend
+    from training.engine.sampling import BackendError, SamplingParams, prompt_seed
 
     params = SamplingParams(**run.params)
     torch_threads()
@@ -200,7 +202,7 @@ def generation_run_execute(run: GenerationRun, *, progress: Progress | None = No
 def _score_with_current_reward_model(run: GenerationRun) -> None:
     """Closing the loop: the current reward model scores the new candidates (reviewers see
     the scores; the uncertain_first strategy uses them)."""
-    from training.training import candidates_score, current_model
+    from training.registry import candidates_score, current_model
 
     reward = current_model(run.project, "reward")
     if reward is None:
@@ -208,14 +210,6 @@ def _score_with_current_reward_model(run: GenerationRun) -> None:
     ids = list(Candidate.objects.filter(dedupe_key__startswith=f"run:{run.pk}:",
                                         prompt_id__in=run.prompt_ids).values_list("id", flat=True))
     candidates_score(version=reward, candidate_ids=ids)
-
-
-def torch_threads() -> None:
-    """Apply TORCH_NUM_THREADS before any model is built or loaded in this process."""
-    if settings.TORCH_NUM_THREADS:
-        import torch
-
-        torch.set_num_threads(settings.TORCH_NUM_THREADS)
 
 
 def sample_chunk(backend: Any, params: Any, prompts: list[Prompt], prompt_seed: Callable

@@ -23,6 +23,7 @@ class GenerationRun(Run):
         OPENAI = "openai"
 
     task_name = "training.tasks.generate_candidates"
+    audit_name = "generation"  # audit actions: generation.start, generation.cancel
 
     project = models.ForeignKey(
         "labeling.Project", on_delete=models.CASCADE, related_name="generation_runs"
@@ -92,6 +93,7 @@ class TrainingRun(Run):
         RL = "rl"
 
     task_name = "training.tasks.train_run"
+    audit_name = "training"  # audit actions: training.start, training.cancel
 
     project = models.ForeignKey(
         "labeling.Project", on_delete=models.CASCADE, related_name="training_runs"

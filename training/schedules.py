@@ -205,7 +205,8 @@ def _unfinished_runs(schedule: TrainingSchedule) -> str:
 def _start_runs(schedule_id: int, snapshot_id: int) -> ScheduleDecision | None:
     """Queue the runs on a built snapshot, once: only the tick that clears
     `pending_snapshot` from this snapshot gets to."""
-    from training.training import current_model, training_run_create
+    from training.registry import current_model
+    from training.runs import training_run_create
 
     won = TrainingSchedule.objects.filter(pk=schedule_id, pending_snapshot_id=snapshot_id).update(
         pending_snapshot=None)

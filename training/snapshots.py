@@ -26,6 +26,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from core.audit import audit
 from core.errors import DomainError
 from core.runs import Run, run_enqueue, run_finish, run_heartbeat
 from labeling.models import Demonstration, ExternalPreference, Item, Project, Ranking
@@ -102,6 +103,9 @@ def snapshot_create(*, project: Project, kinds: list[str], formats: list[str],
                  "validation_fraction": export.validation_fraction,
                  "split_seed": export.split_seed},
     )
+    audit(actor=user, project=project, action="snapshot.create", target=snapshot,
+          after={"kinds": snapshot.kinds, "formats": snapshot.formats, "filters": snapshot.filters,
+                 "options": snapshot.options})
     if enqueue:
         run_enqueue(snapshot)
     return snapshot

@@ -35,7 +35,7 @@ def build_snapshot(snapshot_id: int) -> None:
 @shared_task(name="training.tasks.train_run", ignore_result=True)
 def train_run(run_id: int) -> None:
     from training.models import TrainingRun
-    from training.training import training_run_execute
+    from training.runs import training_run_execute
 
     run = run_claim(TrainingRun, run_id)
     if run is not None:

@@ -9,8 +9,8 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
+from core.console import console_project, console_view
 from core.errors import DomainError
-from labeling.console import console_project, console_view
 from labeling.models import Role
 from webhooks.api import delivery_for, hook_for
 from webhooks.models import EventType

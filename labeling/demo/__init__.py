@@ -17,7 +17,8 @@ from guidelines.models import Guideline
 from guidelines.services import guidelines_sync
 from labeling.importing import ImportReport, prompts_import
 from labeling.models import Project, Role
-from labeling.services import membership_set, project_create
+from labeling.services.members import membership_set
+from labeling.services.projects import project_create
 
 DEMO_PROMPTS = Path(__file__).with_name("prompts.jsonl")
 DEMO_SLUG = "demo"
@@ -116,7 +117,7 @@ def demo_setup() -> tuple[Project, ImportReport, dict[str, str]]:
     for username in ("admin", "reviewer"):
         membership_set(project=simulated, user=get_user_model().objects.get(username=username),
                        role=Role.ADMIN if username == "admin" else Role.REVIEWER)
-    from labeling.quality import quality_refresh
+    from labeling.services.quality import quality_refresh
 
     quality_refresh(project=simulated)
     return project, report, passwords

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from labeling.models import AuditEvent, Item
-from labeling.quality import quality_refresh
+from labeling.services.quality import quality_refresh
 from tests.browser.conftest import screenshot
 from tests.browser.test_annotate import login
 from tests.unit.test_console_review import disputed_item  # noqa: F401 - fixture

@@ -8,10 +8,11 @@ import pytest
 from core.rendering import render_markdown, render_messages
 from guidelines.models import Guideline
 from guidelines.services import acknowledge, draft_create, version_publish
-from labeling.assignment import RankingInput, next_item, ranking_submit
 from labeling.blind import tiers_as_shown
 from labeling.models import Candidate, Item, Membership, Project, Prompt, Role
-from labeling.quality import quality_refresh
+from labeling.services.assignment import next_item
+from labeling.services.quality import quality_refresh
+from labeling.services.rankings import RankingInput, ranking_submit
 from tests.browser.test_annotate import login
 from tests.factories import UserFactory, make_items
 

@@ -13,8 +13,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from training.engine.sampling import TransformersBackend, load_backend  # noqa: E402
+from training.engine.backends import load_backend  # noqa: E402
 from training.engine.tiny import TinyConfig, ensure_tiny_model  # noqa: E402
+from training.engine.transformers_backend import TransformersBackend  # noqa: E402
 
 # A model small enough to build in a couple of seconds, for tests of the build itself.
 MICRO = TinyConfig(

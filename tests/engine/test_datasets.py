@@ -499,7 +499,7 @@ def test_importing_the_builders_loads_no_django_torch_or_pyarrow() -> None:
 
 
 def test_labeling_consensus_reexports_the_one_pairs_function() -> None:
-    from labeling import consensus
+    from labeling.stats import consensus
 
     assert consensus.pairs_from_ranking is pairs_from_ranking
     assert consensus.InvalidRankingError is InvalidRankingError

@@ -18,16 +18,10 @@ from typing import Any
 
 import pytest
 
+from training.engine.backends import load_backend
 from training.engine.openai_backend import OpenAIBackend
 from training.engine.safe_http import refused_kind
-from training.engine.sampling import (
-    BackendError,
-    BackendUnavailable,
-    SamplingParams,
-    candidate_seed,
-    load_backend,
-    sample,
-)
+from training.engine.sampling import BackendError, BackendUnavailable, SamplingParams, candidate_seed, sample
 
 PARAMS = SamplingParams(k=3, max_new_tokens=16, seed=7, stop=("\n\n",), system_prompt="Be brief.")
 HELLO = [{"role": "user", "content": "Hello"}]

@@ -18,7 +18,7 @@ import pytest
 
 from training.engine import common, dpo, rl, sft
 from training.engine.datasets import CandidateInfo, ExportOptions, SnapshotItem, build_dpo, build_sft
-from training.engine.sampling import TransformersBackend
+from training.engine.transformers_backend import TransformersBackend
 from training.engine.writers import write_jsonl
 
 CONVERSATIONS = [

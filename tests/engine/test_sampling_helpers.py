@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from training.engine.backends import load_backend
 from training.engine.sampling import (
     BackendError,
     Conversation,
@@ -21,14 +22,13 @@ from training.engine.sampling import (
     distinct_n,
     diversity_stats,
     exact_duplicates,
-    load_backend,
-    plan_batches,
     prompt_seed,
     sample,
     too_long_reason,
     trim_at_stop,
     with_system_prompt,
 )
+from training.engine.transformers_backend import plan_batches
 
 REPO = Path(__file__).resolve().parents[2]
 

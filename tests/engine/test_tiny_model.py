@@ -13,8 +13,10 @@ from pathlib import Path
 from filelock import FileLock
 
 from tests.engine.conftest import MICRO
-from training.engine.sampling import SamplingParams, TransformersBackend, load_backend, sample
+from training.engine.backends import load_backend
+from training.engine.sampling import SamplingParams, sample
 from training.engine.tiny import CORPUS, TinyConfig, ensure_tiny_model, read_manifest
+from training.engine.transformers_backend import TransformersBackend
 
 
 def test_default_build_saves_model_tokenizer_and_manifest(tiny_dir: Path) -> None:

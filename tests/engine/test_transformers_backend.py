@@ -8,16 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from training.engine.backends import load_backend
 from training.engine.prompt_format import plain_prompt
-from training.engine.sampling import (
-    BackendError,
-    SamplingParams,
-    TransformersBackend,
-    candidate_seed,
-    exact_duplicates,
-    load_backend,
-    sample,
-)
+from training.engine.sampling import BackendError, SamplingParams, candidate_seed, exact_duplicates, sample
+from training.engine.transformers_backend import TransformersBackend
 
 QUESTIONS = ["How do I keep basil alive?", "Why is the sky blue?", "What is a good way to save money?"]
 CONVERSATIONS = [[{"role": "user", "content": q}] for q in QUESTIONS]

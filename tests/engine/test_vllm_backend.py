@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from training.engine.sampling import SamplingParams, VLLMBackend, load_backend, sample
+from training.engine.backends import load_backend
+from training.engine.sampling import SamplingParams, sample
+from training.engine.vllm_backend import VLLMBackend
 
 
 class CharTokenizer:

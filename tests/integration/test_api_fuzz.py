@@ -82,9 +82,10 @@ def seed_world(artifact_root: Path) -> World:
     from accounts.tokens import token_create
     from guidelines.models import Acknowledgement, Guideline
     from guidelines.services import draft_create, version_publish
-    from labeling.assignment import RankingInput, next_item, ranking_submit
     from labeling.blind import tiers_as_shown
     from labeling.models import ImportJob, Role
+    from labeling.services.assignment import next_item
+    from labeling.services.rankings import RankingInput, ranking_submit
     from tests.factories import MembershipFactory, ProjectFactory, UserFactory, make_items
     from training.models import DatasetSnapshot, GenerationRun, ModelVersion, TrainingMetric, TrainingRun
     from training.snapshots import snapshot_dir

@@ -13,9 +13,10 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from labeling.assignment import RankingInput, assignments_expire, next_item, ranking_submit
 from labeling.blind import tiers_as_shown
 from labeling.models import Assignment, Item, Ranking
+from labeling.services.assignment import assignments_expire, next_item
+from labeling.services.rankings import RankingInput, ranking_submit
 from tests.factories import UserFactory, make_items
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -103,8 +104,8 @@ def test_expired_lease_is_reclaimed_by_another_annotator(project) -> None:  # no
 
 
 def test_fifty_identical_demonstrations_store_one_and_writers_never_exceed_the_need(project) -> None:  # noqa: ANN001
-    from labeling.demonstrations import DemonstrationInput, demonstration_items_create, demonstration_submit
     from labeling.models import Candidate, Demonstration, Prompt
+    from labeling.services.demonstrations import DemonstrationInput, demonstration_items_create, demonstration_submit
     from tests.factories import PromptFactory
 
     project.demonstrations_per_prompt = 2

@@ -56,16 +56,13 @@ from hypothesis.stateful import (
 from core.errors import DomainError
 from guidelines.models import Guideline, GuidelineVersion
 from guidelines.services import GuidelineError, acknowledge, draft_create, guideline_current_version, version_publish
-from labeling.assignment import (
-    RankingInput,
-    assignment_skip,
-    assignments_expire,
-    next_item,
-    ranking_submit,
-)
 from labeling.blind import tiers_as_shown
 from labeling.models import Assignment, AuditEvent, Item, Membership, Project, Ranking, Role
-from labeling.review import Adjudication, item_adjudicate, leases_release, membership_pause
+from labeling.services.assignment import assignments_expire, next_item
+from labeling.services.members import leases_release, membership_pause
+from labeling.services.rankings import RankingInput, ranking_submit
+from labeling.services.review import Adjudication, item_adjudicate
+from labeling.services.submission import assignment_skip
 from tests.factories import make_items
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -13,8 +13,8 @@ from labeling.models import Project
 from tests.factories import make_items
 from tests.integration.conftest import Worker, wait_until
 from training.models import DatasetSnapshot, TrainingMetric, TrainingRun
+from training.runs import training_run_create
 from training.snapshots import snapshot_build, snapshot_create
-from training.training import training_run_create
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

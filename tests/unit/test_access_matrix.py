@@ -8,7 +8,6 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from accounts.models import ApiToken
 from accounts.tokens import token_create
-from labeling.assignment import next_item
 from labeling.models import (
     Assignment,
     AuditEvent,
@@ -21,6 +20,7 @@ from labeling.models import (
     Ranking,
     Role,
 )
+from labeling.services.assignment import next_item
 from tests.factories import MembershipFactory, UserFactory, make_items
 from training.models import DatasetSnapshot, GenerationRun, ModelVersion
 

@@ -18,32 +18,33 @@ from hypothesis.extra.numpy import arrays
 from scipy.stats import friedmanchisquare, kendalltau
 from statsmodels.stats.inter_rater import fleiss_kappa as statsmodels_fleiss_kappa
 
-from labeling.agreement import (
+from labeling.stats.agreement import (
     AgreementUndefinedError,
-    InvalidRankingError,
-    alpha_reliability_data,
-    batch_kendalls_w,
-    batch_leave_one_out_agreement,
-    batch_pairwise_agreement,
-    bootstrap_ci,
     fleiss_kappa,
     item_pairwise_agreement,
     kendall_tau_b,
     kendalls_w,
     krippendorff_alpha,
     leave_one_out_agreement,
-    mean_by_annotator,
     pairwise_agreement,
     pairwise_outcome,
     pairwise_outcome_table,
     position_bias,
+    tie_rate,
+)
+from labeling.stats.batch import (
+    alpha_reliability_data,
+    batch_kendalls_w,
+    batch_leave_one_out_agreement,
+    batch_pairwise_agreement,
+    mean_by_annotator,
     project_agreement,
     project_pairwise_agreement,
     rank_array,
     rank_value_domain,
-    tie_rate,
 )
-from labeling.consensus import rank_matrix, tier_ranks
+from labeling.stats.bootstrap import bootstrap_ci
+from labeling.stats.consensus import InvalidRankingError, rank_matrix, tier_ranks
 
 bounded = hypothesis_settings(max_examples=80, deadline=None)
 

@@ -9,17 +9,11 @@ from django.utils import timezone
 
 from guidelines.models import Guideline, GuidelineVersion
 from guidelines.services import acknowledge
-from labeling.assignment import (
-    InvalidRanking,
-    RankingInput,
-    SubmissionConflict,
-    assignment_skip,
-    assignments_expire,
-    next_item,
-    ranking_submit,
-)
 from labeling.blind import tiers_as_shown
 from labeling.models import Assignment, Item, Project, Ranking
+from labeling.services.assignment import InvalidRanking, SubmissionConflict, assignments_expire, next_item
+from labeling.services.rankings import RankingInput, ranking_submit
+from labeling.services.submission import assignment_skip
 from tests.factories import UserFactory, make_items
 
 
@@ -273,7 +267,7 @@ def test_a_double_claim_by_one_annotator_answers_with_the_lease_they_hold(projec
 
     from django.db import IntegrityError
 
-    from labeling import assignment as hot_path
+    from labeling.services import assignment as hot_path
 
     make_items(project, 2)
     winner = next_item(annotator=annotator, project=project)

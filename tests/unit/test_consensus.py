@@ -12,7 +12,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
-from labeling.consensus import (
+from labeling.stats.consensus import (
     InvalidRankingError,
     Outcome,
     borda_consensus,

@@ -12,9 +12,10 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from guidelines.models import Guideline
 from guidelines.services import draft_create, version_publish
-from labeling.assignment import RankingInput, next_item, ranking_submit
 from labeling.blind import tiers_as_shown
 from labeling.models import Assignment, AuditEvent, Item, Membership, Project, Role
+from labeling.services.assignment import next_item
+from labeling.services.rankings import RankingInput, ranking_submit
 from tests.factories import MembershipFactory, UserFactory, make_items
 
 
@@ -150,7 +151,7 @@ def test_pause_release_remove_need_an_admin(project, project_admin, reviewer, an
 
     assert Membership.objects.get(user=annotator).paused
     assert not Assignment.objects.filter(annotator=annotator, status="active").exists()
-    from labeling.assignment import SubmissionConflict
+    from labeling.services.assignment import SubmissionConflict
 
     with pytest.raises(SubmissionConflict, match="paused"):
         next_item(annotator=annotator, project=project)
@@ -173,7 +174,7 @@ def test_audit_log_is_append_only(reviewer, disputed_item) -> None:  # noqa: ANN
 
 
 def test_dashboard_shows_agreement_and_annotators(reviewer, project, disputed_item) -> None:  # noqa: ANN001
-    from labeling.quality import quality_refresh
+    from labeling.services.quality import quality_refresh
 
     quality_refresh(project=project)
     html = login(reviewer).get(f"/console/projects/{project.pk}/").content.decode()
@@ -182,7 +183,7 @@ def test_dashboard_shows_agreement_and_annotators(reviewer, project, disputed_it
 
 
 def test_feedback_page_shows_only_my_notes(project, disputed_item) -> None:  # noqa: ANN001
-    from labeling.review import item_adjudicate
+    from labeling.services.review import item_adjudicate
 
     reviewer = UserFactory(username="boss")
     item_adjudicate(item_id=disputed_item.pk, reviewer=reviewer, action="discard",

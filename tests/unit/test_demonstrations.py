@@ -13,15 +13,12 @@ from django.test import Client
 from django.utils import timezone
 
 from core.runs import run_claim
-from labeling.assignment import InvalidRanking, RankingInput, SubmissionConflict, next_item, ranking_submit
 from labeling.blind import tiers_as_shown
-from labeling.demonstrations import (
-    DemonstrationInput,
-    demonstration_items_create,
-    demonstration_submit,
-)
 from labeling.importing import prompts_import
 from labeling.models import Assignment, Candidate, Demonstration, Item, Project
+from labeling.services.assignment import InvalidRanking, SubmissionConflict, next_item
+from labeling.services.demonstrations import DemonstrationInput, demonstration_items_create, demonstration_submit
+from labeling.services.rankings import RankingInput, ranking_submit
 from tests.factories import CandidateFactory, PromptFactory, UserFactory, make_items
 from training.models import DatasetSnapshot
 from training.snapshots import snapshot_build, snapshot_create, snapshot_dir
@@ -142,7 +139,7 @@ def test_an_expired_lease_is_refused_when_someone_else_holds_the_slot(project, a
     demo_item(project)
     late = next_item(annotator=annotator, project=project)
     Assignment.objects.filter(pk=late.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
-    from labeling.assignment import assignments_expire
+    from labeling.services.assignment import assignments_expire
 
     assert assignments_expire() == 1
     assert next_item(annotator=second_annotator, project=project) is not None  # took the slot
@@ -289,7 +286,7 @@ def test_preview_renders_sanitized_markdown_for_members_only(project, annotator,
 
 
 def test_progress_counts_demonstrations(project, annotator) -> None:  # noqa: ANN001
-    from labeling.workspace import annotator_progress
+    from labeling.selectors.workspace import annotator_progress
 
     demo_item(project)
     write(annotator, project, "done")

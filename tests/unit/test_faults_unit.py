@@ -69,7 +69,7 @@ SERVICES = {
     ImportJob: "labeling.tasks.prompts_import",
     GenerationRun: "training.generation.generation_run_execute",
     DatasetSnapshot: "training.snapshots.snapshot_build",
-    TrainingRun: "training.training.training_run_execute",
+    TrainingRun: "training.runs.training_run_execute",
 }
 
 

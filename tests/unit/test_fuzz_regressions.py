@@ -216,8 +216,9 @@ def test_deleting_a_project_with_labels_is_a_409_not_a_500(as_user, project, pro
                                                          annotator) -> None:
     # Rankings, items and runs are on protected foreign keys: project.delete() raised
     # ProtectedError, a 500.
-    from labeling.assignment import RankingInput, next_item, ranking_submit
     from labeling.blind import tiers_as_shown
+    from labeling.services.assignment import next_item
+    from labeling.services.rankings import RankingInput, ranking_submit
     from tests.factories import make_items
 
     make_items(project, 1, k=2)

@@ -77,7 +77,8 @@ def test_same_seed_reproduces_the_same_candidates(project, prompts, tiny_model) 
     texts = list(Candidate.objects.filter(dedupe_key__startswith=f"run:{first.pk}:")
                  .order_by("sample_index").values_list("text", flat=True))
 
-    from training.engine.sampling import SamplingParams, load_backend, prompt_seed, sample
+    from training.engine.backends import load_backend
+    from training.engine.sampling import SamplingParams, prompt_seed, sample
 
     backend = load_backend("builtin-tiny", str(tiny_model))
     again = sample([prompts[0].messages], SamplingParams(**PARAMS), backend,

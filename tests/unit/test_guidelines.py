@@ -18,16 +18,12 @@ from guidelines.services import (
     guidelines_sync,
     version_publish,
 )
-from labeling.assignment import (
-    GuidelineAckRequired,
-    RankingInput,
-    SubmissionConflict,
-    next_item,
-    ranking_submit,
-)
 from labeling.blind import tiers_as_shown
 from labeling.models import Item, Project, Ranking
-from labeling.services import items_reopen, stale_items_for
+from labeling.selectors.review import stale_items_for
+from labeling.services.assignment import GuidelineAckRequired, SubmissionConflict, next_item
+from labeling.services.items import items_reopen
+from labeling.services.rankings import RankingInput, ranking_submit
 from tests.factories import UserFactory, make_items
 
 

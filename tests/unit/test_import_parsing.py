@@ -10,14 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from labeling.importing import (
-    ImportFileError,
-    InvalidRow,
-    _CountingReader,
-    detect_format,
-    iter_records,
-    parse_row,
-)
+from labeling.importing.reading import ImportFileError, InvalidRow, _CountingReader, detect_format, iter_records
+from labeling.importing.rows import parse_row
 
 
 def parse(record: dict, max_candidates: int = 4):  # noqa: ANN201

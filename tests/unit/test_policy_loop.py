@@ -11,15 +11,17 @@ import math
 import pytest
 
 from core.runs import Run, run_claim
-from labeling.assignment import RankingInput, next_item, ranking_submit
 from labeling.blind import tiers_as_shown
 from labeling.models import Candidate, Project
-from labeling.services import items_create_for_prompt
+from labeling.services.assignment import next_item
+from labeling.services.items import items_create_for_prompt
+from labeling.services.rankings import RankingInput, ranking_submit
 from tests.factories import CandidateFactory, MembershipFactory, PromptFactory, UserFactory
 from training.generation import generation_run_create, generation_run_execute
 from training.models import DatasetSnapshot, GenerationRun, ModelVersion, TrainingRun
+from training.registry import current_model, model_version_promote
+from training.runs import training_run_create, training_run_execute
 from training.snapshots import snapshot_build, snapshot_create
-from training.training import current_model, model_version_promote, training_run_create, training_run_execute
 
 MARKER = "banana"  # one token of the tiny model's vocabulary, and never in its base samples here
 TOPICS = ["bread", "tea", "rivers", "cats", "maps", "stars", "rain", "boats", "music", "gardens", "bees",

@@ -6,10 +6,12 @@ from __future__ import annotations
 import pytest
 from django.core.management import CommandError, call_command
 
-from labeling.assignment import RankingInput, next_item, ranking_submit
 from labeling.blind import tiers_as_shown
 from labeling.models import AnnotatorQuality, Candidate, Item, Project
-from labeling.quality import model_comparison, project_agreement_summary, quality_refresh
+from labeling.selectors.dashboard import model_comparison, project_agreement_summary
+from labeling.services.assignment import next_item
+from labeling.services.quality import quality_refresh
+from labeling.services.rankings import RankingInput, ranking_submit
 from tests.factories import UserFactory, make_items
 
 

@@ -19,7 +19,8 @@ from core.errors import DomainError
 from core.runs import Run, run_claim
 from labeling.models import AuditEvent, Project
 from training.models import DatasetSnapshot, ModelVersion, TrainingMetric, TrainingRun
-from training.training import model_version_promote, training_run_create, training_run_execute
+from training.registry import model_version_promote
+from training.runs import training_run_create, training_run_execute
 
 FLAT = {"status": "completed", "global_step": 116, "train_loss": 0.6930, "final_train_loss": 0.6931,
         "eval": {"pairs": 456, "accuracy": 0.529, "mean_margin": 0.001},

@@ -195,7 +195,7 @@ def test_7_the_changepassword_command_ends_the_users_tokens(api, annotator, monk
 
 def test_7_deactivation_deletes_the_users_tokens(api, annotator, staff) -> None:  # noqa: ANN001
     from accounts.models import ApiToken
-    from labeling.review import user_deactivate
+    from labeling.services.members import user_deactivate
 
     key = token_for(api, annotator)
 

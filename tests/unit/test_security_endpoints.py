@@ -47,8 +47,8 @@ from labeling.models import AuditEvent, Candidate, Project
 from tests.factories import PromptFactory, make_items
 from training.generation import generation_run_create, generation_run_execute
 from training.models import DatasetSnapshot, GenerationRun, TrainingRun
+from training.runs import training_run_execute
 from training.snapshots import snapshot_build, snapshot_create
-from training.training import training_run_execute
 
 PLATFORM_KEY = "sk-platform-key-must-stay-home"
 SECRET_BODY = "SECRET-INTERNAL-BODY-7f3a"

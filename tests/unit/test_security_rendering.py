@@ -35,10 +35,10 @@ from django.test.utils import CaptureQueriesContext
 from core.rendering import render_markdown
 from guidelines.models import Guideline
 from guidelines.services import acknowledge, draft_create, draft_update, version_publish
-from labeling.demonstrations import DemonstrationInput, demonstration_submit
 from labeling.importing import prompts_import
 from labeling.models import Candidate, Item, ItemCandidate, Project, Prompt, Ranking
-from labeling.services import items_create_for_prompt
+from labeling.services.demonstrations import DemonstrationInput, demonstration_submit
+from labeling.services.items import items_create_for_prompt
 from tests.factories import CandidateFactory, PromptFactory, make_items
 
 # --------------------------------------------------------------------------- 3: time
@@ -211,7 +211,7 @@ def test_every_write_path_stores_the_sanitized_html(project, annotator, tmp_path
     _write_chunk(run, [imported], [SimpleNamespace(ok=True, samples=samples)], _Counters())
     demo = Item.objects.create(project=project, prompt=imported, kind=Item.Kind.DEMONSTRATION,
                                required_rankings=1)
-    from labeling.assignment import next_item
+    from labeling.services.assignment import next_item
 
     Item.objects.exclude(pk=demo.pk).update(status=Item.Status.DISCARDED)
     assignment = next_item(annotator=annotator, project=project)

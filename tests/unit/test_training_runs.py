@@ -11,8 +11,9 @@ from core.runs import Run, run_claim
 from labeling.models import AuditEvent, Project
 from tests.factories import make_items
 from training.models import DatasetSnapshot, ModelVersion, TrainingMetric, TrainingRun
+from training.registry import model_version_promote
+from training.runs import training_run_create, training_run_execute
 from training.snapshots import snapshot_build, snapshot_create
-from training.training import model_version_promote, training_run_create, training_run_execute
 
 FAST = {"max_steps": 3, "per_device_train_batch_size": 4, "logging_steps": 1, "save_steps": 2,
         "max_length": 128}
@@ -62,7 +63,8 @@ def test_dpo_policy_run_is_merged_for_generation(snapshot, tiny_model) -> None: 
     assert run.status == Run.Status.DONE, run.error
     version = ModelVersion.objects.get(source_run=run)
     assert version.kind == "policy" and version.merged_path
-    from training.engine.sampling import SamplingParams, load_backend, sample
+    from training.engine.backends import load_backend
+    from training.engine.sampling import SamplingParams, sample
 
     backend = load_backend("transformers", version.merged_path)
     result = sample([[{"role": "user", "content": "Hello?"}]],

@@ -1,5 +1,5 @@
-"""The web process must not import torch: load the URLconf and every views, api and tasks
-module in a fresh interpreter and look at sys.modules."""
+"""The web process must not import torch: load the URLconf and every views, api, web,
+tasks and service module the web reaches in a fresh interpreter and look at sys.modules."""
 
 from __future__ import annotations
 
@@ -17,13 +17,12 @@ django.setup()
 import config.wsgi, config.urls
 from django.urls import get_resolver
 get_resolver().url_patterns
+WEB = {"views", "api", "web", "tasks", "console", "urls", "generation", "health", "runs", "registry"}
 for app in ("core", "accounts", "labeling", "guidelines", "training", "webhooks"):
     package = importlib.import_module(app)
     for info in pkgutil.walk_packages(package.__path__, app + "."):
-        leaf = info.name.rsplit(".", 1)[-1]
-        if leaf in {"views", "api", "tasks", "console", "urls_api", "generation"} or leaf.startswith(
-            ("views", "api", "console")
-        ):
+        parts = info.name.split(".")
+        if "engine" not in parts and (WEB & set(parts) or parts[-1].startswith(("views", "api", "console"))):
             importlib.import_module(info.name)
 heavy = sorted(m for m in ("torch", "transformers", "trl", "peft") if m in sys.modules)
 print("HEAVY:" + ",".join(heavy))

@@ -47,14 +47,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from training.engine.pairs import check_tiers, pairs_from_ranking
-from training.engine.prompt_format import plain_prompt
+from training.engine.prompt_format import plain_prompt, prompt_hash
 
 Message = dict[str, str]
 Row = dict[str, Any]
@@ -189,12 +188,6 @@ class RawRanking:
 
 # --------------------------------------------------------------------------- helpers
 
-
-def prompt_hash(messages: Sequence[Message]) -> str:
-    """sha256 of the canonical JSON of the messages: the same digest as the labeling app's
-    ``Prompt.content_hash``, so a default ``group_id`` is that column."""
-    canonical = json.dumps(list(messages), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def split_of(prompt_key: str, validation_fraction: float, seed: int) -> str:

@@ -1,10 +1,10 @@
 """Rankings -> training pairs: the one function that does it.
 
 A *ranking* is a list of *tiers*, best to worst; a tier is a list of candidate ids, and
-a tier with several ids is a tie. ``labeling.consensus`` (agreement, quality) and the
+a tier with several ids is a tie. ``labeling.stats.consensus`` (agreement, quality) and the
 snapshot builders in ``training.engine.datasets`` both call ``pairs_from_ranking`` from
 here: the engine may not import the labeling app, so the function lives on this side
-and ``labeling.consensus`` re-exports it. Pure Python, no imports beyond the stdlib.
+and ``labeling.stats.consensus`` re-exports it. Pure Python, no imports beyond the stdlib.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def pairs_from_ranking(tiers: Tiers) -> list[tuple[int, int, int]]:
 
 def check_tiers(tiers: Tiers) -> None:
     """Raise InvalidRankingError for an empty ranking, an empty tier or a repeated id
-    (the same rules, and messages, as ``labeling.consensus.tier_ranks``)."""
+    (the same rules, and messages, as ``labeling.stats.consensus.tier_ranks``)."""
     if not tiers:
         raise InvalidRankingError("a ranking needs at least one tier")
     seen: set[int] = set()

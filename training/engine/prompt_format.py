@@ -33,6 +33,8 @@ snapshot builders.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -131,3 +133,11 @@ def require_messages(rows: Any, kind: str, columns: Sequence[str]) -> None:
             "be rendered by one. Export the snapshot again with conversational left unset (messages for sft, "
             "dpo and kto) or true."
         )
+
+
+def prompt_hash(messages: Sequence[Message]) -> str:
+    """A prompt's identity: sha256 of the canonical JSON of its messages (sorted keys, no
+    spaces, UTF-8). The importer stores it as ``Prompt.content_hash`` (prompts are unique
+    by it), and exports use it as the default ``group_id``: one function for both."""
+    canonical = json.dumps(list(messages), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from labeling.importing import ImportFileError, ImportReport, prompts_import
-from labeling.services import project_get_or_create_default
+from labeling.services.projects import project_get_or_create_default
 
 
 class Command(BaseCommand):

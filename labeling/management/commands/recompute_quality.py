@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from labeling.models import Item, Project
-from labeling.quality import item_decide, quality_refresh
+from labeling.services.quality import item_decide, quality_refresh
 
 
 class Command(BaseCommand):

@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from labeling.models import Membership, Project, Role
-from labeling.services import membership_set
+from labeling.services.members import membership_set
 from labeling.simulate import SimulatedAnnotator, simulate_annotator
 
 

@@ -17,12 +17,8 @@ from core.errors import DomainError
 from core.runs import run_claim
 from labeling.models import Project
 from training.models import DatasetSnapshot, ModelVersion, TrainingRun
-from training.training import (
-    PromotionNeedsConfirmation,
-    model_version_promote,
-    training_run_create,
-    training_run_execute,
-)
+from training.registry import PromotionNeedsConfirmation, model_version_promote
+from training.runs import training_run_create, training_run_execute
 
 
 class Command(BaseCommand):

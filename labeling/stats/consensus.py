@@ -3,7 +3,7 @@
 Pure numpy: no Django imports, so the snapshot builder, the training engine and the
 agreement job can all import it (and its tests need no database).
 
-Conventions used throughout (and by ``labeling.agreement``):
+Conventions used throughout (and by ``labeling.stats.agreement``):
 
 - A *ranking* is a list of *tiers*, best to worst; a tier is a list of candidate ids.
   A tier with several ids is a tie: the annotator judged them equally good.

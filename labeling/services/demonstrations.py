@@ -23,21 +23,15 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 from rapidfuzz.distance import Levenshtein
 
 from core.rendering import render_markdown
-from labeling.assignment import (
-    InvalidRanking,
-    SubmissionConflict,
-    _locked_item_of,
-    _release,
-    submission_gate,
-)
 from labeling.models import Assignment, Candidate, Demonstration, Item, ItemCandidate, Project, Prompt
-from labeling.services import items_create_for_prompt
+from labeling.services.assignment import InvalidRanking, SubmissionConflict
+from labeling.services.items import items_create_for_prompt
+from labeling.services.submission import release_lease, submission_gate, submit_once
 
 
 @dataclass(frozen=True)
@@ -86,41 +80,22 @@ def demonstration_submit(*, annotator: AbstractBaseUser, assignment_id: int,
                          data: DemonstrationInput, idempotency_key: str) -> tuple[Demonstration, bool]:
     """Store one demonstration; returns (demonstration, created). A retry with the same
     key returns the stored one. Raises InvalidRanking (400) or SubmissionConflict (409)."""
-    if not idempotency_key or len(idempotency_key) > 100:
-        raise InvalidRanking("an Idempotency-Key of 1 to 100 characters is required")
     text = data.text.strip()
     if not text:
         raise InvalidRanking("write an answer first: the text is empty")
     if len(text) > settings.IMPORT_MAX_TEXT_CHARS:
         raise InvalidRanking(f"answers are limited to {settings.IMPORT_MAX_TEXT_CHARS} characters")
     html = str(render_markdown(text))  # before the item's lock is taken
-    try:
-        demonstration, created, conflict = _submit(annotator, assignment_id, data, text, html,
-                                                   idempotency_key)
-    except IntegrityError:
-        existing = Demonstration.objects.filter(annotator=annotator, idempotency_key=idempotency_key)
-        if existing.exists():  # a concurrent twin with the same key stored it
-            return existing.get(), False
-        raise
-    if conflict is not None:
-        raise conflict  # after the commit, so the lease release it made is kept
+    demonstration, created = submit_once(
+        annotator=annotator, assignment_id=assignment_id, idempotency_key=idempotency_key, model=Demonstration,
+        store=lambda item, assignment: _store(annotator, item, assignment, data, text, html, idempotency_key))
     if created and demonstration.item.project.mix_demonstrations:
         _mix_into_ranking(demonstration)
     return demonstration, created
 
 
-@transaction.atomic
-def _submit(annotator: AbstractBaseUser, assignment_id: int, data: DemonstrationInput, text: str,
-            html: str, idempotency_key: str) -> tuple[Demonstration | None, bool, SubmissionConflict | None]:
-    # Lock order everywhere: the item, then the assignment.
-    item = _locked_item_of(annotator, assignment_id)
-    assignment = Assignment.objects.select_for_update().get(pk=assignment_id)
-    existing = Demonstration.objects.filter(annotator=annotator, idempotency_key=idempotency_key).first()
-    if existing is not None:
-        if existing.assignment_id != assignment.pk:
-            raise SubmissionConflict("this Idempotency-Key was used for another item",
-                                     code="idempotency_key_reused")
-        return existing, False, None
+def _store(annotator: AbstractBaseUser, item: Item, assignment: Assignment, data: DemonstrationInput, text: str,
+           html: str, idempotency_key: str) -> tuple[Demonstration | None, bool, SubmissionConflict | None]:
     if item.kind != Item.Kind.DEMONSTRATION:
         raise InvalidRanking("this item asks for a ranking, not a written answer")
     source = item.item_candidates.select_related("candidate").first() if data.rewrite else None
@@ -141,7 +116,7 @@ def _submit(annotator: AbstractBaseUser, assignment_id: int, data: Demonstration
         guideline_version_id=assignment.guideline_version_id, duration_ms=data.duration_ms,
         idempotency_key=idempotency_key,
     )
-    _release(assignment, item, holds_lease, status=Assignment.Status.SUBMITTED)
+    release_lease(assignment, item, holds_lease, status=Assignment.Status.SUBMITTED)
     updates = {"rankings_count": F("rankings_count") + 1}
     if item.rankings_count + 1 >= item.required_rankings:
         # Nothing to agree on: a written answer is accepted as written (reviewers can
@@ -162,9 +137,4 @@ def _mix_into_ranking(demonstration: Demonstration) -> int:
     return items_create_for_prompt(project=project, prompt_id=demonstration.candidate.prompt_id,
                                    candidate_ids=[demonstration.candidate_id, *models])
 
-
-def demonstrations_done_today(*, annotator: AbstractBaseUser, project: Project) -> int:
-    start = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
-    return Demonstration.objects.filter(annotator=annotator, item__project=project,
-                                        created_at__gte=start).count()
 

@@ -12,7 +12,8 @@ from rest_framework.views import APIView
 from core import access
 from core.api import query_text
 from labeling.models import AnnotatorQuality, Item, Role
-from labeling.quality import live_rankings, model_comparison, project_agreement_summary
+from labeling.selectors.dashboard import model_comparison, project_agreement_summary
+from labeling.selectors.review import live_rankings
 
 
 class AgreementOutput(serializers.Serializer):

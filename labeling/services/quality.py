@@ -1,7 +1,8 @@
 """Acting on agreement: item decisions, annotator quality, models compared.
 
-The statistics themselves live in labeling/agreement.py and labeling/consensus.py
-(pure numpy); this module loads rows, calls them and writes the results.
+The statistics themselves live in labeling/stats/ (pure numpy); this module loads
+rows, calls them and writes the results. The figures pages read are in
+labeling/selectors/dashboard.py.
 
 - `item_decide` runs inside the submission that completes an item (O(K^2 N)): it stores
   the item's agreement and consensus and marks it accepted or disputed, or, with
@@ -22,7 +23,10 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from labeling.agreement import (
+from config.celery import app
+from labeling.models import AnnotatorQuality, Candidate, Item, Project, Ranking
+from labeling.selectors.review import live_rankings
+from labeling.stats.agreement import (
     AgreementUndefinedError,
     item_pairwise_agreement,
     leave_one_out_agreement,
@@ -30,20 +34,12 @@ from labeling.agreement import (
     position_bias,
     tie_rate,
 )
-from labeling.consensus import (
+from labeling.stats.consensus import (
     borda_consensus,
-    bradley_terry,
-    outcomes_from_ranking,
     pairs_from_ranking,
 )
-from labeling.models import AnnotatorQuality, Candidate, Item, Project, Ranking
 
 QUALITY_DEBOUNCE_SECONDS = 30
-
-
-def live_rankings(item: Item) -> list[Ranking]:
-    return list(item.rankings.filter(superseded_by__isnull=True)
-                .select_related("annotator", "guideline_version").order_by("id"))
 
 
 def item_decide(*, item_id: int) -> str:
@@ -79,9 +75,8 @@ def quality_refresh_soon(*, project_id: int) -> None:
         quality_refresh_pending=True
     )
     if claimed:
-        from labeling.tasks import refresh_quality
-
-        transaction.on_commit(lambda: refresh_quality.apply_async(
+        # By name: services never import tasks (the task module imports the services).
+        transaction.on_commit(lambda: app.tasks["labeling.tasks.refresh_quality"].apply_async(
             args=[project_id], countdown=QUALITY_DEBOUNCE_SECONDS))
 
 
@@ -241,69 +236,3 @@ def _flag_outliers(figures: dict[tuple[int, str], dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------- figures
 
 
-def project_agreement_summary(*, project: Project) -> dict[str, Any]:
-    """Project-level agreement for the API and console (per guideline version too)."""
-    from labeling.agreement import bootstrap_ci
-
-    decided = Item.objects.filter(project=project, agreement__isnull=False, is_gold=False)
-    values = np.array(list(decided.values_list("agreement", flat=True)), dtype=float)
-    counts = {status: 0 for status in Item.Status.values}
-    for status in Item.objects.filter(project=project).values_list("status", flat=True):
-        counts[status] += 1
-    summary: dict[str, Any] = {"items": counts, "decided_items": int(len(values))}
-    if len(values):
-        low, high = bootstrap_ci(values, n_resamples=1000, seed=0)
-        summary.update(pairwise_agreement=float(values.mean()), pairwise_agreement_ci=[low, high])
-    else:
-        summary.update(pairwise_agreement=None, pairwise_agreement_ci=None)
-    # Adaptive overlap: each decided item asked for fewer rankings than the full overlap.
-    saved = sum(project.overlap - required for required in decided.values_list(
-        "required_rankings", flat=True) if required < project.overlap)
-    summary["rankings_saved_by_adaptive_overlap"] = saved
-    return summary
-
-
-def model_comparison(*, project: Project, n_resamples: int = 200, seed: int = 0) -> dict[str, Any]:
-    """Per model (from candidate provenance): win rate against each other model and a
-    Bradley-Terry score with a bootstrap interval, from accepted consensus rankings."""
-    items = list(Item.objects.filter(project=project, status=Item.Status.ACCEPTED,
-                                     consensus__isnull=False).values_list("consensus", flat=True))
-    ids = {cid for tiers in items for tier in tiers for cid in tier}
-    model_of = dict(Candidate.objects.filter(pk__in=ids).values_list("id", "model_name"))
-    names = sorted({name or "(unknown)" for name in model_of.values()})
-    index = {name: n for n, name in enumerate(names)}
-    per_item = [
-        [(index[model_of[b] or "(unknown)"], index[model_of[w] or "(unknown)"])
-         for b, w, _ in pairs_from_ranking(tiers) if model_of[b] != model_of[w]]
-        for tiers in items
-    ]
-    wins = np.zeros((len(names), len(names)))
-    for pairs in per_item:
-        for better, worse in pairs:
-            wins[better, worse] += 1
-    scores = _bt_scores(per_item, len(names))
-    rng = np.random.default_rng(seed)
-    samples = [_bt_scores([per_item[i] for i in rng.integers(0, len(per_item), len(per_item))],
-                          len(names)) for _ in range(n_resamples if per_item else 0)]
-    table = []
-    for name, n in index.items():
-        games = wins[n] + wins[:, n]
-        spread = [s[n] for s in samples]
-        table.append({
-            "model": name, "bt_score": scores[n],
-            "bt_ci": [float(np.percentile(spread, 2.5)), float(np.percentile(spread, 97.5))]
-            if spread else None,
-            "win_rate": {other: float(wins[n, m] / games[m]) for other, m in index.items()
-                         if m != n and games[m]},
-            "comparisons": int(games.sum()),
-        })
-    return {"items": len(items), "models": sorted(table, key=lambda row: -row["bt_score"])}
-
-
-def _bt_scores(per_item: list[list[tuple[int, int]]], count: int) -> list[float]:
-    if count == 0:
-        return []
-    outcomes = [o for pairs in per_item for b, w in pairs
-                for o in outcomes_from_ranking([[b], [w]])]
-    fitted = bradley_terry(outcomes, list(range(count)))
-    return [fitted[n] for n in range(count)]

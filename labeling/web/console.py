@@ -1,38 +1,15 @@
-"""The reviewer/admin console under /console/. Every page goes through `console_view`
-(403 for anyone who is not a reviewer or admin somewhere) and, for a project's pages,
-`console_project` (404 for projects the user is not in, 403 below reviewer)."""
+"""The console's home and a project's dashboard and stale labels. Every console page goes
+through `core.console.console_view` and, for a project's pages, `console_project`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
-
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from core import access
-from labeling.models import Item, Project, Role
-
-View = Callable[..., HttpResponse]
-
-
-def console_view(view: View) -> View:
-    @login_required
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
-        if not access.is_console_user(request.user):
-            raise PermissionDenied("The console is for reviewers and admins.")
-        return view(request, *args, **kwargs)
-
-    return wrapper
-
-
-def console_project(request: HttpRequest, project_id: int, *, min_role: str = Role.REVIEWER
-                    ) -> Project:
-    return access.project_for(request.user, project_id, min_role=min_role)
+from core.console import console_project, console_view
+from labeling.models import Item, Role
 
 
 @console_view
@@ -53,8 +30,8 @@ def index(request: HttpRequest) -> HttpResponse:
 def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
     """The project dashboard: progress, throughput, agreement, annotators."""
     from core import charts
-    from labeling import dashboard
-    from labeling.quality import project_agreement_summary
+    from labeling.selectors import dashboard
+    from labeling.selectors.dashboard import project_agreement_summary
 
     project = console_project(request, project_id)
     summary = project_agreement_summary(project=project)
@@ -86,13 +63,15 @@ def stale_items(request: HttpRequest, project_id: int) -> HttpResponse:
     from django.contrib import messages
     from django.shortcuts import redirect
 
-    from labeling.services import items_reopen, stale_items_for
+    from labeling.selectors.review import stale_items_for
+    from labeling.services.items import items_reopen
 
     project = console_project(request, project_id)
     if request.method == "POST":
         project = console_project(request, project_id, min_role=Role.ADMIN)
         ids = [int(i) for i in request.POST.getlist("item") if i.isdigit()]
-        reopened = items_reopen(project=project, item_ids=ids, reason="stale guideline version")
+        reopened = items_reopen(project=project, item_ids=ids, reason="stale guideline version",
+                                actor=request.user)
         messages.success(request, f"Re-opened {reopened} items for more rankings.")
         return redirect("console:stale", project_id=project.pk)
     items, major = stale_items_for(project=project)

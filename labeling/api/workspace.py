@@ -11,15 +11,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core import access
-from labeling.assignment import (
-    RankingInput,
-    assignment_skip,
-    next_item,
-    ranking_submit,
-)
 from labeling.blind import shown_id, tiers_as_shown
-from labeling.demonstrations import DemonstrationInput, demonstration_submit
-from labeling.workspace import assignment_for, assignment_payload
+from labeling.selectors.workspace import assignment_for, assignment_payload
+from labeling.services.assignment import next_item
+from labeling.services.demonstrations import DemonstrationInput, demonstration_submit
+from labeling.services.rankings import RankingInput, ranking_submit
+from labeling.services.submission import assignment_skip
 
 
 class MessageOutput(serializers.Serializer):

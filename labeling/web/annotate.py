@@ -10,9 +10,9 @@ from django.views.decorators.http import require_POST
 
 from core import access
 from core.rendering import render_markdown
-from labeling.assignment import GuidelineAckRequired, next_item
 from labeling.models import Assignment
-from labeling.workspace import annotator_progress, shown_candidates
+from labeling.selectors.workspace import annotator_progress, shown_candidates
+from labeling.services.assignment import GuidelineAckRequired, next_item
 
 SKIP_REASONS = [
     "needs expertise I don't have",

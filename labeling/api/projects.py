@@ -30,9 +30,10 @@ from accounts.usernames import validate_username
 from core import access
 from core.api import ApiErrorSerializer, StrictJSONInput, query_text
 from core.runs import run_enqueue
-from labeling import services
 from labeling.models import Candidate, ImportJob, Membership, Project, Prompt, Role
 from labeling.prompt_metadata import unstorable_at
+from labeling.services.members import invite_create, member_remove, membership_set, user_create
+from labeling.services.projects import project_create
 
 IMPORT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 PROMPT_ORDERINGS = ("id", "-id")
@@ -149,7 +150,7 @@ class ProjectListCreate(ListAPIView):
             return Response({"detail": "Only staff can create projects."}, status=403)
         data = ProjectInput(data=request.data)
         data.is_valid(raise_exception=True)
-        project = services.project_create(**data.validated_data)
+        project = project_create(**data.validated_data, actor=request.user)
         return Response(ProjectOutput(project).data, status=status.HTTP_201_CREATED)
 
 
@@ -166,7 +167,7 @@ class ProjectDetail(APIView):
         project = data.save()
         if project.demonstrations == Project.Demonstrations.ONLY:
             # Switched to writing answers: every prompt without a demonstration item gets one.
-            from labeling.demonstrations import demonstration_items_create
+            from labeling.services.demonstrations import demonstration_items_create
 
             demonstration_items_create(project=project)
         return Response(ProjectOutput(project).data)
@@ -216,9 +217,8 @@ class MemberListSet(APIView):
         ).first()
         if user is None:
             raise ValidationError({"username": ["no active user with this username"]})
-        membership = services.membership_set(
-            project=project, user=user, role=data.validated_data["role"]
-        )
+        membership = membership_set(project=project, user=user, role=data.validated_data["role"],
+                                    actor=request.user)
         return Response(MemberOutput(membership).data)
 
 
@@ -228,7 +228,7 @@ class MemberRemove(APIView):
         project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
         user = get_user_model().objects.filter(pk=user_id).first()
         if user is not None:
-            services.membership_remove(project=project, user=user)
+            member_remove(project=project, user=user, actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -406,7 +406,7 @@ class InviteCreate(APIView):
         project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
         data = self.InviteInput(data=request.data)
         data.is_valid(raise_exception=True)
-        invite, token = services.invite_create(
+        invite, token = invite_create(
             project=project, role=data.validated_data["role"], created_by=request.user
         )
         url = request.build_absolute_uri(reverse("invite-accept", args=[token]))
@@ -433,5 +433,5 @@ class UserCreate(APIView):
     def post(self, request: Request) -> Response:
         data = self.UserCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        user = services.user_create(**data.validated_data)
+        user = user_create(**data.validated_data)
         return Response({"id": user.pk, "username": user.username}, status=201)

@@ -1,13 +1,12 @@
-"""Training runs, the model registry and closing the loop.
+"""Training runs: create one (validated), execute it, stop it.
 
 `training_run_create` validates a run (the engine's own config class checks the
-config); `training_run_execute` (the task on `train`, and `manage.py train`) runs the
-engine in-process on one device, or `accelerate launch` of the engine's entry point for
-several, streams its metric events into TrainingMetric rows and the run's heartbeat,
-stops when the run is cancelled, resumes from the last complete checkpoint after a
-crash (the engine picks it), and registers the result as a ModelVersion. Promoting a
-version makes it the project's current policy or reward model in one transaction; the
-current reward model scores new candidates and orders the `uncertain_first` queue.
+config) and audits it; `training_run_execute` (the task on `train`, and `manage.py
+train`) runs the engine in-process on one device, or `accelerate launch` of the
+engine's entry point for several, streams its metric events into TrainingMetric rows
+and the run's heartbeat, stops when the run is cancelled, resumes from the last
+complete checkpoint after a crash (the engine picks it), and registers the result
+(training/registry.py). `run_stop` cancels a generation or training run, audited.
 """
 
 from __future__ import annotations
@@ -24,22 +23,23 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Max
 
 from core.audit import audit
 from core.errors import DomainError
-from core.runs import Run, run_enqueue, run_finish, run_heartbeat
-from labeling.models import Candidate, Item, Project
-from training.artifacts import artifact_local, artifact_local_model, artifact_publish
+from core.runs import Run, run_cancel, run_enqueue, run_finish, run_heartbeat
+from labeling.models import Project
+from training.artifacts import artifact_local_model
 from training.model_refs import model_reference
 from training.models import (
-    CandidateScore,
     DatasetSnapshot,
+    GenerationRun,
     ModelVersion,
     TrainingMetric,
     TrainingRun,
 )
+from training.registry import model_version_register
 from training.snapshots import snapshot_local_dir
+from training.workers import torch_threads
 
 logger = logging.getLogger(__name__)
 DATA_KIND = {"reward": "pairs", "dpo": "dpo", "sft": "sft", "rl": "sft"}
@@ -120,6 +120,8 @@ def training_run_create(
     TrainingRun.objects.filter(pk=run.pk).update(
         artifact_path=str(settings.ARTIFACT_ROOT / "runs" / str(run.pk)))
     run.refresh_from_db()
+    audit(actor=user, project=project, action="training.start", target=run,
+          after={"kind": kind, "snapshot": snapshot.pk, "base_model": base_model})
     if enqueue:
         run_enqueue(run)
     return run
@@ -168,8 +170,6 @@ class _Sink:
 
 def training_run_execute(run: TrainingRun, *, progress: Any = None) -> None:
     """Run (or resume) a claimed training run to the end; `progress(step, max_steps)`."""
-    from training.generation import torch_threads
-
     output = Path(run.artifact_path)
     sink = _Sink(run, progress)
     torch_threads()
@@ -258,110 +258,10 @@ def _launch_accelerate(run: TrainingRun, config: dict[str, Any], train_file: Pat
 # --------------------------------------------------------------------------- registry
 
 
-def model_version_register(*, run: TrainingRun, results: dict[str, Any]) -> ModelVersion:
-    """Record the run's final model; policies also get merged weights for generation."""
-    kind = ModelVersion.Kind.REWARD if run.kind == TrainingRun.Kind.REWARD else ModelVersion.Kind.POLICY
-    name = f"{run.project.slug}-{kind}"
-    adapter = Path(run.artifact_path) / "model"
-    merged = ""
-    if kind == ModelVersion.Kind.POLICY and run.config.get("use_lora", True):
-        merged = str(_merge_policy(run, adapter))
-    # Uploaded before it is registered: a registered version is always fetchable.
-    for folder in filter(None, (str(adapter), merged)):
-        artifact_publish(folder)
-    with transaction.atomic():
-        number = (ModelVersion.objects.filter(project=run.project, name=name)
-                  .aggregate(n=Max("version"))["n"] or 0) + 1
-        metrics = {k: v for k, v in results.items() if isinstance(v, int | float | str)}
-        if (results.get("eval") or {}).get("accuracy") is not None:
-            metrics["eval_accuracy"] = results["eval"]["accuracy"]
-            metrics["eval_pairs"] = results["eval"]["pairs"]
-        return ModelVersion.objects.create(
-            project=run.project, kind=kind, name=name, version=number,
-            base_model=run.base_model, adapter_path=str(adapter), merged_path=merged,
-            metrics=metrics, source_run=run, snapshot=run.snapshot,
-            guideline_versions=_manifest_versions(run.snapshot),
-            warnings=list(results.get("warnings") or []),
-        )
-
-
-def _manifest_versions(snapshot: DatasetSnapshot) -> list[int]:
-    manifest = snapshot_local_dir(snapshot) / "manifest.json"
-    return json.loads(manifest.read_text()).get("guideline_versions", []) if manifest.exists() else []
-
-
-def _merge_policy(run: TrainingRun, adapter: Path) -> Path:
-    """Merge the LoRA adapter into its base so any generation backend can load it."""
-    from training.engine.cli import config_class
-    from training.engine.common import load_causal_lm
-
-    target = Path(run.artifact_path) / "merged"
-    config = config_class("sft").from_dict({"model": str(adapter)})
-    model, tokenizer, _ = load_causal_lm(config, merge_adapter=True)
-    model = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-    model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    return target
-
-
-class PromotionNeedsConfirmation(DomainError):
-    """The version's run may have learned nothing; promote it only when confirmed (HTTP 409)."""
-
-    code = "confirmation_required"
-    http_status = 409
-
-    def __init__(self, version: ModelVersion) -> None:
-        super().__init__(f"{version} may have learned nothing: {'; '.join(version.warnings)}. "
-                         "Promote it anyway only with confirmation (API: {\"confirm\": true}).")
-        self.warnings = list(version.warnings)
-
-
-@transaction.atomic
-def model_version_promote(*, version: ModelVersion, actor: AbstractBaseUser | None,
-                          confirm: bool = False) -> ModelVersion:
-    """Make `version` the project's current model of its kind (one transaction). A version
-    with warnings (its run may have learned nothing) needs ``confirm``; the audit event
-    records what was confirmed."""
-    if version.warnings and not confirm:
-        raise PromotionNeedsConfirmation(version)
-    previous = ModelVersion.objects.select_for_update().filter(
-        project=version.project, kind=version.kind, is_current=True).first()
-    if previous is not None and previous.pk != version.pk:
-        ModelVersion.objects.filter(pk=previous.pk).update(is_current=False)
-    ModelVersion.objects.filter(pk=version.pk).update(is_current=True)
-    version.refresh_from_db()
-    audit(actor=actor, project=version.project, action=f"model.promote_{version.kind}",
-          target=version, before={"current": str(previous) if previous else None},
-          after={"current": str(version), **({"confirmed_warnings": version.warnings} if version.warnings else {})})
-    return version
-
-
-def current_model(project: Project, kind: str) -> ModelVersion | None:
-    return ModelVersion.objects.filter(project=project, kind=kind, is_current=True).first()
-
-
-def candidates_score(*, version: ModelVersion, candidate_ids: list[int]) -> int:
-    """Score candidates with a reward model and refresh their items' uncertainty (the
-    gap between the two best scores: small means the model can't tell them apart)."""
-    from training.engine.reward import RewardScorer
-
-    candidates = list(Candidate.objects.filter(pk__in=candidate_ids).select_related("prompt"))
-    if not candidates:
-        return 0
-    scorer = RewardScorer.load(artifact_local(version.adapter_path))
-    scores = scorer.score([c.prompt.messages for c in candidates], [c.text for c in candidates])
-    CandidateScore.objects.bulk_create(
-        [CandidateScore(candidate=c, model_version=version, score=s)
-         for c, s in zip(candidates, scores, strict=True)],
-        update_conflicts=True, unique_fields=["candidate", "model_version"], update_fields=["score"],
-    )
-    by_candidate = dict(CandidateScore.objects.filter(model_version=version).filter(
-        candidate__items__in=Item.objects.filter(candidates__in=candidate_ids)
-    ).values_list("candidate_id", "score"))
-    for item in Item.objects.filter(candidates__in=candidate_ids).distinct().prefetch_related(
-            "item_candidates"):
-        top = sorted((by_candidate[ic.candidate_id] for ic in item.item_candidates.all()
-                      if ic.candidate_id in by_candidate), reverse=True)
-        if len(top) >= 2:
-            Item.objects.filter(pk=item.pk).update(uncertainty=top[0] - top[1])
-    return len(scores)
+def run_stop(*, run: GenerationRun | TrainingRun, actor: AbstractBaseUser | None) -> bool:
+    """Cancel a queued or running generation or training run (the worker stops at its
+    next chunk or step; what it wrote is kept); audited. False when it had finished."""
+    cancelled = run_cancel(run)
+    if cancelled:
+        audit(actor=actor, project=run.project, action=f"{run.audit_name}.cancel", target=run)
+    return cancelled

@@ -91,3 +91,9 @@ def annotator_progress(user: AbstractBaseUser, project: Project) -> Progress:
         done_today=mine.filter(created_at__gte=start).count()
         + written.filter(created_at__gte=start).count(),
         done_total=mine.count() + written.count(), left=left)
+
+
+def demonstrations_done_today(*, annotator: AbstractBaseUser, project: Project) -> int:
+    start = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    return Demonstration.objects.filter(annotator=annotator, item__project=project,
+                                        created_at__gte=start).count()

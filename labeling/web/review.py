@@ -7,7 +7,6 @@ import json
 from itertools import combinations
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -15,22 +14,15 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from core import access
-from core.audit import audit, audit_events_for
+from core.audit import audit_events_for
+from core.console import console_project, console_view
 from core.errors import DomainError
-from labeling.consensus import tier_ranks
-from labeling.console import console_project, console_view
 from labeling.models import AnnotatorQuality, Assignment, Item, Membership, Ranking, Role
-from labeling.quality import live_rankings, model_comparison
-from labeling.review import (
-    Adjudication,
-    disputes_for,
-    item_adjudicate,
-    leases_release,
-    member_remove,
-    membership_pause,
-    user_deactivate,
-)
-from labeling.services import invite_create
+from labeling.selectors.dashboard import model_comparison
+from labeling.selectors.review import disputes_for, live_rankings
+from labeling.services.members import invite_create, leases_release, member_remove, membership_pause, user_deactivate
+from labeling.services.review import Adjudication, item_adjudicate
+from labeling.stats.consensus import tier_ranks
 
 
 @console_view
@@ -178,8 +170,6 @@ def invite(request: HttpRequest, project_id: int) -> HttpResponse:
     except DomainError as exc:
         messages.error(request, str(exc))
     else:
-        audit(actor=request.user, project=project, action="invite.create", target=created,
-              after={"role": created.role, "expires_at": created.expires_at.isoformat()})
         url = request.build_absolute_uri(reverse("invite-accept", args=[token]))
         messages.success(request, f"One-time {created.role} invite (expires "
                                   f"{created.expires_at:%Y-%m-%d %H:%M} UTC): {url}")
@@ -209,85 +199,3 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     return render(request, "console/audit.html", {"page": page, "filters": request.GET})
 
 
-@login_required
-def my_feedback(request: HttpRequest, slug: str) -> HttpResponse:
-    """An annotator's own gold misses and reviewers' notes on items they ranked: nothing
-    about anyone else."""
-    project = access.project_by_slug_for(request.user, slug)
-    mine = Ranking.objects.filter(annotator=request.user, item__project=project,
-                                  superseded_by__isnull=True).select_related("item", "item__prompt")
-    gold = []
-    for ranking in mine.filter(item__is_gold=True, item__gold_ranking__isnull=False)[:200]:
-        if ranking.tiers == ranking.item.gold_ranking:
-            continue
-        mine_ranks, gold_ranks = tier_ranks(ranking.tiers), tier_ranks(ranking.item.gold_ranking)
-        texts = dict(ranking.item.candidates.values_list("id", "text"))
-        gold.append({"ranking": ranking, "rows": sorted(
-            ((texts[cid], mine_ranks[cid], gold_ranks[cid]) for cid in texts),
-            key=lambda row: row[2])})
-    notes = mine.exclude(item__decision_note="").order_by("-item__decided_at")[:100]
-    quality = AnnotatorQuality.objects.filter(project=project, annotator=request.user,
-                                              period="all").first()
-    return render(request, "annotator/feedback.html", {
-        "project": project, "gold_misses": gold, "notes": notes, "quality": quality,
-    })
-
-
-@console_view
-def runs(request: HttpRequest, project_id: int) -> HttpResponse:
-    """Imports, generation runs and dataset snapshots with live progress (the page
-    refreshes itself while any is queued or running)."""
-    from core import charts
-    from training.models import DatasetSnapshot, GenerationRun, ModelVersion, TrainingRun
-
-    project = console_project(request, project_id)
-    if request.method == "POST":
-        return _runs_action(request, project_id)
-    training = list(TrainingRun.objects.filter(project=project).order_by("-id")[:20])
-    curves = []
-    for run in training[:5]:
-        points = list(run.metrics.order_by("step").values_list("step", "values"))
-        losses = [(step, values["loss"]) for step, values in points if values.get("loss") is not None]
-        if losses:
-            high = max(loss for _, loss in losses) or 1.0
-            curves.append((run, charts.line_chart(
-                f"{run.kind} run {run.pk}: loss per step", [str(s) for s, _ in losses],
-                [loss for _, loss in losses], low=0.0, high=round(high * 1.1, 3))))
-    generation = GenerationRun.objects.filter(project=project).order_by("-id")[:50]
-    snapshots = DatasetSnapshot.objects.filter(project=project).order_by("-id")[:50]
-    imports = project.imports.order_by("-id")[:50]
-    active = any(r.status in {"queued", "running"}
-                 for r in [*generation, *snapshots, *imports, *training])
-    return render(request, "console/runs.html", {
-        "project": project, "generation": generation, "snapshots": snapshots,
-        "imports": imports, "training": training, "curves": curves,
-        "versions": ModelVersion.objects.filter(project=project),
-        "active": active, "can_admin": access.is_admin_of(request.user, project.pk),
-    })
-
-
-def _runs_action(request: HttpRequest, project_id: int) -> HttpResponse:
-    """Cancel a generation or training run, or promote a model version (admins); a version
-    whose run may have learned nothing is promoted only from the confirmation page."""
-    from core.runs import run_cancel
-    from training.models import GenerationRun, ModelVersion, TrainingRun
-    from training.training import PromotionNeedsConfirmation, model_version_promote
-
-    project = console_project(request, project_id, min_role=Role.ADMIN)
-    if request.POST.get("promote"):
-        version = ModelVersion.objects.filter(project=project, pk=request.POST["promote"]).first()
-        if version is not None:
-            try:
-                model_version_promote(version=version, actor=request.user,
-                                      confirm=request.POST.get("confirm") == "1")
-            except PromotionNeedsConfirmation:
-                return render(request, "console/promote_confirm.html",
-                              {"project": project, "version": version})
-            messages.success(request, f"{version} is now the current {version.kind} model.")
-    for model, field in ((GenerationRun, "run"), (TrainingRun, "training_run")):
-        run = model.objects.filter(project=project, pk=request.POST.get(field) or 0).first()
-        if run is not None and run_cancel(run):
-            audit(actor=request.user, project=project,
-                  action=f"{model._meta.model_name}.cancel", target=run)
-            messages.success(request, f"Run {run.pk} will stop at its next step.")
-    return redirect("console:runs", project_id=project.pk)

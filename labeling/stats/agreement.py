@@ -1,10 +1,8 @@
 """Agreement between annotators: the one place Ordinal defines its agreement statistics.
 
-Pure numpy: no Django imports. Item-level functions take rankings (lists of tiers, best
-to worst, see ``labeling.consensus``); the ``batch_*`` functions and
-``project_agreement`` take a rank array of shape (items, annotator slots, K) holding
-mid-ranks, NaN for a slot with no ranking, and are what the project-level recompute
-runs (``bench/agreement_bench.py`` times them on a million rankings).
+Pure numpy: no Django imports. The functions here take rankings (lists of tiers, best
+to worst, see ``labeling.stats.consensus``); their project-wide twins over rank arrays
+are in ``labeling.stats.batch`` and confidence intervals in ``labeling.stats.bootstrap``.
 
 Ties: every statistic works on mid-ranks (tied candidates share the mean of the
 positions they occupy), and each docstring says what a tie does to it.
@@ -14,55 +12,25 @@ single candidate, no variation at all) raises ``AgreementUndefinedError``; input
 cannot be used raises ``InvalidRankingError``. Both are ValueErrors. Only the batch
 functions return NaN, documented, to mark an item whose value is undefined.
 
-Pairs for training come from ``labeling.consensus.pairs_from_ranking``, not from here.
+Pairs for training come from ``labeling.stats.consensus.pairs_from_ranking``, not from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, Literal
 
 import numpy as np
 
-from labeling.consensus import (
-    RANK_TOLERANCE,
+from labeling.stats.consensus import (
     InvalidRankingError,
     Tiers,
     borda_consensus,
     rank_matrix,
     tier_ranks,
 )
-
-__all__ = [
-    "AgreementUndefinedError",
-    "PAIRWISE_CATEGORIES",
-    "InvalidRankingError",
-    "PositionBias",
-    "ProjectAgreement",
-    "alpha_reliability_data",
-    "batch_kendalls_w",
-    "batch_leave_one_out_agreement",
-    "batch_pairwise_agreement",
-    "bootstrap_ci",
-    "fleiss_kappa",
-    "item_pairwise_agreement",
-    "kendall_tau_b",
-    "kendalls_w",
-    "krippendorff_alpha",
-    "leave_one_out_agreement",
-    "mean_by_annotator",
-    "pairwise_agreement",
-    "pairwise_outcome",
-    "pairwise_outcome_table",
-    "position_bias",
-    "project_agreement",
-    "project_pairwise_agreement",
-    "rank_array",
-    "rank_value_domain",
-    "tie_rate",
-]
 
 Level = Literal["nominal", "ordinal", "interval"]
 
@@ -89,7 +57,7 @@ def pairwise_agreement(a: Tiers, b: Tiers) -> float:
     and 0 when they order the pair oppositely. The result is the mean score, in [0, 1]:
     ``1 - mean(|sign(a_i - a_j) - sign(b_i - b_j)|) / 2`` over pairs, on mid-ranks."""
     _, ranks = rank_matrix([a, b])
-    signs = _pair_signs(ranks)
+    signs = pair_signs(ranks)
     if signs.shape[-1] == 0:
         raise AgreementUndefinedError("a single candidate has no pair to agree on")
     return float(1.0 - np.abs(signs[0] - signs[1]).mean() / 2)
@@ -104,7 +72,7 @@ def kendall_tau_b(a: Tiers, b: Tiers) -> float:
     candidate the denominator is zero (scipy returns NaN): this raises
     AgreementUndefinedError; use ``pairwise_agreement`` for a value that always exists."""
     _, ranks = rank_matrix([a, b])
-    signs = _pair_signs(ranks)
+    signs = pair_signs(ranks)
     untied_a, untied_b = np.count_nonzero(signs, axis=1)
     if untied_a == 0 or untied_b == 0:
         raise AgreementUndefinedError("tau-b is undefined when a ranking ties every candidate")
@@ -361,227 +329,7 @@ def _expected_disagreement(counts: np.ndarray, positions: np.ndarray | None) -> 
     return 2.0 * n * float(counts @ (positions - centre) ** 2)
 
 
-# --------------------------------------------------------------------------- bootstrap
-
-
-def bootstrap_ci(
-    data: Any,
-    statistic: Callable[[Any], float] | None = None,
-    *,
-    n_resamples: int = 2000,
-    confidence: float = 0.95,
-    seed: int | None = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval, resampling items with replacement.
-
-    ``data`` is either per-item values (1-D; the statistic is their mean) or any items
-    (a sequence, or an array with items on axis 0) with ``statistic(resampled_items)``.
-    Returns the (1 - confidence)/2 and (1 + confidence)/2 quantiles of the statistic
-    over ``n_resamples`` resamples. The default seed is fixed so a recompute on the same
-    data gives the same interval (a console that flickers invites misreading)."""
-    if not 0.0 < confidence < 1.0 or n_resamples < 1:
-        raise ValueError("need 0 < confidence < 1 and n_resamples >= 1")
-    if len(data) == 0:
-        raise AgreementUndefinedError("no items: the confidence interval is undefined")
-    rng = np.random.default_rng(seed)
-    if statistic is None:
-        values = np.asarray(data, dtype=float)
-        if values.ndim != 1 or np.isnan(values).any():
-            raise InvalidRankingError("per-item values must be 1-D with no NaN; drop undefined items")
-        stats = _resampled_means(values, n_resamples, rng)
-    else:
-        n = len(data)
-        stats = np.array([statistic(_take(data, rng.integers(0, n, n))) for _ in range(n_resamples)])
-        if np.isnan(stats).any():
-            raise AgreementUndefinedError("the statistic returned NaN on a resample")
-    low, high = np.quantile(stats, [(1.0 - confidence) / 2, (1.0 + confidence) / 2])
-    return float(low), float(high)
-
-
-def _resampled_means(values: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """Means of bootstrap resamples of ``values``.
-
-    Agreement values take few distinct values (multiples of 1/(pairs x annotator
-    pairs)), and a resample's mean depends only on how often each distinct value was
-    drawn, which is multinomial: drawing those counts is the same bootstrap at a
-    fraction of the cost (ms instead of seconds for 250k items). Many distinct values
-    make the multinomial slower than drawing indices, so that case draws indices."""
-    n = len(values)
-    distinct, counts = np.unique(values, return_counts=True)
-    if 4 * len(distinct) <= n:
-        draws = rng.multinomial(n, counts / n, size=n_resamples)
-        return draws @ distinct / n
-    means = np.empty(n_resamples)
-    chunk = max(1, 2**22 // n)  # bounds the index array at ~32 MB
-    for start in range(0, n_resamples, chunk):
-        stop = min(n_resamples, start + chunk)
-        means[start:stop] = values[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
-    return means
-
-
-def _take(data: Any, index: np.ndarray) -> Any:
-    return data[index] if isinstance(data, np.ndarray) else [data[i] for i in index]
-
-
-# --------------------------------------------------------------------------- batch (project recompute)
-
-
-def rank_array(items: Sequence[Sequence[Tiers]]) -> np.ndarray:
-    """(items x annotator slots x K) mid-ranks from each item's rankings, NaN-padded.
-
-    Candidates are in sorted-id order per item; slot s is the item's s-th ranking (slots
-    need not be the same person across items: the batch statistics never assume so).
-    Every item must have the same K; group items by K first."""
-    matrices = [rank_matrix(rankings)[1] for rankings in items]
-    if not matrices:
-        raise AgreementUndefinedError("no items")
-    k = matrices[0].shape[1]
-    if any(m.shape[1] != k for m in matrices):
-        raise InvalidRankingError("items have different numbers of candidates; group them by K")
-    ranks = np.full((len(matrices), max(m.shape[0] for m in matrices), k), np.nan)
-    for index, matrix in enumerate(matrices):
-        ranks[index, : matrix.shape[0]] = matrix
-    return ranks
-
-
-def rank_value_domain(k: int) -> np.ndarray:
-    """Every mid-rank K candidates can get: 1, 1.5, ..., K (for ``krippendorff_alpha``)."""
-    return np.arange(2, 2 * k + 1) / 2.0
-
-
-def alpha_reliability_data(ranks: np.ndarray) -> np.ndarray:
-    """The (annotator slots x items*K) reliability data of a rank array: unit i*K + c is
-    candidate c of item i."""
-    checked = _checked_ranks(ranks)
-    return checked.transpose(1, 0, 2).reshape(checked.shape[1], -1)
-
-
-def batch_pairwise_agreement(ranks: np.ndarray) -> np.ndarray:
-    """``item_pairwise_agreement`` of every item of a rank array at once; NaN for an item
-    with fewer than two rankings."""
-    checked = _checked_ranks(ranks)
-    signs = _pair_signs(checked)  # NaN for an empty slot, so its pairs drop out below
-    total = np.zeros(len(checked))
-    count = np.zeros(len(checked))
-    for a, b in combinations(range(checked.shape[1]), 2):
-        score = 1.0 - np.abs(signs[:, a] - signs[:, b]).mean(axis=1) / 2
-        both = ~np.isnan(score)
-        total += np.where(both, score, 0.0)
-        count += both
-    return _divide_or_nan(total, count)
-
-
-def batch_kendalls_w(ranks: np.ndarray) -> np.ndarray:
-    """``kendalls_w`` of every item of a rank array; NaN where W is undefined (fewer than
-    two rankings, or every ranking one tie)."""
-    checked = _checked_ranks(ranks)
-    present = ~np.isnan(checked[:, :, 0])
-    m = present.sum(axis=1).astype(float)
-    k = checked.shape[2]
-    rank_sums = np.where(present[..., None], checked, 0.0).sum(axis=1)
-    spread = ((rank_sums - rank_sums.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
-    # A tier of size t at mid-rank r has sum of squared positions minus t r^2 equal to
-    # (t^3 - t) / 12, so the tie term follows from the ranks without finding the tiers.
-    squares = np.where(present, (checked * checked).sum(axis=2), 0.0)
-    ties = 12.0 * (m * k * (k + 1) * (2 * k + 1) / 6 - squares.sum(axis=1))
-    denominator = m * m * (k**3 - k) - m * ties
-    return _divide_or_nan(12.0 * spread, np.where(m >= 2, denominator, 0.0))
-
-
-def batch_leave_one_out_agreement(ranks: np.ndarray) -> np.ndarray:
-    """(items x slots) ``leave_one_out_agreement``: each ranking's pairwise agreement
-    with the mean-rank consensus of the item's other rankings; NaN for an empty slot or
-    an item with fewer than two rankings."""
-    checked = _checked_ranks(ranks)
-    present = ~np.isnan(checked[:, :, 0])
-    m = present.sum(axis=1)
-    filled = np.where(present[..., None], checked, 0.0)
-    others = filled.sum(axis=1, keepdims=True) - filled
-    others /= np.maximum(m - 1, 1)[:, None, None]
-    first, second = np.triu_indices(checked.shape[2], 1)
-    gap = others[..., first] - others[..., second]
-    consensus = np.where(np.abs(gap) <= RANK_TOLERANCE, 0.0, np.sign(gap))  # as borda_consensus
-    score = 1.0 - np.abs(_pair_signs(checked) - consensus).mean(axis=-1) / 2
-    return np.where(present & (m >= 2)[:, None], score, np.nan)
-
-
-def mean_by_annotator(values: np.ndarray, annotators: np.ndarray) -> dict[int, tuple[float, int]]:
-    """Mean and count of per-(item, slot) values for each annotator id in the matching
-    ``annotators`` array; NaN values (undefined) are skipped."""
-    ids = np.asarray(annotators).ravel()
-    flat = np.asarray(values, dtype=float).ravel()
-    keep = ~np.isnan(flat)
-    found, slot = np.unique(ids[keep], return_inverse=True)
-    sums = np.bincount(slot, weights=flat[keep], minlength=len(found))
-    counts = np.bincount(slot, minlength=len(found))
-    return {int(a): (float(s / c), int(c)) for a, s, c in zip(found, sums, counts, strict=True)}
-
-
-# --------------------------------------------------------------------------- project level
-
-
-def project_pairwise_agreement(items: Iterable[Sequence[Tiers]]) -> float:
-    """Mean ``item_pairwise_agreement`` over the items that have two or more rankings."""
-    scores = [item_pairwise_agreement(rankings) for rankings in items if len(rankings) >= 2]
-    if not scores:
-        raise AgreementUndefinedError("no item has two rankings yet")
-    return float(np.mean(scores))
-
-
-@dataclass(frozen=True)
-class ProjectAgreement:
-    """A project's agreement statistics (see ``project_agreement``)."""
-
-    items: int  # items with two or more rankings
-    pairwise_agreement: float  # mean item_pairwise_agreement
-    pairwise_agreement_ci: tuple[float, float]  # bootstrap over items
-    krippendorff_alpha: float  # ordinal, units = (item, candidate)
-    kendalls_w: float | None  # mean over the items where W is defined; None if there are none
-    kendalls_w_items: int
-
-
-def project_agreement(
-    ranks: np.ndarray, *, n_resamples: int = 2000, confidence: float = 0.95, seed: int | None = 0
-) -> ProjectAgreement:
-    """Every project-level statistic from one rank array (items x slots x K), vectorized:
-    what the agreement job recomputes. Raises AgreementUndefinedError when no item has
-    two rankings, or alpha is undefined (every paired rank equal)."""
-    per_item = batch_pairwise_agreement(ranks)
-    rated = per_item[~np.isnan(per_item)]
-    if not len(rated):
-        raise AgreementUndefinedError("no item has two rankings yet")
-    w = batch_kendalls_w(ranks)
-    w = w[~np.isnan(w)]
-    alpha = krippendorff_alpha(alpha_reliability_data(ranks), "ordinal", rank_value_domain(ranks.shape[2]))
-    return ProjectAgreement(
-        items=len(rated),
-        pairwise_agreement=float(rated.mean()),
-        pairwise_agreement_ci=bootstrap_ci(rated, n_resamples=n_resamples, confidence=confidence, seed=seed),
-        krippendorff_alpha=alpha,
-        kendalls_w=float(w.mean()) if len(w) else None,
-        kendalls_w_items=len(w),
-    )
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _pair_signs(ranks: np.ndarray) -> np.ndarray:
+def pair_signs(ranks: np.ndarray) -> np.ndarray:
     """sign(rank_i - rank_j) for every candidate pair i < j on the last axis."""
     first, second = np.triu_indices(ranks.shape[-1], 1)
     return np.sign(ranks[..., first] - ranks[..., second])
-
-
-def _checked_ranks(ranks: np.ndarray) -> np.ndarray:
-    array = np.asarray(ranks, dtype=float)
-    if array.ndim != 3 or array.shape[2] < 2:
-        raise InvalidRankingError("a rank array is (items x annotator slots x K) with K >= 2")
-    missing = np.isnan(array)
-    if np.any(missing.any(axis=2) != missing.all(axis=2)):
-        raise InvalidRankingError("a slot holds a whole ranking or is all NaN")
-    return array
-
-
-def _divide_or_nan(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    out = np.full(numerator.shape, np.nan)
-    return np.divide(numerator, denominator, out=out, where=denominator > 0)

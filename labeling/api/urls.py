@@ -1,7 +1,9 @@
 from django.urls import path
 
 from guidelines import api as guideline_api
-from labeling import api, api_quality, api_workspace
+from labeling.api import projects as api
+from labeling.api import quality as api_quality
+from labeling.api import workspace as api_workspace
 
 urlpatterns = [
     path("projects/", api.ProjectListCreate.as_view(), name="project-list"),

@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 from core import access
 from core.errors import DomainError
 from labeling.models import Membership
-from labeling.services import invite_accept, invite_lookup
+from labeling.services.members import invite_accept, invite_lookup
 
 
 @login_required

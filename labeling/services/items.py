@@ -1,0 +1,74 @@
+"""Items: made from a prompt's candidate sets (import, generation, demonstrations), and
+re-opened for more rankings."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import F
+
+from core.audit import audit
+from core.errors import DomainError
+from labeling.models import Item, ItemCandidate, Project
+
+
+def items_create_for_prompt(*, project: Project, prompt_id: int, candidate_ids: list[int]) -> int:
+    """Make the items annotators rank from a new set of candidates of one prompt."""
+    return items_create_bulk(project=project, candidate_sets=[(prompt_id, candidate_ids)])
+
+
+def items_create_bulk(*, project: Project, candidate_sets: list[tuple[int, list[int]]]) -> int:
+    """Items for many prompts in two INSERTs (the import's and generation's path).
+
+    Ranking mode: one item per (prompt, candidate set). Pairwise mode: one item per pair,
+    all C(K,2) pairs or a random subset of `generation_settings["pairs_per_prompt"]`.
+    An item's candidate set is fixed here and never changes. Returns items created.
+    """
+    groups: list[tuple[int, list[int]]] = []
+    limit = project.generation_settings.get("pairs_per_prompt")
+    for prompt_id, candidate_ids in candidate_sets:
+        if len(candidate_ids) < 2:
+            continue
+        if project.mode != Project.Mode.PAIRWISE:
+            groups.append((prompt_id, list(candidate_ids)))
+            continue
+        pairs = [list(pair) for pair in itertools.combinations(candidate_ids, 2)]
+        if isinstance(limit, int) and 0 < limit < len(pairs):
+            pairs = random.Random(prompt_id).sample(pairs, limit)  # noqa: S311
+        groups.extend((prompt_id, pair) for pair in pairs)
+    if not groups:
+        return 0
+    # Adaptive overlap starts at two rankings and escalates only on disagreement.
+    required = min(2, project.overlap) if project.adaptive_overlap else project.overlap
+    items = Item.objects.bulk_create(
+        [Item(project=project, prompt_id=prompt_id, required_rankings=required)
+         for prompt_id, _ in groups]
+    )
+    ItemCandidate.objects.bulk_create(
+        [
+            ItemCandidate(item_id=item.pk, candidate_id=candidate_id, position=position)
+            for item, (_, group) in zip(items, groups, strict=True)
+            for position, candidate_id in enumerate(group)
+        ]
+    )
+    return len(items)
+
+
+@transaction.atomic
+def items_reopen(*, project: Project, item_ids: list[int], reason: str, actor: AbstractBaseUser | None = None,
+                 extra: int | None = None) -> int:
+    """Ask for more rankings on these items: raise `required_rankings` (by `extra`, or by
+    the project's overlap) and put them back in the pool. Audited with the reason."""
+    if not reason.strip():
+        raise DomainError("say why these items are re-opened")
+    ids = list(Item.objects.select_for_update().filter(project=project, pk__in=item_ids)
+               .exclude(status=Item.Status.DISCARDED).order_by("id").values_list("id", flat=True))
+    if ids:
+        Item.objects.filter(pk__in=ids).update(
+            required_rankings=F("required_rankings") + (extra or project.overlap), status=Item.Status.OPEN)
+        audit(actor=actor, project=project, action="item.reopen", target=project,
+              after={"items": ids[:1000], "count": len(ids), "extra": extra or project.overlap}, note=reason)
+    return len(ids)

@@ -1,0 +1,132 @@
+"""What every submission shares, rankings and written answers alike: the idempotent
+skeleton (`submit_once`), the checks on a locked item and assignment
+(`submission_gate`), giving the lease back, and skipping an item."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, connection, models, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from guidelines.services import version_is_outdated
+from labeling.models import Assignment, Item
+from labeling.services.assignment import InvalidRanking, SubmissionConflict
+
+StoreResult = tuple[Any, bool, "SubmissionConflict | None"]
+
+
+def submit_once(*, annotator: AbstractBaseUser, assignment_id: int, idempotency_key: str,
+                model: type[models.Model], store: Callable[[Item, Assignment], StoreResult]
+                ) -> tuple[Any, bool]:
+    """The skeleton every submission follows (a ranking, a written answer): one per
+    (annotator, Idempotency-Key), a retry returns what was stored, a conflict is raised
+    after the commit (the lease release it made must be kept).
+
+    `store(item, assignment)` runs with the item and the assignment locked (in that
+    order, everywhere) once the key is known to be new; it validates, calls
+    `submission_gate` and writes, returning (row or None, created, conflict). `model` is
+    the row's model, unique on (annotator, idempotency_key)."""
+    if not idempotency_key or len(idempotency_key) > 100:
+        raise InvalidRanking("an Idempotency-Key of 1 to 100 characters is required")
+    try:
+        stored, created, conflict = _submit_locked(annotator, assignment_id, idempotency_key, model, store)
+    except IntegrityError:
+        # A concurrent twin with the same key won the insert: return what it stored.
+        existing = model.objects.filter(annotator=annotator, idempotency_key=idempotency_key)
+        if existing.exists():
+            return existing.get(), False
+        raise
+    if conflict is not None:
+        raise conflict  # after the commit, so the lease release it made is kept
+    return stored, created
+
+
+@transaction.atomic
+def _submit_locked(annotator: AbstractBaseUser, assignment_id: int, idempotency_key: str,
+                   model: type[models.Model], store: Callable[[Item, Assignment], StoreResult]
+                   ) -> StoreResult:
+    # Lock order everywhere: the item, then the assignment. One statement finds the
+    # caller's own assignment's item, locks it and brings its project along.
+    item = locked_item_of(annotator, assignment_id)
+    assignment = Assignment.objects.select_for_update().get(pk=assignment_id)
+    existing = model.objects.filter(annotator=annotator, idempotency_key=idempotency_key).first()
+    if existing is not None:
+        if existing.assignment_id != assignment.pk:
+            raise SubmissionConflict("this Idempotency-Key was used for another item",
+                                     code="idempotency_key_reused")
+        return existing, False, None
+    return store(item, assignment)
+
+
+def submission_gate(assignment: Assignment, item: Item, *, what: str
+                    ) -> tuple[bool, SubmissionConflict | None]:
+    """The checks every submission on a locked item and assignment passes (rankings and
+    demonstrations alike). Returns whether the assignment still holds its lease, and a
+    conflict to raise after the commit: the lease release it made must be kept."""
+    if assignment.status in {Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED}:
+        raise SubmissionConflict(f"this assignment was already {assignment.status}",
+                                 code=f"already_{assignment.status}")
+    holds_lease = assignment.status == Assignment.Status.ACTIVE
+    if item.status != Item.Status.OPEN:
+        raise SubmissionConflict(f"this item no longer takes {what}s", code="item_closed")
+    if version_is_outdated(assignment.guideline_version):
+        release_lease(assignment, item, holds_lease, status=Assignment.Status.EXPIRED)
+        return holds_lease, SubmissionConflict(
+            "a major guideline change was published after you opened this item; read it, "
+            f"then continue (this {what} was not stored)", code="guideline_changed")
+    lease_live = holds_lease and assignment.expires_at > timezone.now()
+    # An expired lease no longer reserves a slot: accept only if one is free.
+    free = item.required_rankings - item.rankings_count - item.active_leases + int(holds_lease)
+    if not lease_live and not item.is_gold and free <= 0:
+        release_lease(assignment, item, holds_lease, status=Assignment.Status.EXPIRED)
+        return holds_lease, SubmissionConflict(
+            "your time on this item ran out and others have filled it; "
+            f"your {what} was not stored", code="lease_expired")
+    return holds_lease, None
+
+
+def locked_item_of(annotator: AbstractBaseUser, assignment_id: int) -> Item:
+    """The item of the annotator's own assignment, locked (FOR UPDATE of the item only),
+    with its project. Assignment.DoesNotExist when the assignment isn't theirs."""
+    items = Item.objects.select_related("project").filter(
+        assignments__pk=assignment_id, assignments__annotator=annotator)
+    if connection.features.has_select_for_update_of:
+        items = items.select_for_update(of=("self",))
+    else:
+        items = items.select_for_update()
+    item = items.first()
+    if item is None:
+        raise Assignment.DoesNotExist(f"assignment {assignment_id} is not this annotator's")
+    return item
+
+
+def release_lease(assignment: Assignment, item: Item, holds_lease: bool, *, status: str) -> None:
+    Assignment.objects.filter(pk=assignment.pk).update(status=status, finished_at=timezone.now())
+    if holds_lease:
+        Item.objects.filter(pk=item.pk, active_leases__gt=0).update(
+            active_leases=F("active_leases") - 1
+        )
+        item.active_leases = max(0, item.active_leases - 1)
+
+
+@transaction.atomic
+def assignment_skip(*, annotator: AbstractBaseUser, assignment_id: int, reason: str) -> Assignment:
+    """Give the item back; this annotator will not be shown it again."""
+    if not reason.strip():
+        raise InvalidRanking("say why you skip (e.g. 'needs expertise', 'broken text')")
+    # Lock order everywhere: the item, then the assignment.
+    item_id = Assignment.objects.values_list("item_id", flat=True).get(pk=assignment_id,
+                                                                      annotator=annotator)
+    item = Item.objects.select_for_update().get(pk=item_id)
+    assignment = Assignment.objects.select_for_update().get(pk=assignment_id)
+    if assignment.status != Assignment.Status.ACTIVE:
+        raise SubmissionConflict(f"this assignment was already {assignment.status}",
+                                 code=f"already_{assignment.status}")
+    Assignment.objects.filter(pk=assignment.pk).update(skip_reason=reason[:500])
+    release_lease(assignment, item, True, status=Assignment.Status.SKIPPED)
+    assignment.refresh_from_db()
+    return assignment
