@@ -397,6 +397,10 @@ TORCH_NUM_THREADS = env_int("TORCH_NUM_THREADS", 1, minimum=0)
 GENERATION_ENDPOINTS = generation_endpoints(
     env_str("GENERATION_ENDPOINTS"), openai_key=bool(env_str("OPENAI_API_KEY")),
     openai_base_url=env_str("OPENAI_BASE_URL"))
+# Pushing snapshots to the Hugging Face Hub (training/hub.py): the Hub's address and a
+# token with write access. Empty token: pushes are off. Never taken from a request.
+HF_ENDPOINT = (env_str("HF_ENDPOINT", "https://huggingface.co") or "").rstrip("/")
+HF_HUB_PUSH_TOKEN = env_str("HF_HUB_PUSH_TOKEN", "")
 # Webhooks (webhooks/): the hosts their URLs may name ("hooks.example.com", or
 # ".example.com" for it and its sub-domains); empty: no webhook can be created. Delivery
 # connects only to public addresses unless WEBHOOK_ALLOW_PRIVATE=1 (as generation endpoints'

@@ -51,3 +51,14 @@ def schedule_tick(schedule_id: int) -> None:
     from training.schedules import schedule_tick as tick
 
     tick(schedule_id)
+
+
+@shared_task(name="training.tasks.push_to_hub", ignore_result=True)
+def push_to_hub(push_id: int) -> None:
+    from training.hub import hub_push_execute
+    from training.models import HubPush
+
+    push = run_claim(HubPush, push_id)
+    if push is not None:
+        with run_fails_at_time_limit(push):
+            hub_push_execute(push)
