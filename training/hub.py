@@ -32,7 +32,8 @@ from training.models import DatasetSnapshot, HubPush
 from training.snapshots import snapshot_local_dir
 
 logger = logging.getLogger(__name__)
-REPO_ID = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?/[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
+NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+REPO_ID = re.compile(rf"^{NAME}/{NAME}$")
 LICENSE = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,63}$")
 SPLITS = ("train", "validation")
 
