@@ -27,6 +27,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEvent
+from webhooks.targets import url_problem
 
 logger = logging.getLogger(__name__)
 RESPONSE_EXCERPT_BYTES = 200  # of a receiver's answer, kept for the log; never more
@@ -51,10 +52,10 @@ def delivery_enqueue(delivery_id: int, *, countdown: float | None = None) -> Non
 def _send_task(delivery_id: int, countdown: float | None) -> None:
     from kombu.exceptions import OperationalError
 
-    from webhooks.tasks import deliver
+    from config.celery import app
 
-    try:
-        deliver.apply_async(args=[delivery_id], countdown=countdown)
+    try:  # by name: the task module imports this one
+        app.tasks["webhooks.tasks.deliver"].apply_async(args=[delivery_id], countdown=countdown)
     except OperationalError as exc:  # the broker is down: the resend sweep sends it later
         logger.warning("broker unavailable, webhook delivery %s left for the sweep: %s", delivery_id, exc)
 
@@ -97,8 +98,6 @@ def delivery_attempt(delivery_id: int) -> WebhookDelivery | None:
 
 def _post(delivery: WebhookDelivery) -> dict:
     """One POST; what the log keeps of it. `final` marks a failure no retry can fix."""
-    from webhooks.services import url_problem
-
     hook = delivery.hook
     problem = "the webhook was turned off" if not hook.active else url_problem(hook.url)
     if problem:

@@ -47,3 +47,32 @@ def _emit(project: Project, type: str, data: dict[str, Any], path: str) -> Webho
         delivery = WebhookDelivery.objects.create(hook=hook, event=event, next_attempt_at=timezone.now())
         delivery_enqueue(delivery.pk)
     return event
+
+
+# Per kind of run: the event its end sends, the data key of its id, its API path, and
+# whether only a run that ended done sends it (a snapshot is "ready" or nothing).
+RUN_EVENTS = {
+    "ImportJob": (EventType.IMPORT_FINISHED, "import", "/api/imports/{id}", False),
+    "GenerationRun": (EventType.GENERATION_FINISHED, "generation_run", "/api/generation-runs/{id}", False),
+    "DatasetSnapshot": (EventType.SNAPSHOT_READY, "snapshot", "/api/datasets/{id}", True),
+    "TrainingRun": (EventType.TRAINING_FINISHED, "training_run", "/api/training-runs/{id}", False),
+}
+
+
+def run_finished_emit(run: Any) -> WebhookEvent | None:
+    """The event of a run a worker just worked on, if it has ended (done, failed or
+    cancelled): called by the run's task once the service returns."""
+    kind = type(run).__name__
+    event_type, key, path, done_only = RUN_EVENTS[kind]
+    run.refresh_from_db()
+    if not run.is_finished or (done_only and run.status != "done"):
+        return None
+    data: dict[str, Any] = {key: run.pk, "status": run.status, "error": run.error[:500]}
+    if kind == "TrainingRun":
+        data.update(kind=run.kind, snapshot=run.snapshot_id, model_version=run.progress.get("model_version"))
+    elif kind == "DatasetSnapshot":
+        data.update(counts=run.counts)
+    elif kind == "ImportJob":
+        data.update({name: run.report[name] for name in ("rows", "invalid", "prompts_added", "candidates_added",
+                                                          "items_added") if name in run.report})
+    return event_emit(project=run.project, type=event_type, data=data, path=path.format(id=run.pk))
