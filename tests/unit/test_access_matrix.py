@@ -60,7 +60,8 @@ def other_ids(other_project: Project) -> dict[str, object]:
     hook = Webhook.objects.create(project=other_project, url="https://hooks.example.com/", events=["snapshot.ready"])
     event = WebhookEvent.objects.create(project=other_project, type="snapshot.ready", payload={})
     delivery = WebhookDelivery.objects.create(hook=hook, event=event, status="failed")
-    return {"push_id": push.pk, "hook_id": hook.pk, "delivery_id": delivery.pk, "version_id": version.pk, "project_id": other_project.pk, "prompt_id": prompt.pk, "import_id": job.pk,
+    return {"push_id": push.pk, "hook_id": hook.pk, "delivery_id": delivery.pk,
+            "version_id": version.pk, "project_id": other_project.pk, "prompt_id": prompt.pk, "import_id": job.pk,
             "assignment_id": assignment.pk, "item_id": item.pk, "run_id": run.pk,
             "snapshot_id": snapshot.pk, "user_id": stranger.pk, "name": "pairs-train.jsonl",
             "token_id": token.pk}
