@@ -169,7 +169,8 @@ def free_port() -> int:
 class Server:
     """gunicorn serving config.wsgi on 127.0.0.1; its log keeps the tracebacks of any 500."""
 
-    def __init__(self, *, database_url: str, redis_url: str, folder: Path) -> None:
+    def __init__(self, *, database_url: str, redis_url: str, folder: Path,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log = folder / "gunicorn.log"
@@ -184,6 +185,7 @@ class Server:
             # No connection outlives a request: the test flushes and finally drops the database.
             "DATABASE_CONN_MAX_AGE": "0",
             "ARTIFACT_ROOT": str(self.artifact_root), "UPLOAD_ROOT": str(folder / "uploads"),
+            **(extra_env or {}),
         }
         command = [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi", "--bind",
                    f"127.0.0.1:{self.port}", "--workers", "1", "--threads", "2", "--timeout", "60",

@@ -41,11 +41,7 @@ class Conflict(ApiError):
 
 class ConfirmationRequired(Conflict):
     """409 `confirmation_required`: promoting a model whose run may have learned nothing
-    needs `confirm=True`; `warnings` says why."""
-
-    @property
-    def warnings(self) -> list[str]:
-        return list((self.body or {}).get("warnings", [])) if isinstance(self.body, dict) else []
+    needs `confirm=True`; `detail` says why."""
 
 
 class RateLimited(ApiError):
