@@ -112,7 +112,7 @@ class WebhookDeliveries(APIView):
     def get(self, request: Request, hook_id: int) -> Response:
         """The hook's latest deliveries (newest first), each with its attempts."""
         hook = hook_for(request.user, hook_id)
-        deliveries = hook.deliveries.select_related("event").order_by("-id")[:LOG_LIMIT]
+        deliveries = hook.deliveries.select_related("event").prefetch_related("log").order_by("-id")[:LOG_LIMIT]
         return Response(DeliveryOutput(deliveries, many=True).data)
 
 
