@@ -25,6 +25,7 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
 from accounts.models import ApiToken
+from core.audit import audit
 
 # A token used within this long is not written again: last_used_at is a hint for people
 # reviewing their tokens, and a write per request would load the hot path.
@@ -112,10 +113,6 @@ def tokens_follow_rehash(*, user: AbstractBaseUser, old_password: str) -> int:
 
 def _audit(user: AbstractBaseUser, action: str, token: ApiToken, *, before: object = None,
            after: object = None) -> None:
-    # Imported here: labeling.review calls tokens_revoke_all, so a module-level import
-    # would make the two modules import each other.
-    from core.audit import audit
-
     audit(actor=user, project=None, action=action, target=token, before=before, after=after)
 
 

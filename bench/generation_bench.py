@@ -28,6 +28,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from training.engine.backends import load_backend  # noqa: E402
+from training.engine.manifest import read_manifest  # noqa: E402
 from training.engine.sampling import (  # noqa: E402
     SamplingParams,
     candidate_seed,
@@ -35,7 +36,7 @@ from training.engine.sampling import (  # noqa: E402
     prompt_seed,
     sample,
 )
-from training.engine.tiny import CORPUS, ensure_tiny_model, read_manifest  # noqa: E402
+from training.engine.tiny import CORPUS, ensure_tiny_model  # noqa: E402
 from training.engine.transformers_backend import TransformersBackend  # noqa: E402
 
 RUN_SEED = 20261127

@@ -363,7 +363,7 @@ def seed_items(url: str, project_id: int, n_items: int, k: int, required: int, c
 
 
 def claim_explain(project: object, annotator: object) -> dict[str, object]:
-    """EXPLAIN (ANALYZE, BUFFERS) of the claim: labeling.assignment._open_items with
+    """EXPLAIN (ANALYZE, BUFFERS) of the claim: labeling.services.assignment._open_items with
     _lock_first's FOR UPDATE SKIP LOCKED OF self and LIMIT 1, rolled back. Run twice;
     the second (warm) plan is kept."""
     from django.db import connection, transaction

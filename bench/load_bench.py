@@ -9,7 +9,7 @@ the lease 1 minute, starts gunicorn (hot_path_bench.start_gunicorn), and runs
   - `locust --headless -f bench/locustfile.py` for --seconds: steady annotators, fickle
     ones that skip and retry with the same Idempotency-Key (some as concurrent twins),
     and lease holders that sit on an item past its lease (see the locustfile);
-  - a lease sweeper: the real `labeling.assignment.assignments_expire` (the Celery beat
+  - a lease sweeper: the real `labeling.services.assignment.assignments_expire` (the Celery beat
     task's service) every --sweep-interval s with its clock moved forward by
     1 minute - --lease-seconds, so a lease expires --lease-seconds after its claim. That
     compresses the 1-minute lease into the run; `finished_at` of an expired assignment is

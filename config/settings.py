@@ -457,6 +457,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "core.api.closed_request_bodies"],
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "core.runs.Run.Status",
         "ItemStatusEnum": "labeling.models.Item.Status",
@@ -487,6 +489,8 @@ else:
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
         "processed_folder": str(BROKER_DIR / "processed"),
+        # kombu's default is ./control, relative to wherever the process started.
+        "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
     # Per process: the sign-in throttle then counts per web process.

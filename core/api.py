@@ -14,6 +14,8 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.validators import UniqueValidator
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -183,15 +185,20 @@ def query_text(request: Any, name: str, default: str = "") -> str:
     return value
 
 
-# Mixin for input serializers: a JSON value of the wrong type is a 400 naming the field,
-# before DRF's own (coercing) validation. Form input (uploads) is left alone: there every
-# value is a string. (A comment, not a docstring: drf-spectacular would show a mixin's
-# docstring as the description of every serializer that has none of its own.)
+# Mixin for every JSON input serializer: a key the serializer does not define is a 400
+# naming it (DRF drops unknown keys silently, so a client sending `base_url` or a typo
+# would believe it had been heard), and a JSON value of the wrong type is a 400 naming
+# the field, before DRF's own (coercing) validation. Form input (uploads) is left alone:
+# there every value is a string. (A comment, not a docstring: drf-spectacular would show
+# a mixin's docstring as the description of every serializer that has none of its own.)
 class StrictJSONInput:
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, Mapping) and not hasattr(data, "getlist"):
-            errors = {
+            known = ", ".join(self.fields)
+            errors = {name: [f"unknown field; the fields are {known}"]
+                      for name in sorted(set(data) - set(self.fields))}
+            errors |= {
                 name: [problem] for name, field in self.fields.items()
                 if not field.read_only and name in data
                 and (problem := json_type_problem(field, data[name]))
@@ -199,3 +206,50 @@ class StrictJSONInput:
             if errors:
                 raise ValidationError(errors)
         return super().to_internal_value(data)
+
+
+def closed_request_bodies(result: dict, generator: Any, request: Any, public: bool) -> dict:
+    """drf-spectacular postprocessing hook: a JSON request body allows only the
+    properties it lists (StrictJSONInput answers 400 for any other), so the schema says
+    so and clients and fuzzers see the same contract."""
+    schemas = result.get("components", {}).get("schemas", {})
+    for name, schema in schemas.items():
+        if name.endswith("Request") and schema.get("type") == "object" and "properties" in schema:
+            schema.setdefault("additionalProperties", False)
+    return result
+
+
+class StrictLimitOffsetPagination(LimitOffsetPagination):
+    """LimitOffsetPagination that answers 400 to a limit or offset that is not one whole
+    number in range. DRF's falls back to the defaults, so `?limit=5O` or `?offset=-1`
+    would silently return another page than the one asked for; and the page size is
+    capped, so one request cannot load a whole project."""
+
+    max_limit = 1000
+
+    def get_limit(self, request: Request) -> int:
+        value = self._whole_number(request, self.limit_query_param, minimum=1, maximum=self.max_limit)
+        return self.default_limit if value is None else value
+
+    def get_offset(self, request: Request) -> int:
+        value = self._whole_number(request, self.offset_query_param, minimum=0)
+        return value or 0
+
+    @staticmethod
+    def _whole_number(request: Request, name: str, *, minimum: int, maximum: int | None = None) -> int | None:
+        values = request.query_params.getlist(name)
+        if not values:
+            return None
+        text = values[0]
+        in_range = (len(values) == 1 and text.isascii() and text.isdigit() and len(text) <= 18
+                    and minimum <= int(text) and (maximum is None or int(text) <= maximum))
+        if not in_range:
+            bounds = f"{minimum} to {maximum}" if maximum is not None else f"{minimum} or more"
+            raise ValidationError({name: [f"must be one whole number, {bounds}"]})
+        return int(text)
+
+    def get_schema_operation_parameters(self, view: object) -> list[dict]:
+        limit, offset = super().get_schema_operation_parameters(view)
+        limit["schema"].update(minimum=1, maximum=self.max_limit)
+        offset["schema"].update(minimum=0, maximum=10**18 - 1)
+        return [limit, offset]

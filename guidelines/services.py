@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
+from core.audit import audit
 from core.rendering import render_markdown
 from guidelines.models import Acknowledgement, Guideline, GuidelineVersion
 
@@ -59,9 +60,6 @@ def _audit(*, actor: AbstractBaseUser | None, guideline: Guideline, action: str,
     `actor` None (the file sync) is not a person's action and is not audited."""
     if actor is None or not actor.is_authenticated:
         return
-    # Imported here: labeling.assignment imports this module while it loads.
-    from core.audit import audit
-
     for project in list(guideline_projects(guideline=guideline)) or [None]:
         audit(actor=actor, project=project, action=action, target=target, before=before, after=after)
 

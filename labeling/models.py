@@ -259,7 +259,7 @@ class Item(models.Model):
         ordering = ["id"]
         indexes = [
             models.Index(fields=["project", "status", "id"], name="item_project_status"),
-            # The hot path (labeling.assignment.next_item) walks these partial indexes:
+            # The hot path (labeling.services.assignment.next_item) walks these partial indexes:
             # only items with a free slot are in them, so the scan stays short at
             # millions of items. One per ordering strategy.
             models.Index(

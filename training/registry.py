@@ -59,7 +59,7 @@ def _manifest_versions(snapshot: DatasetSnapshot) -> list[int]:
 def _merge_policy(run: TrainingRun, adapter: Path) -> Path:
     """Merge the LoRA adapter into its base so any generation backend can load it."""
     from training.engine.cli import config_class
-    from training.engine.common import load_causal_lm
+    from training.engine.trainer_config import load_causal_lm
 
     target = Path(run.artifact_path) / "merged"
     config = config_class("sft").from_dict({"model": str(adapter)})

@@ -270,9 +270,10 @@ def snapshot_build(snapshot: DatasetSnapshot, *, progress: Progress | None = Non
     complete folder (manifest present) is never touched again."""
     from training.engine import writers
     from training.engine.datasets import ExportOptions
+    from training.engine.manifest import read_manifest, write_manifest
 
     folder = snapshot_dir(snapshot)
-    if writers.read_manifest(folder) is not None:
+    if read_manifest(folder) is not None:
         artifact_publish(folder)  # a crash may have come between the manifest and the upload
         run_finish(snapshot, status=Run.Status.DONE)
         return
@@ -311,7 +312,7 @@ def snapshot_build(snapshot: DatasetSnapshot, *, progress: Progress | None = Non
         "created_at": timezone.now().isoformat(),
         "empty_reason": _empty_reason(snapshot) if empty else None,
     }
-    writers.write_manifest(folder, files=files, metadata=metadata)
+    write_manifest(folder, metadata, files={name: stats._asdict() for name, stats in files.items()})
     artifact_publish(folder)
     DatasetSnapshot.objects.filter(pk=snapshot.pk).update(
         counts=counts, path=str(folder),

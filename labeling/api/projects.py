@@ -6,21 +6,15 @@ projects: objects elsewhere answer 404, actions beyond the caller's role answer 
 
 from __future__ import annotations
 
-import uuid
-from pathlib import Path
-
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.db import transaction
 from django.db.models import ProtectedError
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.generics import ListAPIView
-from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -28,51 +22,10 @@ from rest_framework.views import APIView
 
 from accounts.usernames import validate_username
 from core import access
-from core.api import ApiErrorSerializer, StrictJSONInput, query_text
-from core.runs import run_enqueue
-from labeling.models import Candidate, ImportJob, Membership, Project, Prompt, Role
-from labeling.prompt_metadata import unstorable_at
+from core.api import ApiErrorSerializer, StrictJSONInput, StrictLimitOffsetPagination
+from labeling.models import Membership, Project, Role
 from labeling.services.members import invite_create, member_remove, membership_set, user_create
 from labeling.services.projects import project_create
-
-IMPORT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
-PROMPT_ORDERINGS = ("id", "-id")
-
-
-class StrictLimitOffsetPagination(LimitOffsetPagination):
-    """LimitOffsetPagination that answers 400 to a limit or offset that is not one whole
-    number in range. DRF's falls back to the defaults, so `?limit=5O` or `?offset=-1`
-    would silently return another page than the one asked for; and the page size is
-    capped, so one request cannot load a whole project."""
-
-    max_limit = 1000
-
-    def get_limit(self, request: Request) -> int:
-        value = self._whole_number(request, self.limit_query_param, minimum=1, maximum=self.max_limit)
-        return self.default_limit if value is None else value
-
-    def get_offset(self, request: Request) -> int:
-        value = self._whole_number(request, self.offset_query_param, minimum=0)
-        return value or 0
-
-    @staticmethod
-    def _whole_number(request: Request, name: str, *, minimum: int, maximum: int | None = None) -> int | None:
-        values = request.query_params.getlist(name)
-        if not values:
-            return None
-        text = values[0]
-        in_range = (len(values) == 1 and text.isascii() and text.isdigit() and len(text) <= 18
-                    and minimum <= int(text) and (maximum is None or int(text) <= maximum))
-        if not in_range:
-            bounds = f"{minimum} to {maximum}" if maximum is not None else f"{minimum} or more"
-            raise ValidationError({name: [f"must be one whole number, {bounds}"]})
-        return int(text)
-
-    def get_schema_operation_parameters(self, view: object) -> list[dict]:
-        limit, offset = super().get_schema_operation_parameters(view)
-        limit["schema"].update(minimum=1, maximum=self.max_limit)
-        offset["schema"].update(minimum=0, maximum=10**18 - 1)
-        return [limit, offset]
 
 
 class ProjectOutput(serializers.ModelSerializer):
@@ -230,164 +183,6 @@ class MemberRemove(APIView):
         if user is not None:
             member_remove(project=project, user=user, actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-class PromptOutput(serializers.ModelSerializer):
-    class Meta:
-        model = Prompt
-        fields = ["id", "project", "messages", "source", "metadata", "created_at"]
-        extra_kwargs = {"metadata": {"help_text": "Reviewers and admins only: absent for annotators."}}
-
-
-class AnnotatorPromptOutput(PromptOutput):
-    """Annotators rank the prompt itself; its metadata (where it came from, reference
-    answers, notes) is for reviewers and admins, and may be up to IMPORT_MAX_METADATA_BYTES."""
-
-    class Meta(PromptOutput.Meta):
-        fields = [name for name in PromptOutput.Meta.fields if name != "metadata"]
-
-
-def prompt_output_for(user: access.User, project: Project) -> type[PromptOutput]:
-    return PromptOutput if access.sees_prompt_metadata(user, project) else AnnotatorPromptOutput
-
-
-class PromptList(ListAPIView):
-    """Prompts of one project, filterable by `source`, ordered by id. Metadata only for
-    reviewers and admins."""
-
-    serializer_class = PromptOutput
-    pagination_class = StrictLimitOffsetPagination
-
-    @extend_schema(parameters=[
-        OpenApiParameter("source", str, description="Only prompts imported from this source."),
-        OpenApiParameter("ordering", str, enum=list(PROMPT_ORDERINGS)),
-    ])
-    def get(self, request: Request, project_id: int) -> Response:
-        return super().get(request, project_id)
-
-    def get_serializer_class(self) -> type[PromptOutput]:
-        project = getattr(self, "project", None)  # None while the schema is generated
-        return PromptOutput if project is None else prompt_output_for(self.request.user, project)
-
-    def get_queryset(self):  # noqa: ANN201 - DRF hook
-        project = self.project = access.project_for(self.request.user, self.kwargs["project_id"])
-        prompts = Prompt.objects.filter(project=project)
-        source = query_text(self.request, "source")
-        if source:
-            prompts = prompts.filter(source=source)
-        # Ordering is allow-listed: arbitrary field paths would leak data through sorting.
-        # Anything else is refused rather than ignored, so a client's typo isn't a wrong order.
-        ordering = self.request.query_params.get("ordering", "id")
-        if ordering not in PROMPT_ORDERINGS:
-            raise ValidationError({"ordering": [f"must be one of {', '.join(PROMPT_ORDERINGS)}"]})
-        return prompts.order_by(ordering)
-
-
-class PromptDetail(APIView):
-    @extend_schema(responses=PromptOutput)
-    def get(self, request: Request, prompt_id: int) -> Response:
-        """One prompt; metadata only for reviewers and admins."""
-        prompt = access.prompt_for(request.user, prompt_id)
-        return Response(prompt_output_for(request.user, prompt.project)(prompt).data)
-
-
-class CandidateOutput(serializers.ModelSerializer):
-    class Meta:
-        model = Candidate
-        fields = [
-            "id", "prompt", "text", "origin", "model_name", "sampling_params", "seed",
-            "prompt_tokens", "completion_tokens", "sample_index", "is_duplicate", "created_at",
-        ]
-
-
-class CandidateList(ListAPIView):
-    """Candidates with provenance: reviewers and admins only (annotators rank blind)."""
-
-    serializer_class = CandidateOutput
-    pagination_class = StrictLimitOffsetPagination
-
-    @extend_schema(parameters=[OpenApiParameter(
-        "prompt", {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}, description="Filter by prompt.")])
-    def get(self, request: Request, project_id: int) -> Response:
-        return super().get(request, project_id)
-
-    def get_queryset(self):  # noqa: ANN201 - DRF hook
-        project = access.project_for(self.request.user, self.kwargs["project_id"])
-        candidates = access.candidates_for(self.request.user, project)
-        prompt = self.request.query_params.get("prompt")
-        if prompt is not None:
-            # isascii: "²".isdigit() is true, and int("²") raises.
-            if not (prompt.isascii() and prompt.isdigit() and len(prompt) <= 18):
-                raise ValidationError({"prompt": ["must be a prompt id"]})
-            candidates = candidates.filter(prompt_id=int(prompt))
-        return candidates.order_by("id")
-
-
-class ImportOutput(serializers.ModelSerializer):
-    class Meta:
-        model = ImportJob
-        fields = [
-            "id", "project", "original_name", "skip_invalid", "status", "attempts", "progress",
-            "error", "report", "created_at", "started_at", "finished_at",
-        ]
-
-
-class ImportListCreate(APIView):
-    parser_classes = [MultiPartParser]
-
-    class ImportUploadInput(serializers.Serializer):
-        file = serializers.FileField()
-        skip_invalid = serializers.BooleanField(default=False)
-
-    @extend_schema(responses=ImportOutput(many=True))
-    def get(self, request: Request, project_id: int) -> Response:
-        project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
-        return Response(ImportOutput(project.imports.order_by("-id")[:100], many=True).data)
-
-    @extend_schema(request=ImportUploadInput, responses={202: ImportOutput})
-    def post(self, request: Request, project_id: int) -> Response:
-        """Upload a JSONL, CSV or Parquet file (optionally gzipped); a task on the
-        default queue imports it. Poll GET /api/imports/{id} for status and report."""
-        project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
-        data = self.ImportUploadInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        upload = data.validated_data["file"]
-        name = Path(upload.name or "").name
-        if not name.lower().removesuffix(".gz").endswith(IMPORT_SUFFIXES):
-            raise ValidationError({"file": ["use a .jsonl, .csv or .parquet file (optionally .gz)"]})
-        if unstorable_at(name) is not None:
-            raise ValidationError({"file": ["the file name holds a character that cannot be stored"]})
-        if upload.size > settings.IMPORT_MAX_UPLOAD_BYTES:
-            raise ValidationError(
-                {"file": [f"the file is {upload.size} bytes; the limit is "
-                          f"{settings.IMPORT_MAX_UPLOAD_BYTES}"]}
-            )
-        # Stored under a generated name outside any served path; the user's name is only
-        # kept as a label (and for the format), never used as a path.
-        settings.UPLOAD_ROOT.mkdir(parents=True, exist_ok=True)
-        path = settings.UPLOAD_ROOT / f"{uuid.uuid4().hex}.upload"
-        try:
-            with open(path, "wb") as fh:
-                for part in upload.chunks():
-                    fh.write(part)
-            with transaction.atomic():
-                job = ImportJob.objects.create(
-                    project=project, created_by=request.user, file_path=str(path),
-                    original_name=name[:255], skip_invalid=data.validated_data["skip_invalid"],
-                )
-                run_enqueue(job)
-        except BaseException:
-            # No job holds the file (a full disk, a failed insert): nothing else would
-            # ever delete it. Once a job exists, its task deletes it when the job ends.
-            path.unlink(missing_ok=True)
-            raise
-        return Response(ImportOutput(job).data, status=status.HTTP_202_ACCEPTED)
-
-
-class ImportDetail(APIView):
-    @extend_schema(responses=ImportOutput)
-    def get(self, request: Request, import_id: int) -> Response:
-        return Response(ImportOutput(access.import_job_for(request.user, import_id)).data)
 
 
 class InviteCreate(APIView):

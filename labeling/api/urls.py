@@ -2,6 +2,7 @@ from django.urls import path
 
 from guidelines import api as guideline_api
 from labeling.api import projects as api
+from labeling.api import prompts as prompts_api
 from labeling.api import quality as api_quality
 from labeling.api import workspace as api_workspace
 
@@ -11,10 +12,10 @@ urlpatterns = [
     path("projects/<int:project_id>/members/", api.MemberListSet.as_view(), name="member-list"),
     path("projects/<int:project_id>/members/<int:user_id>/", api.MemberRemove.as_view(),
          name="member-remove"),
-    path("projects/<int:project_id>/prompts/", api.PromptList.as_view(), name="prompt-list"),
-    path("projects/<int:project_id>/candidates/", api.CandidateList.as_view(),
+    path("projects/<int:project_id>/prompts/", prompts_api.PromptList.as_view(), name="prompt-list"),
+    path("projects/<int:project_id>/candidates/", prompts_api.CandidateList.as_view(),
          name="candidate-list"),
-    path("projects/<int:project_id>/imports", api.ImportListCreate.as_view(), name="import-list"),
+    path("projects/<int:project_id>/imports", prompts_api.ImportListCreate.as_view(), name="import-list"),
     path("projects/<int:project_id>/invites", api.InviteCreate.as_view(), name="invite-create"),
     path("projects/<int:project_id>/agreement", api_quality.ProjectAgreement.as_view(),
          name="project-agreement"),
@@ -24,8 +25,8 @@ urlpatterns = [
          name="project-models"),
     path("items/<int:item_id>/agreement", api_quality.ItemAgreement.as_view(),
          name="item-agreement"),
-    path("prompts/<int:prompt_id>/", api.PromptDetail.as_view(), name="prompt-detail"),
-    path("imports/<int:import_id>", api.ImportDetail.as_view(), name="import-detail"),
+    path("prompts/<int:prompt_id>/", prompts_api.PromptDetail.as_view(), name="prompt-detail"),
+    path("imports/<int:import_id>", prompts_api.ImportDetail.as_view(), name="import-detail"),
     path("users/", api.UserCreate.as_view(), name="user-create"),
     path("projects/<int:project_id>/next", api_workspace.NextItem.as_view(), name="next-item"),
     path("assignments/<int:assignment_id>/ranking", api_workspace.RankingCreate.as_view(),

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core import access
+from core.api import StrictJSONInput
 from labeling.blind import shown_id, tiers_as_shown
 from labeling.selectors.workspace import assignment_for, assignment_payload
 from labeling.services.assignment import next_item
@@ -80,7 +81,7 @@ class NextItem(APIView):
 
 
 class RankingCreate(APIView):
-    class RankingSubmitInput(serializers.Serializer):
+    class RankingSubmitInput(StrictJSONInput, serializers.Serializer):
         tiers = serializers.ListField(
             child=serializers.ListField(child=serializers.CharField(max_length=64), min_length=1),
             min_length=1, help_text="Best to worst, in the candidate ids this assignment showed "
@@ -122,7 +123,7 @@ class RankingCreate(APIView):
 
 
 class DemonstrationCreate(APIView):
-    class DemonstrationSubmitInput(serializers.Serializer):
+    class DemonstrationSubmitInput(StrictJSONInput, serializers.Serializer):
         text = serializers.CharField(max_length=100_000, help_text="The answer, in markdown.")
         rewrite = serializers.BooleanField(
             default=False, help_text="True when it started from the item's candidate "
@@ -162,7 +163,7 @@ class DemonstrationCreate(APIView):
 
 
 class AssignmentSkip(APIView):
-    class SkipInput(serializers.Serializer):
+    class SkipInput(StrictJSONInput, serializers.Serializer):
         reason = serializers.CharField(max_length=500)
 
     @extend_schema(request=SkipInput, responses={200: None, 409: ErrorOutput})

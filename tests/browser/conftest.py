@@ -15,6 +15,9 @@ import pytest
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+# axe-core, vendored from the npm registry (tests/browser/vendor/axe-core/README).
+AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
+SERIOUS = ("serious", "critical")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--disable-dev-shm-usage"]
@@ -58,3 +61,19 @@ def screenshot(page, name: str) -> Path:  # noqa: ANN001
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def axe_violations(page, *, impacts: tuple[str, ...] = SERIOUS) -> list[dict]:  # noqa: ANN001
+    """axe-core's violations of the page as it is now, of the given impacts. The script is
+    evaluated through the DevTools protocol, which the page's Content-Security-Policy does
+    not apply to (an injected <script> would be refused, as it should be)."""
+    page.evaluate(AXE.read_text(encoding="utf-8"))
+    violations = page.evaluate(
+        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
+    return [v for v in violations if v["impact"] in impacts]
+
+
+def describe_violations(violations: list[dict]) -> str:
+    """One line per violation and node, for assertion messages."""
+    return "\n".join(f"{v['impact']} {v['id']}: {v['help']} at {node['target']}"
+                     for v in violations for node in v["nodes"][:5])

@@ -1,4 +1,4 @@
-"""Engine fixtures: the built-in tiny model, built once per test session in a temp folder.
+"""Engine fixtures: the built-in tiny model, built once per test session (and cached).
 
 No database and no network: the engine never touches Django, and the Hugging Face hub is
 switched off so a missing model fails instead of downloading.
@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from training.engine.backends import load_backend  # noqa: E402
-from training.engine.tiny import TinyConfig, ensure_tiny_model  # noqa: E402
+from training.engine.tiny import TinyConfig  # noqa: E402
 from training.engine.transformers_backend import TransformersBackend  # noqa: E402
 
 # A model small enough to build in a couple of seconds, for tests of the build itself.
@@ -42,10 +42,11 @@ def _one_torch_thread() -> None:
 
 
 @pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real default build (the one the product ships): 1.5 to 4 minutes on one core,
-    depending on what else the machine runs."""
-    return ensure_tiny_model(tmp_path_factory.mktemp("artifacts") / "models" / "builtin-tiny")
+def tiny_dir(tiny_model_dir: Path) -> Path:
+    """The real default build (the one the product ships), built once per test session
+    and cached between runs (tests/conftest.py's tiny_model_dir): 1.5 to 4 minutes on one
+    core the first time."""
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="session")

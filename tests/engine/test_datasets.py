@@ -36,18 +36,15 @@ from training.engine.datasets import (
     sft_choice,
     split_of,
 )
+from training.engine.manifest import MANIFEST, file_sha256, read_manifest, write_manifest
 from training.engine.pairs import InvalidRankingError, pairs_from_ranking
 from training.engine.prompt_format import plain_prompt
 from training.engine.writers import (
-    MANIFEST,
     FileStats,
     JsonlWriter,
     ParquetRowWriter,
-    file_sha256,
     parquet_schema,
-    read_manifest,
     write_jsonl,
-    write_manifest,
     write_parquet,
     write_split_files,
 )
@@ -463,7 +460,7 @@ def test_manifest_is_written_last_and_lists_every_file(tmp_path: Path) -> None:
     assert read_manifest(tmp_path) is None  # not complete yet
 
     metadata = {"snapshot": "v3", "options": {"conversational": False}}
-    path = write_manifest(tmp_path, files=files, metadata=metadata)
+    path = write_manifest(tmp_path, metadata, files={name: st._asdict() for name, st in files.items()})
 
     manifest = read_manifest(tmp_path)
     assert path == tmp_path / MANIFEST and manifest["snapshot"] == "v3"
@@ -477,9 +474,9 @@ def test_manifest_refuses_a_missing_or_changed_file(tmp_path: Path) -> None:
     stats = write_jsonl(rows_of("sft", STANDARD), tmp_path / "sft.jsonl")
 
     with pytest.raises(FileNotFoundError):
-        write_manifest(tmp_path, files={"gone.jsonl": stats}, metadata={})
+        write_manifest(tmp_path, {}, files={"gone.jsonl": stats._asdict()})
     with pytest.raises(ValueError, match="bytes"):
-        write_manifest(tmp_path, files={"sft.jsonl": stats._replace(bytes=stats.bytes + 1)}, metadata={})
+        write_manifest(tmp_path, {}, files={"sft.jsonl": stats._replace(bytes=stats.bytes + 1)._asdict()})
     assert read_manifest(tmp_path) is None
 
 

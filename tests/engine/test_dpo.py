@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from training.engine import common, dpo
+from training.engine import dpo
 from training.engine.datasets import CandidateInfo, ExportOptions, SnapshotItem, build_dpo
+from training.engine.manifest import read_manifest
 from training.engine.writers import parquet_schema, write_jsonl, write_parquet
 
 TOPICS = ["bread", "the sky", "plants", "cats", "tea", "rivers", "maps", "stars"]
@@ -83,7 +84,7 @@ def test_dpo_from_an_adapter_uses_that_adapter_as_its_reference(tmp_path: Path, 
     started = load_file(start / "adapter_model.safetensors")
     assert trained.keys() == started.keys()
     assert any(not torch.equal(trained[k], started[k]) for k in trained)
-    manifest = common.read_complete_manifest(model_dir)
+    manifest = read_manifest(model_dir, verify=True)
     assert manifest["format"] == {"base_model": str(tiny_model_dir), "lora": True}
 
 

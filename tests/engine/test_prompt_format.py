@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from training.engine import common, dpo, rl, sft
+from training.engine import checkpoints, dpo, rl, sft, trainer_config
 from training.engine.datasets import CandidateInfo, ExportOptions, SnapshotItem, build_dpo, build_sft
 from training.engine.transformers_backend import TransformersBackend
 from training.engine.writers import write_jsonl
@@ -85,7 +85,7 @@ def backend(model_dir: Path) -> TransformersBackend:
 def exported(folder: Path, build: Any) -> Any:
     """The default export (as the API and the scheduled run make it), loaded as training does."""
     write_jsonl(build(items(), ExportOptions()), folder / "rows.jsonl")
-    return common.load_rows(folder / "rows.jsonl", folder / "cache")
+    return checkpoints.load_rows(folder / "rows.jsonl", folder / "cache")
 
 
 def answer_text(backend: TransformersBackend, answer: list[int]) -> str:
@@ -107,9 +107,9 @@ def test_sft_trains_on_the_ids_the_sampler_feeds(model_dir: Path, backend: Trans
     from trl import SFTConfig, SFTTrainer
 
     config = sft.SFTTrainingConfig(model=str(model_dir), max_length=128)
-    model, tokenizer, peft_config = common.load_causal_lm(config)
+    model, tokenizer, peft_config = trainer_config.load_causal_lm(config)
     rows = sft.prompt_completion(exported(tmp_path, build_sft))
-    args = SFTConfig(**common.trainer_arguments(config, tmp_path / "out"), max_length=config.max_length,
+    args = SFTConfig(**trainer_config.trainer_arguments(config, tmp_path / "out"), max_length=config.max_length,
                      completion_only_loss=True, packing=False)
 
     trainer = SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
@@ -128,9 +128,9 @@ def test_dpo_trains_on_the_ids_the_sampler_feeds(model_dir: Path, backend: Trans
     from trl import DPOConfig, DPOTrainer
 
     config = dpo.DPOTrainingConfig(model=str(model_dir), max_length=128)
-    model, tokenizer, peft_config = common.load_causal_lm(config)
+    model, tokenizer, peft_config = trainer_config.load_causal_lm(config)
     rows = dpo.preference_rows(exported(tmp_path, build_dpo))
-    args = DPOConfig(**common.trainer_arguments(config, tmp_path / "out"), max_length=config.max_length,
+    args = DPOConfig(**trainer_config.trainer_arguments(config, tmp_path / "out"), max_length=config.max_length,
                      beta=config.beta)
 
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=rows, processing_class=tokenizer,
@@ -190,7 +190,7 @@ def test_text_rows_are_refused_for_policy_training(kind: str, prepare: Any, tmp_
     format the policy is never sampled with."""
     build = build_sft if kind == "sft" else build_dpo
     write_jsonl(build(items(), ExportOptions(conversational=False)), tmp_path / "text.jsonl")
-    rows = common.load_rows(tmp_path / "text.jsonl", tmp_path / "cache")
+    rows = checkpoints.load_rows(tmp_path / "text.jsonl", tmp_path / "cache")
 
     with pytest.raises(ValueError, match=f"{kind} training needs conversational rows"):
         prepare(rows)

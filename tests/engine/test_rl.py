@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from training.engine import common, reward, rl
+from training.engine import reward, rl
 from training.engine.datasets import CandidateInfo, ExportOptions, SnapshotItem, build_pairs
+from training.engine.manifest import read_manifest
 from training.engine.writers import parquet_schema, write_parquet
 
 TOPICS = ["bread", "the sky", "plants", "cats", "tea", "rivers"]
@@ -80,7 +81,7 @@ def test_rloo_from_an_adapter_saves_the_merged_policy(tmp_path: Path, tiny_model
     results = rl.train(rl_config(start, reward_model, algorithm="rloo"), prompts, None, tmp_path / "out")
 
     model_dir = Path(results["model_dir"])
-    manifest = common.read_complete_manifest(model_dir)
+    manifest = read_manifest(model_dir, verify=True)
     assert manifest["format"]["merged"] is True and manifest["format"]["lora"] is False
     trained, base = load_file(model_dir / "model.safetensors"), load_file(tiny_model_dir / "model.safetensors")
     assert any(not (trained[k] == base[k]).all() for k in base if "q_proj" in k)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from training.engine import common, sft
+from training.engine import sft
 from training.engine.datasets import CandidateInfo, ExportOptions, SnapshotItem, build_sft
+from training.engine.manifest import read_manifest
 from training.engine.writers import parquet_schema, write_jsonl, write_parquet
 
 TOPICS = ["bread", "the sky", "plants", "cats", "tea", "rivers"]
@@ -47,7 +48,7 @@ def test_sft_lora_learns_the_answers(tmp_path: Path, tiny_model_dir: Path) -> No
     model_dir = Path(results["model_dir"])
     weights = load_file(model_dir / "adapter_model.safetensors")
     assert all(t.abs().sum() > 0 for name, t in weights.items() if "lora_B" in name)  # B starts at zero
-    assert common.read_complete_manifest(model_dir)["kind"] == "sft"
+    assert read_manifest(model_dir, verify=True)["kind"] == "sft"
 
 
 def test_conversations_become_prompt_completion_so_only_the_answer_is_learned(

@@ -14,8 +14,9 @@ from filelock import FileLock
 
 from tests.engine.conftest import MICRO
 from training.engine.backends import load_backend
+from training.engine.manifest import read_manifest
 from training.engine.sampling import SamplingParams, sample
-from training.engine.tiny import CORPUS, TinyConfig, ensure_tiny_model, read_manifest
+from training.engine.tiny import CORPUS, TinyConfig, ensure_tiny_model
 from training.engine.transformers_backend import TransformersBackend
 
 

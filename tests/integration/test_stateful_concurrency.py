@@ -80,7 +80,7 @@ for _name, _values in PROFILES.items():
 
 ANNOTATORS = 4
 RACERS = ("submit", "skip", "sweep", "release", "adjudicate", "claim")
-# A known defect in labeling/assignment.py, tolerated here (and counted) so that the
+# A known defect in labeling/services/assignment.py, tolerated here (and counted) so that the
 # machine still checks that the invariants survive it: two claims by one annotator at
 # once (two tabs) can pick the same item. The second statement's snapshot predates the
 # first claim's commit and its row lock comes after it, so the insert hits
@@ -576,7 +576,7 @@ def test_labeling_services_keep_their_invariants_under_concurrency() -> None:
 
 # ---------------------------------------------------------------------- lock order, deterministically
 # The machine above found submissions deadlocking with the other lease writers: lease
-# release (labeling/review.py), skip and the expiry sweep (labeling/assignment.py) took
+# release (labeling/services/members.py), skip and the expiry sweep (labeling/services/assignment.py) took
 # the lease's lock before the item's, the reverse of ranking_submit. These tests force
 # the interleaving: a third connection holds a row lock, the other writer queues on it
 # first and the submission second; when the holder lets go, a writer that takes the

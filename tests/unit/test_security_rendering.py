@@ -293,14 +293,17 @@ def test_a_ranking_is_submitted_in_shown_ids_and_stored_in_real_ones(as_user, pr
 
     real_of = shown_ids(Assignment.objects.get(pk=assignment["id"]))
 
-    real_ids = client.post(url, {"tiers": [[real_of[s]] for s in shown]}, format="json",
+    real_ids = client.post(url, {"tiers": [[str(real_of[s])] for s in shown]}, format="json",
                            HTTP_IDEMPOTENCY_KEY="real")
+    integers = client.post(url, {"tiers": [[real_of[s]] for s in shown]}, format="json",
+                           HTTP_IDEMPOTENCY_KEY="integers")
     response = client.post(url, {"tiers": [[shown[2]], [shown[0], shown[1]]]}, format="json",
                            HTTP_IDEMPOTENCY_KEY="shown")
 
     # Refused, and what is missing is named in the ids the annotator was shown.
     assert real_ids.status_code == 400
     assert all(s in real_ids.json()["detail"] for s in shown)
+    assert integers.status_code == 400 and "tiers" in integers.json()
     assert response.status_code == 201
     assert response.json()["tiers"] == [[shown[2]], [shown[0], shown[1]]]
     assert Ranking.objects.get().tiers == [[real_of[shown[2]]], [real_of[shown[0]], real_of[shown[1]]]]

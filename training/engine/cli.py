@@ -12,7 +12,7 @@ Several GPUs (the task runs this command and reads the files it writes)::
         --train dpo-train.parquet --eval dpo-validation.parquet --output out/ \\
         --metrics-file out/metrics.jsonl --cancel-file out/CANCEL
 
-``--metrics-file`` receives one JSON object per metric event (see training.engine.common),
+``--metrics-file`` receives one JSON object per metric event (see training.engine.callbacks),
 ``--cancel-file`` cancels the run when it appears, and the results are written to
 ``out/results.json`` and printed as the last line. A cancelled run exits 0 too (launchers
 report any other status as a crash): its ``status`` in results.json says "cancelled".
@@ -33,7 +33,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from training.engine.common import MetricsSink, TrainingConfig
+from training.engine.callbacks import MetricsSink
+from training.engine.trainer_config import TrainingConfig
 
 KINDS = {
     "reward": ("training.engine.reward", "RewardTrainingConfig"),

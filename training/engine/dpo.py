@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.engine import common, prompt_format
-from training.engine.common import MetricsSink, TrainingConfig
+from training.engine import checkpoints, prompt_format, trainer_config
+from training.engine.callbacks import MetricsSink, callbacks_for
+from training.engine.trainer_config import TrainingConfig
 
 KIND = "dpo"
 
@@ -54,20 +55,20 @@ def train(config: DPOTrainingConfig, train_path: Path | str, eval_path: Path | s
     """DPO on a pairs file; returns the results (also in results.json)."""
     from trl import DPOConfig, DPOTrainer
 
-    run = common.prepare_run(output_dir, train_path, eval_path, resume)
-    model, tokenizer, peft_config = common.load_causal_lm(config)
-    train_rows = preference_rows(common.load_rows(train_path, run.cache_dir))
-    eval_rows = preference_rows(common.load_rows(eval_path, run.cache_dir)) if eval_path else None
+    run = checkpoints.prepare_run(output_dir, train_path, eval_path, resume)
+    model, tokenizer, peft_config = trainer_config.load_causal_lm(config)
+    train_rows = preference_rows(checkpoints.load_rows(train_path, run.cache_dir))
+    eval_rows = preference_rows(checkpoints.load_rows(eval_path, run.cache_dir)) if eval_path else None
 
     args = DPOConfig(
-        **common.trainer_arguments(config, run.checkpoint_dir),
+        **trainer_config.trainer_arguments(config, run.checkpoint_dir),
         max_length=config.max_length,
         beta=config.beta,
         loss_type=[config.loss_type],
         label_smoothing=config.label_smoothing,
     )
-    samples_per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps * common.world_size()
-    metrics, callbacks = common.callbacks_for(
+    samples_per_step = trainer_config.samples_per_step(config)
+    metrics, callbacks = callbacks_for(
         KIND, config, run, on_metrics, samples_per_step,
         {"accuracy": "rewards/accuracies", "margin": "rewards/margins", "reward": "rewards/chosen"},
     )
@@ -91,7 +92,7 @@ def train(config: DPOTrainingConfig, train_path: Path | str, eval_path: Path | s
         "history": metrics.history,
     }
     if metrics.cancelled:
-        return common.finish(run, results)
+        return checkpoints.finish(run, results)
     if eval_rows is not None:
         scores = trainer.evaluate()
         results["eval"] = {
@@ -103,15 +104,15 @@ def train(config: DPOTrainingConfig, train_path: Path | str, eval_path: Path | s
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
     if "ref" in getattr(unwrapped, "peft_config", {}):
         unwrapped.delete_adapter("ref")  # TRL's frozen copy of the starting adapter: not part of the result
-    model_dir = run.output_dir / common.MODEL
-    common.save_final(trainer, tokenizer, model_dir, {
+    model_dir = run.output_dir / checkpoints.MODEL
+    checkpoints.save_final(trainer, tokenizer, model_dir, {
         "kind": KIND, "step": trainer.state.global_step, "config": config.to_dict(),
         "dataset_sha256": run.dataset_hash, "metrics": results.get("eval", {}),
-        "format": {"base_model": common.adapter_base(config.model) or config.model,
-                   "lora": config.use_lora or common.adapter_base(config.model) is not None},
+        "format": {"base_model": trainer_config.adapter_base(config.model) or config.model,
+                   "lora": config.use_lora or trainer_config.adapter_base(config.model) is not None},
     })
     results["model_dir"] = str(model_dir)
-    return common.finish(run, results)
+    return checkpoints.finish(run, results)
 
 
 def preference_rows(rows: Any) -> Any:

@@ -63,8 +63,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from training.engine import common
-from training.engine.common import MetricsSink, TrainingConfig
+from training.engine import checkpoints, trainer_config
+from training.engine.callbacks import MetricsSink, callbacks_for
+from training.engine.manifest import read_manifest
+from training.engine.trainer_config import TrainingConfig
 
 OVERLONG = ("truncate", "drop")
 # What sits between the backbone's hidden states and the reward, trained in full and saved
@@ -383,16 +385,16 @@ def train(config: RewardTrainingConfig, train_path: Path | str, eval_path: Path 
     final model goes to output_dir/model (adapter or full weights, tokenizer, manifest)."""
     from trl import RewardConfig
 
-    if common.adapter_base(config.model) is not None:
+    if trainer_config.adapter_base(config.model) is not None:
         raise ValueError(f"{config.model} is a LoRA adapter: a reward model starts from a full model")
-    run = common.prepare_run(output_dir, train_path, eval_path, resume)
+    run = checkpoints.prepare_run(output_dir, train_path, eval_path, resume)
     parameters = backbone_parameters(config.model)
     config = resolve_defaults(config, parameters)
     model, tokenizer, peft_config, fmt, added_pad = load_backbone(config, train_path, run.cache_dir)
 
-    rows = common.load_rows(train_path, run.cache_dir)
+    rows = checkpoints.load_rows(train_path, run.cache_dir)
     if eval_path is not None:
-        eval_rows = common.load_rows(eval_path, run.cache_dir)
+        eval_rows = checkpoints.load_rows(eval_path, run.cache_dir)
         held_out: dict[str, Any] = {"source": "file", "pairs": len(eval_rows)}
     else:
         rows, eval_rows, held_out = hold_out_prompts(rows, config.holdout_fraction, config.seed)
@@ -405,14 +407,14 @@ def train(config: RewardTrainingConfig, train_path: Path | str, eval_path: Path 
         batches = PromptBatches(train_pairs.dataset["group_id"], config.per_device_train_batch_size, config.seed)
 
     args = RewardConfig(
-        **common.trainer_arguments(config, run.checkpoint_dir),
+        **trainer_config.trainer_arguments(config, run.checkpoint_dir),
         max_length=None,  # lengths are handled in prepare_pairs: TRL would drop, silently
         eos_token=fmt.eos_token,
         center_rewards_coefficient=config.center_rewards_coefficient,
         remove_unused_columns=True,
     )
-    samples_per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps * common.world_size()
-    metrics, callbacks = common.callbacks_for(KIND, config, run, on_metrics, samples_per_step,
+    samples_per_step = trainer_config.samples_per_step(config)
+    metrics, callbacks = callbacks_for(KIND, config, run, on_metrics, samples_per_step,
                                               {"accuracy": "accuracy", "margin": "margin", "reward": "mean_reward"})
     trainer = _grouped_reward_trainer(batches)(
         model=model, args=args, train_dataset=train_pairs.dataset, processing_class=tokenizer,
@@ -446,14 +448,14 @@ def train(config: RewardTrainingConfig, train_path: Path | str, eval_path: Path 
         "history": metrics.history,
     }
     if metrics.cancelled:
-        return common.finish(run, results)
+        return checkpoints.finish(run, results)
     if eval_pairs is not None:
         scorer = RewardScorer(trainer.accelerator.unwrap_model(trainer.model), tokenizer, fmt,
                               batch_size=config.per_device_eval_batch_size)
         results["eval"] = evaluate_pairs(scorer, eval_pairs.dataset)
     results["warnings"] = learning_warnings(results)
-    model_dir = run.output_dir / common.MODEL
-    common.save_final(trainer, tokenizer, model_dir, {
+    model_dir = run.output_dir / checkpoints.MODEL
+    checkpoints.save_final(trainer, tokenizer, model_dir, {
         "kind": KIND, "step": trainer.state.global_step, "config": config.to_dict(),
         "dataset_sha256": run.dataset_hash, "metrics": results.get("eval", {}),
         "warnings": results["warnings"], "held_out": held_out,
@@ -461,7 +463,7 @@ def train(config: RewardTrainingConfig, train_path: Path | str, eval_path: Path 
                    "added_pad_token": added_pad},
     })
     results["model_dir"] = str(model_dir)
-    return common.finish(run, results)
+    return checkpoints.finish(run, results)
 
 
 def closing_loss(logged: Sequence[tuple[int, float]], steps: int) -> float | None:
@@ -507,13 +509,13 @@ def load_backbone(config: RewardTrainingConfig, train_path: Path | str,
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    first = common.load_rows(train_path, cache_dir)[0]
+    first = checkpoints.load_rows(train_path, cache_dir)[0]
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     fmt = reward_format(tokenizer, config, conversational=isinstance(first["prompt"], list))
     added_pad = ensure_pad_token(tokenizer, fmt.eos_token)
     transformers.set_seed(config.seed)  # the new head's random init
     model, info = AutoModelForSequenceClassification.from_pretrained(
-        config.model, num_labels=1, output_loading_info=True, **common.model_load_kwargs(config),
+        config.model, num_labels=1, output_loading_info=True, **trainer_config.model_load_kwargs(config),
     )
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit is not None and config.max_length > limit:
@@ -527,7 +529,7 @@ def load_backbone(config: RewardTrainingConfig, train_path: Path | str,
         # or a reloaded model would get other random values (a MiniLM without its pooler).
         fresh = sorted({key.rsplit(".", 1)[0] for key in info["missing_keys"]})
         extra = [name for name in fresh if not set(name.split(".")) & set(HEAD_MODULES)]
-        peft_config = common.lora_config(config, "SEQ_CLS", modules_to_save=[*HEAD_MODULES, *extra])
+        peft_config = trainer_config.lora_config(config, "SEQ_CLS", modules_to_save=[*HEAD_MODULES, *extra])
     return model, tokenizer, peft_config, fmt, added_pad
 
 
@@ -694,7 +696,7 @@ def load_reward_model(model_dir: Path | str, *, device: str | None = None) -> tu
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model_dir = Path(model_dir)
-    manifest = common.read_complete_manifest(model_dir)
+    manifest = read_manifest(model_dir, verify=True)
     if manifest is None or manifest.get("kind") != KIND:
         raise ValueError(f"{model_dir} is not a complete reward model folder (no valid manifest.json)")
     saved = dict(manifest["format"])

@@ -32,8 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.engine import common, prompt_format
-from training.engine.common import MetricsSink, TrainingConfig
+from training.engine import checkpoints, prompt_format, trainer_config
+from training.engine.callbacks import MetricsSink, callbacks_for
+from training.engine.manifest import MANIFEST, write_manifest
+from training.engine.trainer_config import TrainingConfig
 
 KIND = "rl"
 ALGORITHMS = ("grpo", "rloo")
@@ -71,18 +73,18 @@ def train(config: RLTrainingConfig, train_path: Path | str, eval_path: Path | st
     """Optimise the policy against the reward model; returns the results (also in results.json)."""
     from training.engine.reward import RewardScorer
 
-    completions_per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps * common.world_size()
+    completions_per_step = trainer_config.samples_per_step(config)
     if completions_per_step % config.num_generations:
         raise ValueError(f"{completions_per_step} completions per step is not a multiple of num_generations "
                          f"({config.num_generations}): adjust per_device_train_batch_size")
-    run = common.prepare_run(output_dir, train_path, eval_path, resume)
-    from_adapter = common.adapter_base(config.model) is not None
-    model, tokenizer, peft_config = common.load_causal_lm(config, merge_adapter=True)
-    prompts = unique_prompts(common.load_rows(train_path, run.cache_dir))
-    eval_prompts = unique_prompts(common.load_rows(eval_path, run.cache_dir)) if eval_path else None
+    run = checkpoints.prepare_run(output_dir, train_path, eval_path, resume)
+    from_adapter = trainer_config.adapter_base(config.model) is not None
+    model, tokenizer, peft_config = trainer_config.load_causal_lm(config, merge_adapter=True)
+    prompts = unique_prompts(checkpoints.load_rows(train_path, run.cache_dir))
+    eval_prompts = unique_prompts(checkpoints.load_rows(eval_path, run.cache_dir)) if eval_path else None
     trainer_class, args = _trainer_and_args(config, run.checkpoint_dir)
     scorer = RewardScorer.load(config.reward_model, device=str(args.device), batch_size=config.reward_batch_size)
-    metrics, callbacks = common.callbacks_for(KIND, config, run, on_metrics, completions_per_step,
+    metrics, callbacks = callbacks_for(KIND, config, run, on_metrics, completions_per_step,
                                               {"reward": "reward", "kl": "kl"})
     trainer = trainer_class(model=model, reward_funcs=[scorer], args=args, train_dataset=prompts,
                             eval_dataset=eval_prompts, processing_class=tokenizer, peft_config=peft_config,
@@ -105,23 +107,23 @@ def train(config: RLTrainingConfig, train_path: Path | str, eval_path: Path | st
         "history": metrics.history,
     }
     if metrics.cancelled:
-        return common.finish(run, results)
+        return checkpoints.finish(run, results)
     if eval_prompts is not None:
         scores = trainer.evaluate()
         results["eval"] = {"reward": scores.get("eval_reward"), "kl": scores.get("eval_kl"), "logs": scores}
-    model_dir = run.output_dir / common.MODEL
+    model_dir = run.output_dir / checkpoints.MODEL
     metadata = {
         "kind": KIND, "step": trainer.state.global_step, "config": config.to_dict(),
         "dataset_sha256": run.dataset_hash, "metrics": results.get("eval", {}),
-        "format": {"base_model": common.adapter_base(config.model) or config.model,
+        "format": {"base_model": trainer_config.adapter_base(config.model) or config.model,
                    "lora": config.use_lora and not from_adapter, "merged": from_adapter},
     }
     if from_adapter:
         _save_merged(trainer, tokenizer, model_dir, metadata)
     else:
-        common.save_final(trainer, tokenizer, model_dir, metadata)
+        checkpoints.save_final(trainer, tokenizer, model_dir, metadata)
     results["model_dir"] = str(model_dir)
-    return common.finish(run, results)
+    return checkpoints.finish(run, results)
 
 
 def _trainer_and_args(config: RLTrainingConfig, checkpoint_dir: Path) -> tuple[type, Any]:
@@ -129,7 +131,7 @@ def _trainer_and_args(config: RLTrainingConfig, checkpoint_dir: Path) -> tuple[t
 
     trainer_class, config_class = (GRPOTrainer, GRPOConfig) if config.algorithm == "grpo" else (RLOOTrainer, RLOOConfig)
     args = config_class(
-        **common.trainer_arguments(config, checkpoint_dir),
+        **trainer_config.trainer_arguments(config, checkpoint_dir),
         num_generations=config.num_generations,
         max_completion_length=config.max_completion_length,
         temperature=config.temperature,
@@ -159,10 +161,10 @@ def unique_prompts(rows: Any) -> Any:
 def _save_merged(trainer: Any, tokenizer: Any, folder: Path, metadata: dict[str, Any]) -> None:
     """Merge the trained adapter into the (already merged) starting policy and save full
     weights: the adapter alone would need a base that exists only in this process."""
-    (folder / common.MANIFEST).unlink(missing_ok=True)
+    (folder / MANIFEST).unlink(missing_ok=True)
     if trainer.is_world_process_zero():
         merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
         merged.save_pretrained(str(folder))
         tokenizer.save_pretrained(str(folder))
-        common.write_manifest(folder, metadata)
+        write_manifest(folder, metadata)
     trainer.accelerator.wait_for_everyone()

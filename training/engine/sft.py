@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.engine import common, prompt_format
-from training.engine.common import MetricsSink, TrainingConfig
+from training.engine import checkpoints, prompt_format, trainer_config
+from training.engine.callbacks import MetricsSink, callbacks_for
+from training.engine.trainer_config import TrainingConfig
 
 KIND = "sft"
 
@@ -47,19 +48,19 @@ def train(config: SFTTrainingConfig, train_path: Path | str, eval_path: Path | s
     """Fine-tune on an SFT file; returns the results (also in results.json)."""
     from trl import SFTConfig, SFTTrainer
 
-    run = common.prepare_run(output_dir, train_path, eval_path, resume)
-    model, tokenizer, peft_config = common.load_causal_lm(config)
-    train_rows = prompt_completion(common.load_rows(train_path, run.cache_dir))
-    eval_rows = prompt_completion(common.load_rows(eval_path, run.cache_dir)) if eval_path else None
+    run = checkpoints.prepare_run(output_dir, train_path, eval_path, resume)
+    model, tokenizer, peft_config = trainer_config.load_causal_lm(config)
+    train_rows = prompt_completion(checkpoints.load_rows(train_path, run.cache_dir))
+    eval_rows = prompt_completion(checkpoints.load_rows(eval_path, run.cache_dir)) if eval_path else None
 
     args = SFTConfig(
-        **common.trainer_arguments(config, run.checkpoint_dir),
+        **trainer_config.trainer_arguments(config, run.checkpoint_dir),
         max_length=config.max_length,
         completion_only_loss=True,
         packing=config.packing,
     )
-    samples_per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps * common.world_size()
-    metrics, callbacks = common.callbacks_for(KIND, config, run, on_metrics, samples_per_step,
+    samples_per_step = trainer_config.samples_per_step(config)
+    metrics, callbacks = callbacks_for(KIND, config, run, on_metrics, samples_per_step,
                                               {"accuracy": "mean_token_accuracy"})
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,
                          processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
@@ -77,17 +78,17 @@ def train(config: SFTTrainingConfig, train_path: Path | str, eval_path: Path | s
         "history": metrics.history,
     }
     if metrics.cancelled:
-        return common.finish(run, results)
+        return checkpoints.finish(run, results)
     if eval_rows is not None:
         results["eval"] = trainer.evaluate()
-    model_dir = run.output_dir / common.MODEL
-    common.save_final(trainer, tokenizer, model_dir, {
+    model_dir = run.output_dir / checkpoints.MODEL
+    checkpoints.save_final(trainer, tokenizer, model_dir, {
         "kind": KIND, "step": trainer.state.global_step, "config": config.to_dict(),
         "dataset_sha256": run.dataset_hash, "metrics": results.get("eval", {}),
-        "format": {"base_model": common.adapter_base(config.model) or config.model, "lora": config.use_lora},
+        "format": {"base_model": trainer_config.adapter_base(config.model) or config.model, "lora": config.use_lora},
     })
     results["model_dir"] = str(model_dir)
-    return common.finish(run, results)
+    return checkpoints.finish(run, results)
 
 
 def prompt_completion(rows: Any) -> Any:

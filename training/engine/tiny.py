@@ -19,16 +19,15 @@ unfinished or outdated build and is rebuilt.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.engine.manifest import MANIFEST, read_manifest, write_manifest
+
 CORPUS = Path(__file__).with_name("tiny_corpus.txt")
-MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 
 PAD, END, SYSTEM, USER, ASSISTANT = "<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"
@@ -117,15 +116,8 @@ def build_tiny_model(root: Path, config: TinyConfig, corpus: Path = CORPUS) -> d
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
-    _write_atomic(root / MANIFEST, json.dumps(manifest, indent=2))
+    write_manifest(root, manifest)
     return manifest
-
-
-def read_manifest(root: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((root / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def corpus_documents(text: str) -> list[str]:
@@ -251,8 +243,3 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write then rename, so a reader sees the whole manifest or none."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -36,8 +36,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 if TYPE_CHECKING:
     import pyarrow as pa
 
-MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
 KINDS = ("pairs", "dpo", "sft", "kto", "raw")
 # Short, repetitive columns where a dictionary pays; long texts are written plain (their
 # dictionary would overflow its page in the first few rows and fall back anyway).
@@ -243,46 +241,7 @@ def parquet_schema(kind: str, *, conversational: bool) -> pa.Schema:
     return pa.schema(fields)
 
 
-# --------------------------------------------------------------------------- manifest, HF
-
-
-def write_manifest(folder: Path, *, files: Mapping[str, FileStats], metadata: Mapping[str, Any]) -> Path:
-    """Write ``folder/manifest.json``, last: ``metadata`` plus, per file (a name relative to
-    the folder), its rows, sha256 and bytes. Refuses a listed file that is missing or
-    whose size differs from its stats. Atomic (temporary file, then rename): a reader
-    sees the whole manifest or none, and none means the snapshot is not complete."""
-    folder = Path(folder)
-    for name, stats in files.items():
-        size = (folder / name).stat().st_size  # FileNotFoundError for a missing file
-        if size != stats.bytes:
-            raise ValueError(f"{name} is {size} bytes, its stats say {stats.bytes}")
-    manifest = {
-        "manifest_version": MANIFEST_VERSION,
-        **metadata,
-        "files": {name: stats._asdict() for name, stats in sorted(files.items())},
-    }
-    path = folder / MANIFEST
-    tmp = folder / f".{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def read_manifest(folder: Path) -> dict[str, Any] | None:
-    """The manifest of a finished snapshot folder, or None if it is not finished."""
-    try:
-        return json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 (hex) of a file, read in 1 MiB blocks: to verify a download against the manifest."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+# --------------------------------------------------------------------------- HF
 
 
 def save_to_disk(parquet_files: Mapping[str, Path], target: Path) -> Path:

@@ -1,6 +1,7 @@
-"""Regressions for defects the stateful concurrency test found
-(tests/integration/test_stateful_concurrency.py). The lock-order one needs PostgreSQL and
-lives there: test_lease_release_and_a_submission_never_deadlock."""
+"""Publishing a guideline version is audited once per publish, records the version it
+replaces, and a refused publish or the file sync (not a person) writes nothing. Found
+by the stateful concurrency test (tests/integration/test_stateful_concurrency.py), whose
+lock-order case needs PostgreSQL and stays there."""
 
 from __future__ import annotations
 

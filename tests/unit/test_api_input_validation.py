@@ -1,5 +1,7 @@
-"""Regressions for what the API fuzzer (tests/integration/test_api_fuzz.py) found: each
-test is one request Schemathesis sent, and the answer it should get."""
+"""Bad API input is a 4xx that says what is wrong, never a 500 and never silently
+ignored: wrong JSON types, unknown keys, NUL characters, bad pages and orderings, taken
+slugs, blank names. Most cases are requests the API fuzzer sent
+(tests/integration/test_api_fuzz.py), kept here as the answer each should get."""
 
 from __future__ import annotations
 
@@ -237,3 +239,29 @@ def test_deleting_an_empty_project_still_works(as_user, project, project_admin) 
 
     assert response.status_code == 204
     assert not Project.objects.filter(pk=project.pk).exists()
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("post", "/api/projects/", {"name": "N", "slug": "n", "colour": "red"}),
+    ("patch", "/api/projects/{project}/", {"overlapp": 3}),
+    ("put", "/api/projects/{project}/members/", {"username": "x", "role": "annotator", "admin": True}),
+    ("post", "/api/projects/{project}/datasets", {"kinds": ["pairs"], "filter": {"all": True}}),
+    ("post", "/api/projects/{project}/invites", {"role": "annotator", "expires": "never"}),
+])
+def test_an_unknown_field_in_any_write_is_a_400_naming_it(as_user, project, staff, method: str, path: str,  # noqa: ANN001
+                                                           body: dict) -> None:
+    response = getattr(as_user(staff), method)(path.format(project=project.pk), body, format="json")
+
+    unknown = next(key for key in body if key not in {"name", "slug", "username", "role", "kinds"})
+    assert response.status_code == 400, response.content
+    assert "unknown field" in str(response.json()[unknown])
+
+
+def test_the_schema_says_request_bodies_are_closed(client: Client, db: None) -> None:
+    import yaml
+
+    schema = yaml.safe_load(client.get("/api/schema/").content)
+    requests = {name: body for name, body in schema["components"]["schemas"].items() if name.endswith("Request")}
+
+    assert requests and all(body.get("additionalProperties") is False
+                            for body in requests.values() if body.get("type") == "object" and body.get("properties"))
