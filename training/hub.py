@@ -73,8 +73,12 @@ def parquet_files(snapshot: DatasetSnapshot) -> dict[str, tuple[str, str]]:
 
 def hub_folder_build(snapshot: DatasetSnapshot, folder: Path, *, license: str, agreement: dict[str, Any]) -> Path:
     """Lay the snapshot out in `folder` as a push_to_hub repository, card included."""
+    from training.engine.manifest import read_manifest
+
     source = snapshot_local_dir(snapshot)
-    manifest = json.loads((source / "manifest.json").read_text())
+    manifest = read_manifest(source, verify=True)
+    if manifest is None:
+        raise DomainError(f"snapshot {snapshot.pk}'s files are missing or no longer match its manifest")
     files = parquet_files(snapshot)
     for path, (name, _) in files.items():
         (folder / path).parent.mkdir(parents=True, exist_ok=True)
