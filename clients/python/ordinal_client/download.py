@@ -38,7 +38,7 @@ def download_file(client: Ordinal, path: str, target: Path, *, sha256: str) -> P
 def load_snapshot_kind(snapshot: Snapshot, kind: str, *, split: str | None,
                        folder: str | os.PathLike[str] | None) -> Any:
     try:
-        import datasets
+        import datasets  # type: ignore[import-not-found, unused-ignore]  # optional dependency
     except ImportError:  # the one optional dependency
         raise ImportError('Snapshot.load needs the datasets package: pip install "ordinal-client[datasets]"') from None
     listed = (snapshot.manifest or {}).get("files") or snapshot.files

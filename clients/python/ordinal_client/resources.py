@@ -17,10 +17,11 @@ from ordinal_client.errors import RunFailed, WaitTimeout
 from ordinal_client.progress import ProgressLine
 
 if TYPE_CHECKING:
-    import datasets
+    import datasets  # type: ignore[import-not-found, unused-ignore]  # optional dependency
 
 R = TypeVar("R", bound="Resource")
 RunT = TypeVar("RunT", bound="Run")
+T = TypeVar("T")
 
 
 @dataclass
@@ -34,7 +35,8 @@ class Resource:
     @classmethod
     def from_api(cls: type[R], client: Ordinal, row: Mapping[str, Any]) -> R:
         names = {f.name for f in dataclasses.fields(cls)} - {"client", "raw"}
-        return cls(client=client, raw=dict(row), **{name: row.get(name) for name in names})
+        values: dict[str, Any] = {name: row.get(name) for name in names}
+        return cls(client=client, raw=dict(row), **values)
 
     def _update(self: R, row: Mapping[str, Any]) -> R:
         fresh = self.from_api(self.client, row)
@@ -58,7 +60,7 @@ class Run(Resource):
     error: str = ""
 
     @classmethod
-    def fetch(cls: type[R], client: Ordinal, run_id: int) -> R:
+    def fetch(cls: type[RunT], client: Ordinal, run_id: int) -> RunT:
         return cls.from_api(client, client.get(cls.path.format(id=run_id)))
 
     @property
@@ -268,8 +270,9 @@ class AnnotatorQuality:
     updated_at: str
 
 
-def _plain(cls: type, row: Mapping[str, Any]) -> Any:
-    return cls(**{f.name: row.get(f.name) for f in dataclasses.fields(cls)})
+def _plain(cls: type[T], row: Mapping[str, Any]) -> T:
+    values: dict[str, Any] = {f.name: row.get(f.name) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**values)
 
 
 @dataclass
