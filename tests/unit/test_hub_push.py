@@ -145,3 +145,11 @@ def test_pushing_is_for_admins_404_for_another_project(snapshot: DatasetSnapshot
                                   format="json").status_code == expected
         assert as_user(user).get(f"/api/hub-pushes/{push.json()['id']}").status_code == expected
     assert HubPush.objects.count() == 1
+
+
+def test_a_token_in_the_request_is_refused(snapshot: DatasetSnapshot, hub: HubStub, admin, as_user) -> None:  # noqa: ANN001
+    response = as_user(admin).post(f"/api/datasets/{snapshot.pk}/hub-push",
+                                   {"repo_id": "acme/x", "token": "hf_mine"}, format="json")
+
+    assert response.status_code == 400 and "unknown field" in str(response.json()["token"])
+    assert not HubPush.objects.exists() and hub.requests == []

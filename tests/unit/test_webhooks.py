@@ -354,3 +354,12 @@ def test_the_console_shows_the_secret_once_and_the_delivery_log(
         client.post(f"/console/webhooks/{hook.pk}", {"redeliver": str(delivery.pk)})
     assert len(receiver.requests) == 2 and len(set(receiver.event_ids())) == 1
     assert AuditEvent.objects.filter(action="webhook.create", project=project).exists()
+
+
+def test_a_request_cannot_choose_the_secret(project, project_admin, as_user, receiver: Receiver) -> None:  # noqa: ANN001
+    response = as_user(project_admin).post(f"/api/projects/{project.pk}/webhooks",
+                                           {"url": receiver.url, "events": ["snapshot.ready"], "secret": "mine"},
+                                           format="json")
+
+    assert response.status_code == 400 and "unknown field" in str(response.json()["secret"])
+    assert not Webhook.objects.exists()
