@@ -465,6 +465,7 @@ SPECTACULAR_SETTINGS = {
         "ProjectStatusEnum": "labeling.models.Project.Status",
         "TrainingKindEnum": "training.models.TrainingRun.Kind",
         "ModelKindEnum": "training.models.ModelVersion.Kind",
+        "WebhookEventTypeEnum": "webhooks.models.EventType",
     },
 }
 
@@ -524,6 +525,7 @@ RUN_SOFT_TIME_LIMITS = {
     "training.tasks.generate_candidates": env_int("GENERATION_TIME_LIMIT_SECONDS", 24 * 3600,
                                                   minimum=1),
     "training.tasks.train_run": env_int("TRAINING_TIME_LIMIT_SECONDS", 47 * 3600, minimum=1),
+    "training.tasks.push_to_hub": env_int("HUB_PUSH_TIME_LIMIT_SECONDS", 3600, minimum=1),
 }
 RUN_TIME_LIMIT_GRACE_SECONDS = env_int("RUN_TIME_LIMIT_GRACE_SECONDS", 60, minimum=1)
 CELERY_TASK_ANNOTATIONS = {
