@@ -11,11 +11,13 @@ PYTEST_ARGS ?=
 
 .PHONY: venv demo test lint migrate clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PIN)
 	$(PIP) install -q -e ".[ml,dev]"
+	# The Python client (its own package; its tests are in tests/ and run against a live server).
+	$(PIP) install -q -e clients/python
 	touch $@
 
 venv: $(VENV)/.installed

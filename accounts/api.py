@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import unicodedata
 
+from django.conf import settings
 from django.contrib.auth.signals import user_logged_in
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.authtoken.serializers import AuthTokenSerializer
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -54,8 +55,11 @@ class TokenObtain(APIView):
     throttle_scope = "token_signin"
     parser_classes = [FormParser, MultiPartParser, JSONParser]
 
-    @extend_schema(request=SignInInput, responses={200: TokenOutput, 429: ApiErrorSerializer})
+    @extend_schema(request=SignInInput, responses={200: TokenOutput, 403: ApiErrorSerializer, 429: ApiErrorSerializer})
     def post(self, request: Request) -> Response:
+        if not settings.LOCAL_PASSWORDS:
+            raise PermissionDenied("Passwords are off here (single sign-on): sign in on the site and make a "
+                                   "token at /accounts/tokens/.", code="local_passwords_off")
         data = SignInInput(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
         user = data.validated_data["user"]

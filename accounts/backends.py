@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from axes.backends import AxesStandaloneBackend
 from axes.exceptions import AxesBackendPermissionDenied
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.hashers import make_password
@@ -37,6 +38,8 @@ class PasswordBackend(ModelBackend):
 
     def authenticate(self, request: HttpRequest | None, username: str | None = None,
                      password: str | None = None, **kwargs: object) -> AbstractBaseUser | None:
+        if not settings.LOCAL_PASSWORDS:  # single sign-on only (LOCAL_PASSWORDS=0)
+            return None
         user_model = get_user_model()
         if username is None:
             username = kwargs.get(user_model.USERNAME_FIELD)

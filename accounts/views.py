@@ -1,9 +1,11 @@
-"""The API tokens page: list your own tokens, make one (its key shown once), revoke one."""
+"""The sign-in page (passwords and/or single sign-on) and the API tokens page: list your
+own tokens, make one (its key shown once), revoke one."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -13,6 +15,23 @@ from django.views.decorators.http import require_POST
 from accounts.tokens import MAX_TOKENS_PER_USER, token_create, token_is_live, token_revoke, tokens_for
 
 NEW_KEY = "accounts.new_token"  # session key: the new token's id and key, until shown
+
+
+class LoginView(auth_views.LoginView):
+    """Django's sign-in page, with a single sign-on button when OIDC_ISSUER is set. With
+    LOCAL_PASSWORDS=0 the page offers SSO only and a posted password is refused (403)."""
+
+    def post(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        if not settings.LOCAL_PASSWORDS:
+            response = self.render_to_response(self.get_context_data(refused=True))
+            response.status_code = 403
+            return response
+        return super().post(request, *args, **kwargs)
+
+    def get_context_data(self, **kwargs: object) -> dict:
+        return {**super().get_context_data(**kwargs), "sso": bool(settings.OIDC_ISSUER),
+                "local_passwords": settings.LOCAL_PASSWORDS,
+                "sso_failed": self.request.GET.get("sso") == "failed"}
 
 
 @never_cache  # the page that shows a new key must not be kept anywhere

@@ -110,6 +110,26 @@ def _endpoint(variable: str, name: str, entry: object) -> dict:
             "allow_private": entry.get("allow_private", False)}
 
 
+def oidc_group_roles(raw: str | None) -> dict[str, dict[str, str]]:
+    """OIDC_GROUP_ROLES: a JSON object, IdP group -> {project slug -> role}. At each SSO
+    sign-in the user's role in every project it names is the highest its groups grant
+    (none: no membership there); other projects are managed in Ordinal."""
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"OIDC_GROUP_ROLES must be a JSON object, got {raw[:80]!r}") from None
+    roles = {"annotator", "reviewer", "admin"}
+    if not isinstance(value, dict) or not all(
+            isinstance(group, str) and isinstance(grants, dict)
+            and all(isinstance(slug, str) and role in roles for slug, role in grants.items())
+            for group, grants in value.items()):
+        raise ImproperlyConfigured("OIDC_GROUP_ROLES must map group -> {project slug -> annotator, reviewer "
+                                   "or admin}")
+    return value
+
+
 def model_dirs(name: str, values: list[str]) -> list[Path]:
     """MODEL_DIRS: absolute folders whose sub-folders may be named as local models."""
     folders = [Path(value) for value in values]
@@ -197,6 +217,7 @@ INSTALLED_APPS = [
     "labeling",
     "guidelines",
     "training",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -222,6 +243,30 @@ AUTHENTICATION_BACKENDS = [
     "accounts.backends.LockoutBackend",
     "accounts.backends.PasswordBackend",
 ]
+# Single sign-on with OpenID Connect (accounts/oidc.py, mozilla-django-oidc): on when
+# OIDC_ISSUER is set; its endpoints come from the issuer's discovery document. Sign-in uses
+# the authorization code flow with PKCE. LOCAL_PASSWORDS=0 turns the password sign-in
+# (login form, POST /api/auth/token, invites, accounts made with a password) off.
+OIDC_ISSUER = (env_str("OIDC_ISSUER", "") or "").rstrip("/")
+OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID", "")
+OIDC_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET", "")
+OIDC_SCOPES = env_str("OIDC_SCOPES", "openid email profile")
+OIDC_USERNAME_CLAIM = env_str("OIDC_USERNAME_CLAIM", "preferred_username")
+OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM", "")
+OIDC_GROUP_ROLES = oidc_group_roles(env_str("OIDC_GROUP_ROLES"))
+LOCAL_PASSWORDS = env_bool("LOCAL_PASSWORDS", True)
+if OIDC_ISSUER:
+    if not re.fullmatch(r"https?://[^?#\s]+", OIDC_ISSUER) or not (OIDC_CLIENT_ID and OIDC_CLIENT_SECRET):
+        raise ImproperlyConfigured("OIDC_ISSUER must be an http(s) URL, with OIDC_CLIENT_ID and OIDC_CLIENT_SECRET set")
+    AUTHENTICATION_BACKENDS.append("accounts.oidc.OidcBackend")
+elif not LOCAL_PASSWORDS:
+    raise ImproperlyConfigured("LOCAL_PASSWORDS=0 needs single sign-on (OIDC_ISSUER): nobody could sign in")
+# mozilla-django-oidc's names for the same values (its views and backend read these).
+OIDC_RP_CLIENT_ID, OIDC_RP_CLIENT_SECRET, OIDC_RP_SCOPES = OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, OIDC_SCOPES
+OIDC_RP_SIGN_ALGO = env_str("OIDC_SIGN_ALGO", "RS256")
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = 10
+LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/?sso=failed"
 AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = env_int("AXES_COOLOFF_MINUTES", 15, minimum=1) / 60  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
@@ -352,6 +397,26 @@ TORCH_NUM_THREADS = env_int("TORCH_NUM_THREADS", 1, minimum=0)
 GENERATION_ENDPOINTS = generation_endpoints(
     env_str("GENERATION_ENDPOINTS"), openai_key=bool(env_str("OPENAI_API_KEY")),
     openai_base_url=env_str("OPENAI_BASE_URL"))
+# Pushing snapshots to the Hugging Face Hub (training/hub.py): the Hub's address and a
+# token with write access. Empty token: pushes are off. Never taken from a request.
+HF_ENDPOINT = (env_str("HF_ENDPOINT", "https://huggingface.co") or "").rstrip("/")
+HF_HUB_PUSH_TOKEN = env_str("HF_HUB_PUSH_TOKEN", "")
+# Webhooks (webhooks/): the hosts their URLs may name ("hooks.example.com", or
+# ".example.com" for it and its sub-domains); empty: no webhook can be created. Delivery
+# connects only to public addresses unless WEBHOOK_ALLOW_PRIVATE=1 (as generation endpoints'
+# allow_private). Failed deliveries are retried WEBHOOK_MAX_ATTEMPTS times in all, waiting
+# WEBHOOK_RETRY_SECONDS, then twice that, ... between attempts.
+WEBHOOK_ALLOWED_HOSTS = env_list("WEBHOOK_ALLOWED_HOSTS", [])
+WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 6, minimum=1)
+WEBHOOK_RETRY_SECONDS = env_int("WEBHOOK_RETRY_SECONDS", 30, minimum=1)
+WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
+# The site's public origin (https://ordinal.example.com): webhook bodies link to it.
+# Empty: the links are paths (/api/datasets/7).
+PUBLIC_BASE_URL = (env_str("PUBLIC_BASE_URL", "") or "").rstrip("/")
+if PUBLIC_BASE_URL and not re.fullmatch(r"https?://[^/?#\s]+", PUBLIC_BASE_URL):
+    raise ImproperlyConfigured(f"PUBLIC_BASE_URL must be a scheme and host like https://ordinal.example.com, "
+                               f"got {PUBLIC_BASE_URL!r}")
 # Folders whose sub-folders generation and training may load as local models; any other
 # path is refused (training/model_refs.py).
 MODEL_DIRS = model_dirs("MODEL_DIRS", env_list("MODEL_DIRS", []))
@@ -400,6 +465,7 @@ SPECTACULAR_SETTINGS = {
         "ProjectStatusEnum": "labeling.models.Project.Status",
         "TrainingKindEnum": "training.models.TrainingRun.Kind",
         "ModelKindEnum": "training.models.ModelVersion.Kind",
+        "WebhookEventTypeEnum": "webhooks.models.EventType",
     },
 }
 
@@ -459,6 +525,7 @@ RUN_SOFT_TIME_LIMITS = {
     "training.tasks.generate_candidates": env_int("GENERATION_TIME_LIMIT_SECONDS", 24 * 3600,
                                                   minimum=1),
     "training.tasks.train_run": env_int("TRAINING_TIME_LIMIT_SECONDS", 47 * 3600, minimum=1),
+    "training.tasks.push_to_hub": env_int("HUB_PUSH_TIME_LIMIT_SECONDS", 3600, minimum=1),
 }
 RUN_TIME_LIMIT_GRACE_SECONDS = env_int("RUN_TIME_LIMIT_GRACE_SECONDS", 60, minimum=1)
 CELERY_TASK_ANNOTATIONS = {
@@ -468,6 +535,10 @@ CELERY_TASK_ANNOTATIONS = {
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-runs": {
         "task": "core.tasks.sweep_stale_runs",
+        "schedule": float(RUN_SWEEP_INTERVAL_SECONDS),
+    },
+    "resend-webhook-deliveries": {
+        "task": "webhooks.tasks.resend_due_deliveries",
         "schedule": float(RUN_SWEEP_INTERVAL_SECONDS),
     },
     "expire-leases": {

@@ -8,11 +8,13 @@ from django.views.defaults import page_not_found
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts import api as accounts_api
+from accounts import oidc
 from accounts import views as accounts_views
 from core import health
 from guidelines import views as guideline_views
 from labeling.web import annotate, console, feedback, home, review
 from training import console as training_console
+from webhooks import console as webhooks_console
 
 api = [
     path("auth/token", accounts_api.TokenObtain.as_view(), name="api-token"),
@@ -20,6 +22,7 @@ api = [
     path("auth/tokens/<int:token_id>", accounts_api.TokenRevoke.as_view(), name="api-token-revoke"),
     path("", include("labeling.api.urls")),
     path("", include("training.urls_api")),
+    path("", include("webhooks.urls_api")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its initializer as a file: no inline script for the CSP.
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
@@ -39,6 +42,8 @@ console_urls = [
     path("projects/<int:project_id>/models", review.models_page, name="models"),
     path("projects/<int:project_id>/runs", training_console.runs, name="runs"),
     path("projects/<int:project_id>/schedule", training_console.schedule_page, name="schedule"),
+    path("projects/<int:project_id>/webhooks", webhooks_console.webhooks_page, name="webhooks"),
+    path("webhooks/<int:hook_id>", webhooks_console.webhook_page, name="webhook"),
     path("items/<int:item_id>", review.adjudicate, name="adjudicate"),
     path("audit", review.audit_log, name="audit"),
     path("guidelines/", guideline_views.guideline_list, name="guidelines"),
@@ -56,7 +61,9 @@ console_urls = [
 
 urlpatterns = [
     path("", home.home, name="home"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", accounts_views.LoginView.as_view(), name="login"),
+    path("accounts/oidc/authenticate/", oidc.OidcStart.as_view(), name="oidc_authentication_init"),
+    path("accounts/oidc/callback/", oidc.OidcCallback.as_view(), name="oidc_authentication_callback"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/invite/<str:token>/", home.invite_accept_view, name="invite-accept"),
     path("accounts/tokens/", accounts_views.tokens_page, name="account-tokens"),

@@ -31,7 +31,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # and conflicts with what is stored, so 409 as for the domain's other conflicts.
         first = next(str(message) for messages in exc.detail.values() for message in messages)
         return Response({"detail": first, "code": "unique", **exc.detail}, status=409)
-    return drf_exception_handler(exc, context)
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(response.data, dict) and "code" not in response.data:
+        # DRF's own refusals name their kind too (not_authenticated, authentication_failed,
+        # permission_denied, not_found, throttled...), so clients can tell them apart.
+        codes = exc.get_codes() if hasattr(exc, "get_codes") else None
+        if isinstance(codes, str) and "detail" in response.data:
+            response.data["code"] = codes
+    return response
 
 
 def _only_unique(codes: object) -> bool:

@@ -28,6 +28,7 @@ from core.runs import (
 from labeling.importing import ImportFileError, prompts_import
 from labeling.models import ImportJob
 from labeling.services.assignment import assignments_expire
+from webhooks.events import run_finished_emit
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ def import_prompts(job_id: int) -> None:
         if job is not None:
             with run_fails_at_time_limit(job):
                 _import(job)
+            run_finished_emit(job)
     finally:
         # Done, failed, rejected, cancelled (even while queued) or out of time: the upload
         # goes. A job another worker holds, or that the sweep will re-queue, keeps it.

@@ -262,3 +262,20 @@ class ScheduleDecision(models.Model):
 
     class Meta:
         ordering = ["-id"]
+
+
+class HubPush(Run):
+    """A snapshot pushed to the Hugging Face Hub as a dataset repository (training/hub.py),
+    by a task on `default`. The Hub and its token are the operator's (HF_ENDPOINT,
+    HF_HUB_PUSH_TOKEN); a request names only the repository."""
+
+    task_name = "training.tasks.push_to_hub"
+
+    project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="hub_pushes")
+    snapshot = models.ForeignKey(DatasetSnapshot, on_delete=models.CASCADE, related_name="hub_pushes")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    repo_id = models.CharField(max_length=200, help_text="owner/name of the dataset repository.")
+    private = models.BooleanField(default=True)
+    license = models.CharField(max_length=64, default="other", help_text="The dataset card's license field.")
+    commit_url = models.CharField(max_length=500, blank=True)

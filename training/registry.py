@@ -20,6 +20,8 @@ from labeling.models import Candidate, Item, Project
 from training.artifacts import artifact_local, artifact_publish
 from training.models import CandidateScore, DatasetSnapshot, ModelVersion, TrainingRun
 from training.snapshots import snapshot_local_dir
+from webhooks.events import event_emit
+from webhooks.models import EventType
 
 
 def model_version_register(*, run: TrainingRun, results: dict[str, Any]) -> ModelVersion:
@@ -97,6 +99,10 @@ def model_version_promote(*, version: ModelVersion, actor: AbstractBaseUser | No
     audit(actor=actor, project=version.project, action=f"model.promote_{version.kind}",
           target=version, before={"current": str(previous) if previous else None},
           after={"current": str(version), **({"confirmed_warnings": version.warnings} if version.warnings else {})})
+    event_emit(project=version.project, type=EventType.MODEL_PROMOTED,
+               path=f"/api/projects/{version.project_id}/model-versions",
+               data={"model_version": version.pk, "kind": version.kind, "name": version.name,
+                     "version": version.version, "previous": previous.pk if previous else None})
     return version
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from core.runs import run_claim, run_fails_at_time_limit
+from webhooks.events import run_finished_emit
 
 
 @shared_task(name="training.tasks.generate_candidates", ignore_result=True)
@@ -19,6 +20,7 @@ def generate_candidates(run_id: int) -> None:
     if run is not None:
         with run_fails_at_time_limit(run):
             generation_run_execute(run)
+        run_finished_emit(run)
 
 
 @shared_task(name="training.tasks.build_snapshot", ignore_result=True)
@@ -30,6 +32,7 @@ def build_snapshot(snapshot_id: int) -> None:
     if snapshot is not None:
         with run_fails_at_time_limit(snapshot):
             snapshot_build(snapshot)
+        run_finished_emit(snapshot)
 
 
 @shared_task(name="training.tasks.train_run", ignore_result=True)
@@ -43,6 +46,7 @@ def train_run(run_id: int) -> None:
         # landing outside its try (loading the snapshot, registering the model).
         with run_fails_at_time_limit(run):
             training_run_execute(run)
+        run_finished_emit(run)
 
 
 @shared_task(name="training.tasks.schedule_tick", ignore_result=True)
@@ -51,3 +55,14 @@ def schedule_tick(schedule_id: int) -> None:
     from training.schedules import schedule_tick as tick
 
     tick(schedule_id)
+
+
+@shared_task(name="training.tasks.push_to_hub", ignore_result=True)
+def push_to_hub(push_id: int) -> None:
+    from training.hub import hub_push_execute
+    from training.models import HubPush
+
+    push = run_claim(HubPush, push_id)
+    if push is not None:
+        with run_fails_at_time_limit(push):
+            hub_push_execute(push)

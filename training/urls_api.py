@@ -1,6 +1,6 @@
 from django.urls import path
 
-from training import api
+from training import api, api_hub
 
 urlpatterns = [
     path("projects/<int:project_id>/generation-runs", api.GenerationRunListCreate.as_view(),
@@ -16,6 +16,8 @@ urlpatterns = [
     path("datasets/<int:snapshot_id>", api.SnapshotDetail.as_view(), name="snapshot-detail"),
     path("datasets/<int:snapshot_id>/files/<str:name>", api.SnapshotFile.as_view(),
          name="snapshot-file"),
+    path("datasets/<int:snapshot_id>/hub-push", api_hub.HubPushCreate.as_view(), name="snapshot-hub-push"),
+    path("hub-pushes/<int:push_id>", api_hub.HubPushDetail.as_view(), name="hub-push-detail"),
     path("projects/<int:project_id>/training-runs", api.TrainingRunListCreate.as_view(),
          name="training-run-list"),
     path("training-runs/<int:run_id>", api.TrainingRunDetail.as_view(),

@@ -66,6 +66,8 @@ def invite_lookup(*, token: str) -> Invite:
 def user_create(*, username: str, password: str) -> AbstractUser:
     """A new account; the username must pass accounts.usernames' rule (it is stored in
     NFKC form) and the password the configured validators."""
+    if not settings.LOCAL_PASSWORDS:
+        raise DomainError("passwords are off here (LOCAL_PASSWORDS=0): people sign in through single sign-on")
     try:
         username = normalize_username(username)
     except ValidationError as exc:

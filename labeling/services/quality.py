@@ -38,6 +38,8 @@ from labeling.stats.consensus import (
     borda_consensus,
     pairs_from_ranking,
 )
+from webhooks.events import event_emit
+from webhooks.models import EventType
 
 QUALITY_DEBOUNCE_SECONDS = 30
 
@@ -65,6 +67,9 @@ def item_decide(*, item_id: int) -> str:
         fields.update(status=Item.Status.ACCEPTED if accepted else Item.Status.DISPUTED,
                       decided_at=timezone.now())
     Item.objects.filter(pk=item.pk).update(**fields)
+    if fields["status"] == Item.Status.DISPUTED:
+        event_emit(project=project, type=EventType.ITEM_DISPUTED, path=f"/api/items/{item.pk}/agreement",
+                   data={"item": item.pk, "prompt": item.prompt_id, "agreement": agreement})
     quality_refresh_soon(project_id=project.pk)
     return str(fields["status"])
 

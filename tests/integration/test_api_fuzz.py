@@ -69,6 +69,10 @@ class World:
     snapshot: int
     training_run: int
     model_version: int
+    webhook: int
+    spare_webhook: int
+    webhook_delivery: int
+    hub_push: int
     tokens: dict[str, str] = field(default_factory=dict)
     # Per role, the id of a second token of theirs: what DELETE /api/auth/tokens/{id} revokes.
     spare_tokens: dict[str, int] = field(default_factory=dict)
@@ -87,8 +91,9 @@ def seed_world(artifact_root: Path) -> World:
     from labeling.services.assignment import next_item
     from labeling.services.rankings import RankingInput, ranking_submit
     from tests.factories import MembershipFactory, ProjectFactory, UserFactory, make_items
-    from training.models import DatasetSnapshot, GenerationRun, ModelVersion, TrainingMetric, TrainingRun
+    from training.models import DatasetSnapshot, GenerationRun, HubPush, ModelVersion, TrainingMetric, TrainingRun
     from training.snapshots import snapshot_dir
+    from webhooks.models import Webhook, WebhookDelivery, WebhookEvent
 
     suffix = secrets.token_hex(3)
     project = ProjectFactory(name=f"Fuzz {suffix}", slug=f"fuzz-{suffix}", k=3, overlap=3)
@@ -148,7 +153,13 @@ def seed_world(artifact_root: Path) -> World:
         TrainingMetric.objects.create(run=training, step=step, values={"loss": 1.0 / (step + 1)})
     model = ModelVersion.objects.create(project=project, kind="reward", name="rm", version=1,
                                         base_model="builtin-tiny", source_run=training, snapshot=snapshot)
+    hooks = [Webhook.objects.create(project=project, url="https://hooks.example.com/h", events=["snapshot.ready"],
+                                    secret="0" * 64) for _ in range(2)]
+    event = WebhookEvent.objects.create(project=project, type="snapshot.ready", payload={"id": "x"})
+    delivery = WebhookDelivery.objects.create(hook=hooks[0], event=event, status="failed", attempts=6)
+    push = HubPush.objects.create(project=project, snapshot=snapshot, repo_id="acme/fuzz", status="done")
     return World(
+        webhook=hooks[0].pk, spare_webhook=hooks[1].pk, webhook_delivery=delivery.pk, hub_push=push.pk,
         project=project.pk, scratch_project=scratch.pk, scratch_member=scratch_member.pk, prompt=prompt,
         item=items[0].pk, assignment=on_screen.pk, import_job=job.pk, generation_run=generation.pk,
         snapshot=snapshot.pk, training_run=training.pk, model_version=model.pk,
@@ -169,7 +180,8 @@ def free_port() -> int:
 class Server:
     """gunicorn serving config.wsgi on 127.0.0.1; its log keeps the tracebacks of any 500."""
 
-    def __init__(self, *, database_url: str, redis_url: str, folder: Path) -> None:
+    def __init__(self, *, database_url: str, redis_url: str, folder: Path,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log = folder / "gunicorn.log"
@@ -184,6 +196,7 @@ class Server:
             # No connection outlives a request: the test flushes and finally drops the database.
             "DATABASE_CONN_MAX_AGE": "0",
             "ARTIFACT_ROOT": str(self.artifact_root), "UPLOAD_ROOT": str(folder / "uploads"),
+            **(extra_env or {}),
         }
         command = [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi", "--bind",
                    f"127.0.0.1:{self.port}", "--workers", "1", "--threads", "2", "--timeout", "60",
@@ -269,6 +282,7 @@ def fuzz_config(world: World, role: str, *, base_url: str, max_examples: int, se
             "project_id": world.project, "prompt_id": world.prompt, "item_id": world.item,
             "assignment_id": world.assignment, "import_id": world.import_job,
             "snapshot_id": world.snapshot, "version_id": world.model_version, "name": SNAPSHOT_FILE,
+            "hook_id": world.webhook, "delivery_id": world.webhook_delivery, "push_id": world.hub_push,
         },
         # One entry per operation, matched by its name: Schemathesis ORs the include-*
         # filters of an entry, so include-path + include-method would match either.
@@ -277,6 +291,8 @@ def fuzz_config(world: World, role: str, *, base_url: str, max_examples: int, se
             {"include-path-regex": "^/api/training-runs/", "parameters": {"run_id": world.training_run}},
             {"include-name": "DELETE /api/projects/{project_id}/members/{user_id}/",
              "parameters": {"project_id": world.scratch_project, "user_id": world.scratch_member}},
+            # Deleting the webhook the other operations use would turn them into 404s.
+            {"include-name": "DELETE /api/webhooks/{hook_id}", "parameters": {"hook_id": world.spare_webhook}},
             # Revoking the token the fuzzer signs in with would turn every later call into a 403.
             {"include-name": "DELETE /api/auth/tokens/{token_id}",
              "parameters": {"token_id": world.spare_tokens[role]}},
@@ -284,12 +300,14 @@ def fuzz_config(world: World, role: str, *, base_url: str, max_examples: int, se
             # taken); which candidate ids an item holds and whether it asks for a ranking or
             # a written answer; which backends need a model; that a snapshot id is a built
             # snapshot of this project; that `since` is before `until`; which file names
-            # are importable.
+            # are importable; which hosts webhooks may reach; whether Hub pushes are on.
             *({"include-name": name, "checks": domain_rule_400} for name in (
                 "POST /api/auth/token", "POST /api/users/", "PUT /api/projects/{project_id}/members/",
                 "POST /api/assignments/{assignment_id}/ranking", "POST /api/assignments/{assignment_id}/demonstration",
                 "POST /api/projects/{project_id}/generation-runs", "POST /api/projects/{project_id}/training-runs",
-                "POST /api/projects/{project_id}/datasets", "POST /api/projects/{project_id}/imports")),
+                "POST /api/projects/{project_id}/datasets", "POST /api/projects/{project_id}/imports",
+                "POST /api/projects/{project_id}/webhooks", "PATCH /api/webhooks/{hook_id}",
+                "POST /api/datasets/{snapshot_id}/hub-push")),
             *([] if role == "annotator" else [{
                 # Fetch and authorize first: someone else's assignment answers 404 before
                 # its headers are read, so a missing Idempotency-Key cannot get a 400 there.

@@ -22,7 +22,8 @@ from labeling.models import (
 )
 from labeling.services.assignment import next_item
 from tests.factories import MembershipFactory, UserFactory, make_items
-from training.models import DatasetSnapshot, GenerationRun, ModelVersion
+from training.models import DatasetSnapshot, GenerationRun, HubPush, ModelVersion
+from webhooks.models import Webhook, WebhookDelivery, WebhookEvent
 
 METHODS = ["get", "post", "put", "patch", "delete"]
 
@@ -55,7 +56,12 @@ def other_ids(other_project: Project) -> dict[str, object]:
     version = ModelVersion.objects.create(project=other_project, kind="reward", name="rm", version=1,
                                           base_model="m")
     token, _ = token_create(user=stranger, name="theirs")
-    return {"version_id": version.pk, "project_id": other_project.pk, "prompt_id": prompt.pk, "import_id": job.pk,
+    push = HubPush.objects.create(project=other_project, snapshot=snapshot, repo_id="b/x")
+    hook = Webhook.objects.create(project=other_project, url="https://hooks.example.com/", events=["snapshot.ready"])
+    event = WebhookEvent.objects.create(project=other_project, type="snapshot.ready", payload={})
+    delivery = WebhookDelivery.objects.create(hook=hook, event=event, status="failed")
+    return {"push_id": push.pk, "hook_id": hook.pk, "delivery_id": delivery.pk,
+            "version_id": version.pk, "project_id": other_project.pk, "prompt_id": prompt.pk, "import_id": job.pk,
             "assignment_id": assignment.pk, "item_id": item.pk, "run_id": run.pk,
             "snapshot_id": snapshot.pk, "user_id": stranger.pk, "name": "pairs-train.jsonl",
             "token_id": token.pk}
@@ -70,7 +76,9 @@ def state() -> tuple:
         Ranking.objects.count(), ImportJob.objects.count(), GenerationRun.objects.count(),
         DatasetSnapshot.objects.count(),
         list(ModelVersion.objects.order_by("id").values_list("is_current", flat=True)),
-        ApiToken.objects.count(),
+        ApiToken.objects.count(), HubPush.objects.count(),
+        list(Webhook.objects.values_list("url", "active", "events")),
+        list(WebhookDelivery.objects.values_list("status", "attempts")),
     )
 
 

@@ -17,6 +17,7 @@ from labeling.models import Assignment, AuditEvent, Item, Membership, Project, R
 from labeling.services.assignment import next_item
 from labeling.services.rankings import RankingInput, ranking_submit
 from tests.factories import MembershipFactory, UserFactory, make_items
+from webhooks.models import Webhook
 
 
 def login(user) -> Client:  # noqa: ANN001
@@ -53,8 +54,9 @@ def ids(project, disputed_item, annotator) -> dict[str, int]:  # noqa: ANN001
     guideline = Guideline.objects.create(slug="g", title="G", project=project)
     version = version_publish(version=draft_create(guideline=guideline, body="Be kind."),
                               user=None)
+    hook = Webhook.objects.create(project=project, url="https://hooks.example.com/", events=["item.disputed"])
     return {"project_id": project.pk, "item_id": disputed_item.pk, "user_id": annotator.pk,
-            "guideline_id": guideline.pk, "version_id": version.pk}
+            "guideline_id": guideline.pk, "version_id": version.pk, "hook_id": hook.pk}
 
 
 def console_urls(ids: dict[str, int]) -> list[tuple[str, bool]]:
@@ -90,7 +92,8 @@ def test_every_project_console_url_is_404_for_another_projects_reviewer(ids, oth
             assert b"Alpha" not in response.content, url
 
 
-ADMIN_ONLY = {"/console/guidelines/versions/{version_id}/edit"}
+ADMIN_ONLY = {"/console/guidelines/versions/{version_id}/edit", "/console/projects/{project_id}/webhooks",
+              "/console/webhooks/{hook_id}"}
 
 
 def test_reviewer_opens_every_console_page(reviewer, ids) -> None:  # noqa: ANN001

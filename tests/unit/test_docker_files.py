@@ -76,7 +76,7 @@ EXTERNAL_VARS = {
 # Documented in .env.example ahead of the settings that will read them: drop a name here
 # once config/settings.py reads it.
 PENDING_SETTINGS = {"ARTIFACT_STORAGE_URL"}
-PROJECT_PACKAGES = ("config", "core", "accounts", "labeling", "guidelines", "training")
+PROJECT_PACKAGES = ("config", "core", "accounts", "labeling", "guidelines", "training", "webhooks")
 
 SERVICES = {"postgres", "redis", "migrate", "web", "worker-default", "worker-generate",
             "worker-train", "beat", "proxy"}
