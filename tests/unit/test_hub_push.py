@@ -42,7 +42,12 @@ def snapshot(labelled: Project) -> DatasetSnapshot:
 
 
 @pytest.fixture
-def hub(settings) -> Iterator[HubStub]:  # noqa: ANN001 - pytest-django
+def hub(settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStub]:  # noqa: ANN001 - pytest-django
+    # The engine tests set HF_HUB_OFFLINE for the whole process (no model downloads);
+    # a push is the one call that must reach its (stub) Hub.
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     stub = HubStub()
     settings.HF_ENDPOINT = stub.url
     settings.HF_HUB_PUSH_TOKEN = TOKEN
@@ -153,3 +158,20 @@ def test_a_token_in_the_request_is_refused(snapshot: DatasetSnapshot, hub: HubSt
 
     assert response.status_code == 400 and "unknown field" in str(response.json()["token"])
     assert not HubPush.objects.exists() and hub.requests == []
+
+
+def test_a_worker_in_offline_mode_fails_the_push_with_a_reason_the_operator_can_act_on(
+        snapshot: DatasetSnapshot, hub: HubStub, admin, as_user, django_capture_on_commit_callbacks,  # noqa: ANN001
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = as_user(admin).post(f"/api/datasets/{snapshot.pk}/hub-push",
+                                       {"repo_id": "acme/sim-prefs", "license": "mit"}, format="json")
+
+    assert response.status_code == 202, response.content
+    push = HubPush.objects.get()
+    assert push.status == "failed"
+    assert "HF_HUB_OFFLINE" in push.error
+    assert not hub.requests  # nothing left the worker
