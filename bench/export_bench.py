@@ -151,7 +151,8 @@ def measure(args: argparse.Namespace) -> dict:
     if not args.keep:
         path.unlink()
     return {
-        "format": args.measure, "exporter": args.exporter, "rows": stats.rows, "bytes": stats.bytes, "sha256": stats.sha256,
+        "format": args.measure, "exporter": args.exporter, "rows": stats.rows, "bytes": stats.bytes,
+        "sha256": stats.sha256,
         "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2),
         "source_seconds": round(source_seconds, 2), "rows_per_s": round(stats.rows / seconds),
         "peak_rss_mb": round(_peak_rss_mb(), 1), "rss_before_mb": round(rss_before, 1),

@@ -37,7 +37,8 @@ def snapshot(n_items: int, seed: int = 3) -> tuple[list[SnapshotItem], list[Exte
         k = rng.choice((2, 3, 4, 5))
         ids = rng.sample(range(1, 10_000), k)
         cands = {
-            c: CandidateInfo(rng.choice(TEXTS).format(c=c, x="x" * rng.randint(0, 90)), model=rng.choice((None, "m-a", "m-b")),
+            c: CandidateInfo(rng.choice(TEXTS).format(c=c, x="x" * rng.randint(0, 90)),
+                             model=rng.choice((None, "m-a", "m-b")),
                              temperature=rng.choice((None, 0.7, 1.0)), seed=rng.choice((None, c)),
                              origin=rng.choice(("model", "human")))
             for c in ids
