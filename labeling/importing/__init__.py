@@ -232,7 +232,11 @@ def _import_chunk(project: Project, rows: list[ParsedRow], source: str,
     keys_per_row, created = _upsert_candidates(rows, hashes, prompt_ids, new_prompts, report)
     old_prompts = {prompt_ids[h] for h in hashes} - new_prompts
     candidate_ids = {pair: cid for pair, (cid, _) in created.items()}
-    if old_prompts:
+    if old_prompts and connection.vendor == "postgresql":
+        candidate_ids.update(((prompt_id, key), cid) for prompt_id, key, cid in _fetch(
+            "SELECT prompt_id, dedupe_key, id FROM labeling_candidate WHERE prompt_id = ANY(%s)",
+            [sorted(old_prompts)]))
+    elif old_prompts:
         candidate_ids.update(
             ((prompt_id, key), cid) for prompt_id, key, cid in Candidate.objects.filter(
                 prompt_id__in=old_prompts).order_by().values_list("prompt_id", "dedupe_key", "id")
@@ -268,10 +272,15 @@ def _import_chunk(project: Project, rows: list[ParsedRow], source: str,
 def _upsert_prompts(project: Project, rows: list[ParsedRow], hashes: list[str], source: str,
                     report: ImportReport) -> tuple[dict[str, int], set[int]]:
     """Returns every row's prompt id by content hash, and the ids created here."""
-    existing = dict(
-        Prompt.objects.filter(project=project, content_hash__in=set(hashes)).order_by()
-        .values_list("content_hash", "id")
-    )
+    if connection.vendor == "postgresql":  # one array parameter, not an IN list of 1,000
+        existing = dict(_fetch("SELECT content_hash, id FROM labeling_prompt "
+                               "WHERE project_id = %s AND content_hash = ANY(%s)",
+                               [project.pk, sorted(set(hashes))]))
+    else:
+        existing = dict(
+            Prompt.objects.filter(project=project, content_hash__in=set(hashes)).order_by()
+            .values_list("content_hash", "id")
+        )
     new: dict[str, tuple[list, list[str], dict]] = {}  # hash -> messages, their HTML, metadata
     for row, digest in zip(rows, hashes, strict=True):
         if digest in existing or digest in new:
@@ -295,6 +304,12 @@ def _upsert_prompts(project: Project, rows: list[ParsedRow], hashes: list[str], 
         existing.update(fetched)
     report.prompts_added += len(new)
     return existing, created
+
+
+def _fetch(sql: str, params: list[Any]) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 PROMPT_COLUMNS = ["project_id", "messages", "messages_html", "content_hash", "source", "metadata",
@@ -362,10 +377,17 @@ def _upsert_candidates(
         keys_per_row.append(keys)
     # Candidates of prompts created in this chunk cannot exist yet: only check the others.
     old = {pid for pid, _ in wanted} - new_prompts
-    existing = set(
-        Candidate.objects.filter(prompt_id__in=old, dedupe_key__in={k for p, k in wanted if p in old})
-        .order_by().values_list("prompt_id", "dedupe_key")
-    ) if old else set()
+    if old and connection.vendor == "postgresql":  # exact (prompt, key) probes of the unique index
+        pairs = [pair for pair in wanted if pair[0] in old]
+        existing = set(_fetch(
+            "SELECT c.prompt_id, c.dedupe_key FROM unnest(%s::bigint[], %s::text[]) AS w (prompt_id, key) "
+            "JOIN labeling_candidate c ON c.prompt_id = w.prompt_id AND c.dedupe_key = w.key",
+            [[p for p, _ in pairs], [k for _, k in pairs]]))
+    else:
+        existing = set(
+            Candidate.objects.filter(prompt_id__in=old, dedupe_key__in={k for p, k in wanted if p in old})
+            .order_by().values_list("prompt_id", "dedupe_key")
+        ) if old else set()
     # Rendered once here, and only for the rows inserted: pages show the stored HTML.
     todo = [(*values, str(render_markdown(values[1])))
             for pair, values in wanted.items() if pair not in existing]
