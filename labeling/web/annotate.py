@@ -12,7 +12,7 @@ from core import access
 from core.rendering import render_markdown
 from labeling.models import Assignment
 from labeling.selectors.workspace import annotator_progress, shown_candidates
-from labeling.services.assignment import GuidelineAckRequired, next_item
+from labeling.services.assignment import GuidelineAckRequired, SubmissionConflict, next_item
 
 SKIP_REASONS = [
     "needs expertise I don't have",
@@ -44,6 +44,9 @@ def workspace(request: HttpRequest, slug: str) -> HttpResponse:
         assignment = next_item(annotator=request.user, project=project)
     except GuidelineAckRequired:
         return redirect("annotate-guideline", slug=project.slug)
+    except SubmissionConflict as exc:  # paused by an admin: say so (the API answers 409)
+        return render(request, "annotator/paused.html", {"project": project, "reason": str(exc)},
+                      status=409)
     context = {"project": project, "progress": annotator_progress(request.user, project)}
     if assignment is not None:
         context.update(_item_context(assignment))
@@ -58,6 +61,10 @@ def prefetch(request: HttpRequest, slug: str) -> HttpResponse:
         assignment = next_item(annotator=request.user, project=project, prefetch=True)
     except GuidelineAckRequired:
         assignment = None  # the page reloads into the acknowledgement gate
+    except SubmissionConflict:
+        # Paused: nothing is pre-loaded. The page learns why from its next submission
+        # (409 "paused") and reloads into the paused page.
+        return HttpResponse(status=409)
     if assignment is None:
         return HttpResponse(status=204)
     return render(request, "annotator/_item.html", _item_context(assignment))

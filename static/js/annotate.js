@@ -267,6 +267,7 @@
       showError("Could not reach the server; your " + what + " is kept here. Press " + retryKeys + " to retry.");
       return;
     }
+    if (stopIfPaused(result)) return;
     if (result.ok || (result.status === 409 && result.data.code !== "idempotency_key_reused")) {
       if (result.ok) { bump("done-today", 1); bump("done-total", 1); bump("left", -1); }
       notice(result.ok ? "" : result.data.detail);
@@ -291,8 +292,18 @@
   async function skip() {
     const reason = el("skip-reason").value;
     const result = await post(root.dataset.apiRoot + "assignments/" + state.assignment + "/skip", { reason: reason });
+    if (stopIfPaused(result)) return;
     if (result.ok || result.status === 409) { bump("left", -1); advance(); }
     else showError(result.data.detail || "Could not skip.");
+  }
+
+  // An admin paused this annotator: the pre-loaded item is dropped (its lease was given
+  // back) and the page reloads into the paused page, which says why.
+  function stopIfPaused(result) {
+    if (result.status !== 409 || result.data.code !== "paused") return false;
+    prefetched.replaceChildren();
+    window.location.reload();
+    return true;
   }
 
   function notice(message) {
@@ -322,6 +333,7 @@
     if (!state) return;
     try {
       const response = await fetch(root.dataset.prefetchUrl, { credentials: "same-origin" });
+      if (response.status === 409) prefetched.replaceChildren();  // paused: nothing behind
       if (response.status === 200) {
         const holder = document.createElement("div");
         holder.innerHTML = await response.text();  // server-rendered, sanitized HTML
@@ -405,11 +417,16 @@
 
   // ------------------------------------------------------------------ keyboard
 
+  // Shortcuts apply only when focus is on the board: the page itself, the item, an answer
+  // or a chip. A focused control (link, button, field) keeps its own keys: Enter on
+  // "My feedback" follows it, Enter on "Skip this item" skips.
+  const CONTROLS = "a[href], button, input, select, textarea, summary, [contenteditable]";
+
   document.addEventListener("keydown", (event) => {
     if (!state || event.ctrlKey || event.metaKey || event.altKey) return;
     const target = event.target;
-    if (target && (target.tagName === "TEXTAREA" || target.tagName === "INPUT" || target.tagName === "SELECT")) {
-      if (event.key === "Escape") target.blur();
+    if (target && target.closest && target.closest(CONTROLS)) {
+      if (event.key === "Escape" && target.matches("input, select, textarea")) target.blur();
       return;
     }
     const key = event.key;

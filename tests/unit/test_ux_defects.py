@@ -1,0 +1,49 @@
+"""Defects from the annotator/reviewer walkthrough (issue 17), at the view and service
+level; the browser behaviours are in tests/browser/test_ux_walkthrough.py."""
+
+from __future__ import annotations
+
+from django.test import Client
+
+from labeling.models import Assignment, Ranking
+from labeling.services.members import membership_pause
+from tests.factories import make_items
+
+
+def _client(user) -> Client:  # noqa: ANN001
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_a_paused_annotator_gets_a_page_that_says_why_not_a_500(project, annotator,  # noqa: ANN001
+                                                                 project_admin) -> None:
+    make_items(project, 2)
+    client = _client(annotator)
+    assert client.get(f"/annotate/{project.slug}/").status_code == 200
+    membership_pause(project=project, user=annotator, paused=True, actor=project_admin)
+
+    page = client.get(f"/annotate/{project.slug}/")
+    prefetch = client.get(f"/annotate/{project.slug}/prefetch")
+
+    assert page.status_code == 409
+    assert "is paused" in page.content.decode() and 'class="answer card"' not in page.content.decode()
+    assert prefetch.status_code == 409 and prefetch.content == b""
+
+
+def test_the_item_on_screen_is_refused_after_a_pause(as_user, project, annotator,  # noqa: ANN001
+                                                     project_admin) -> None:
+    make_items(project, 1, k=2)
+    client = as_user(annotator)
+    shown = client.get(f"/api/projects/{project.pk}/next").json()
+    membership_pause(project=project, user=annotator, paused=True, actor=project_admin)
+
+    ranking = client.post(f"/api/assignments/{shown['id']}/ranking",
+                          {"tiers": [[c["id"]] for c in shown["candidates"]]}, format="json",
+                          HTTP_IDEMPOTENCY_KEY="k1")
+    skip = client.post(f"/api/assignments/{shown['id']}/skip", {"reason": "x"}, format="json")
+
+    assert ranking.status_code == 409 and ranking.json()["code"] == "paused"
+    assert skip.status_code == 409 and skip.json()["code"] == "paused"
+    assert not Ranking.objects.exists()
+    assert Assignment.objects.get(pk=shown["id"]).status == Assignment.Status.EXPIRED
