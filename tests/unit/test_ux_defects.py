@@ -47,3 +47,37 @@ def test_the_item_on_screen_is_refused_after_a_pause(as_user, project, annotator
     assert skip.status_code == 409 and skip.json()["code"] == "paused"
     assert not Ranking.objects.exists()
     assert Assignment.objects.get(pk=shown["id"]).status == Assignment.Status.EXPIRED
+
+
+def test_an_annotator_at_the_console_gets_a_styled_403_with_a_way_back(annotator) -> None:  # noqa: ANN001
+    response = _client(annotator).get("/console/")
+
+    html = response.content.decode()
+    assert response.status_code == 403
+    assert "The console is for reviewers and admins." in html
+    assert 'href="/">Back to your projects' in html and "ordinal.css" in html
+
+
+def test_a_reviewer_sees_disabled_admin_controls_with_the_reason(project, reviewer, annotator) -> None:  # noqa: ANN001
+    client = _client(reviewer)
+
+    people = client.get(f"/console/projects/{project.pk}/annotators").content.decode()
+    person = client.get(f"/console/projects/{project.pk}/annotators/{annotator.pk}").content.decode()
+
+    assert 'disabled aria-describedby="invite-why">Create a one-time invite link' in people
+    assert "Only admins of this project can invite people" in people
+    assert 'disabled aria-describedby="actions-why">Pause' in person
+    assert "Only admins of this project can pause" in person
+
+
+def test_every_page_links_a_favicon_that_exists(client, annotator) -> None:  # noqa: ANN001
+    client.force_login(annotator)
+
+    html = client.get("/").content.decode()
+    redirect = client.get("/favicon.ico")
+
+    assert 'rel="icon" href="/static/favicon.svg"' in html
+    assert redirect.status_code == 302 and redirect["Location"] == "/static/favicon.svg"
+    from django.contrib.staticfiles import finders
+
+    assert finders.find("favicon.svg")
