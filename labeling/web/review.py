@@ -191,11 +191,14 @@ def models_page(request: HttpRequest, project_id: int) -> HttpResponse:
 def audit_log(request: HttpRequest) -> HttpResponse:
     projects = access.projects_for(request.user, min_role=Role.REVIEWER)
     project_id = request.GET.get("project", "")
+    project = None
     if project_id.isdigit():
         projects = projects.filter(pk=int(project_id))
+        project = projects.first()  # keeps the project's sidebar on its audit log
     events = audit_events_for(projects=projects, action=request.GET.get("action", "")[:64],
                               actor=request.GET.get("actor", "")[:150])
     page = Paginator(events, 100).get_page(request.GET.get("page"))
-    return render(request, "console/audit.html", {"page": page, "filters": request.GET})
+    return render(request, "console/audit.html", {"page": page, "filters": request.GET,
+                                                  "project": project})
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from django.test import Client
 
-from labeling.models import Assignment, Ranking
+from guidelines.models import Guideline
+from guidelines.services import acknowledge
+from labeling.models import Assignment, AuditEvent, Item, Ranking
+from labeling.services.assignment import next_item
 from labeling.services.members import membership_pause
 from tests.factories import make_items
+from tests.unit.test_guidelines import publish, rank
 
 
 def _client(user) -> Client:  # noqa: ANN001
@@ -81,3 +85,41 @@ def test_every_page_links_a_favicon_that_exists(client, annotator) -> None:  # n
     from django.contrib.staticfiles import finders
 
     assert finders.find("favicon.svg")
+
+
+def test_stale_labels_tick_nothing_and_reopen_only_after_confirming_the_count(
+        project, project_admin, annotator) -> None:  # noqa: ANN001
+    guideline = Guideline.objects.create(slug="g-stale", title="G", project=project)
+    publish(guideline, "# One")
+    project.guideline = guideline
+    project.overlap = 1
+    project.save()
+    make_items(project, 2)
+    acknowledge(user=annotator, version=guideline.versions.get(number=1))
+    for key in ("k1", "k2"):
+        rank(annotator, next_item(annotator=annotator, project=project), key)
+    publish(guideline, "# One\n\nMajor rewrite.")
+    client = _client(project_admin)
+    url = f"/console/projects/{project.pk}/stale"
+    page = client.get(url).content.decode()
+    ids = list(Item.objects.values_list("pk", flat=True))
+
+    asked = client.post(url, {"item": ids, "reason": "rule two changed"})
+    assert client.post(url, {"item": []}).status_code == 302  # none ticked: nothing to do
+
+    assert page.count('type="checkbox"') == 2 and " checked" not in page
+    assert 'href="/console/projects/%d/disputes"' % project.pk in page  # the project sidebar
+    assert asked.status_code == 200 and "Re-open 2 items?" in asked.content.decode()
+    assert not Item.objects.filter(required_rankings=2).exists()  # not yet
+
+    done = client.post(url, {"item": ids, "reason": "rule two changed", "confirm": "yes"})
+
+    assert done.status_code == 302 and Item.objects.filter(required_rankings=2).count() == 2
+    event = AuditEvent.objects.get(action="item.reopen")
+    assert event.note == "rule two changed" and event.actor == project_admin
+
+
+def test_the_audit_page_of_a_project_keeps_its_sidebar(project, reviewer) -> None:  # noqa: ANN001
+    html = _client(reviewer).get(f"/console/audit?project={project.pk}").content.decode()
+
+    assert f'href="/console/projects/{project.pk}/disputes"' in html
