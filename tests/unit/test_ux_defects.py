@@ -108,7 +108,7 @@ def test_stale_labels_tick_nothing_and_reopen_only_after_confirming_the_count(
     assert client.post(url, {"item": []}).status_code == 302  # none ticked: nothing to do
 
     assert page.count('type="checkbox"') == 2 and " checked" not in page
-    assert 'href="/console/projects/%d/disputes"' % project.pk in page  # the project sidebar
+    assert f'href="/console/projects/{project.pk}/disputes"' in page  # the project sidebar
     assert asked.status_code == 200 and "Re-open 2 items?" in asked.content.decode()
     assert not Item.objects.filter(required_rankings=2).exists()  # not yet
 
