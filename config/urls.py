@@ -71,6 +71,8 @@ urlpatterns = [
          name="account-token-revoke"),
     path("annotate/<slug:slug>/", annotate.workspace, name="annotate"),
     path("annotate/<slug:slug>/prefetch", annotate.prefetch, name="annotate-prefetch"),
+    path("annotate/<slug:slug>/recent", annotate.recent, name="annotate-recent"),
+    path("annotate/<slug:slug>/revise/<int:assignment_id>", annotate.revise, name="annotate-revise"),
     path("annotate/<slug:slug>/preview", annotate.preview, name="annotate-preview"),
     path("annotate/<slug:slug>/guideline", guideline_views.acknowledge_page,
          name="annotate-guideline"),
