@@ -4,6 +4,8 @@ from html import unescape
 from django import template
 from django.utils.safestring import mark_safe
 
+from core.rendering import demote_headings
+
 register = template.Library()
 
 # No markdown filter on purpose: stored text is rendered once when it is written
@@ -54,10 +56,5 @@ def guideline_sections(html: str | None) -> dict:
 
 @register.filter
 def demote(html: str | None) -> str:
-    """Answer and prompt markdown shown inside a page: its headings moved two levels down,
-    so a "# Title" in an answer doesn't become a second h1 on the page."""
-    if not html:
-        return ""
-    return mark_safe(_HEADING.sub(  # noqa: S308 - sanitized when written
-        lambda m: f"<h{min(int(m.group(1)) + 2, 6)}>{m.group(2)}</h{min(int(m.group(1)) + 2, 6)}>",
-        str(html)))
+    """Answer, prompt and guideline HTML inside a page: headings two levels down."""
+    return demote_headings(html) if html else ""

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from guidelines.models import Guideline
-from guidelines.services import acknowledge, draft_create, version_publish
+from guidelines.services import acknowledge, draft_create, draft_update, version_publish
 from labeling.models import Membership, Project
 from tests.browser.conftest import axe_violations, describe_violations
 from tests.browser.test_annotate import login
+from tests.browser.test_demonstrations import demo_items
 from tests.factories import make_items
 from tests.unit.test_console_review import console_urls, disputed_item, ids  # noqa: F401 - fixtures
 
@@ -17,11 +18,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _check(page, url: str, problems: list[str], missing: list[str]) -> None:  # noqa: ANN001
+    if page.request.get(url).status == 405:
+        return  # an action's URL (POST only): its page is the one it redirects to
     missing.clear()
-    response = page.goto(url)
+    page.goto(url)
     page.wait_for_load_state("networkidle")
-    if response.status == 405:
-        return
     found = axe_violations(page)
     if found:
         problems.append(f"{url}:\n{describe_violations(found)}")
@@ -65,7 +66,7 @@ def test_every_annotator_page_is_clean(page, live_server, project, annotator, db
     for other in (pairs, write):
         Membership.objects.create(user=annotator, project=other, role="annotator")
     make_items(pairs, 2, k=2)
-    make_items(write, 2, k=1) if False else None
+    demo_items(write, 2)
     missing = _watch_404(page)
     problems: list[str] = []
     page.goto(f"{live_server.url}/accounts/login/")
@@ -79,7 +80,19 @@ def test_every_annotator_page_is_clean(page, live_server, project, annotator, db
         _check(page, f"{live_server.url}/annotate/{slug}/", problems, missing)
     _check(page, f"{live_server.url}/annotate/{project.slug}/feedback", problems, missing)
     _check(page, f"{live_server.url}/console/", problems, missing)  # the styled 403
+    page.goto(f"{live_server.url}/annotate/{project.slug}/")
+    page.locator("#go-back-open").click()  # the workspace with its panels open
+    page.locator("#recent-panel li").first.wait_for()
+    page.keyboard.press("a")
+    found = axe_violations(page)
+    if found:
+        problems.append(f"workspace with Go back open:\n{describe_violations(found)}")
     Membership.objects.filter(user=annotator, project=pairs).update(paused=True)
     _check(page, f"{live_server.url}/annotate/pairs/", problems, missing)
+    draft = draft_create(guideline=guideline, body="# Rules\n\nBe kind.\n\n## New\n\nCite **sources**.")
+    version_publish(version=draft_update(version=draft, body=draft.body, changelog="sources",
+                                         change="major"), user=None)
+    _check(page, f"{live_server.url}/annotate/{project.slug}/", problems, missing)  # gate with diff
+    assert page.locator(".diff-added").count() == 1
 
     assert problems == [], "\n".join(problems)
