@@ -70,9 +70,9 @@
       card.addEventListener("click", (event) => {
         if (state.mode !== "pairwise" && !event.target.closest("a, button")) pick(card.dataset.label);
       });
-      card.addEventListener("keydown", (event) => {  // Space or Enter on a focused answer places it
+      card.addEventListener("keydown", (event) => {  // Space on a focused answer places it (Enter submits)
         if (event.target !== card || state.mode === "pairwise") return;
-        if (event.key === " " || event.key === "Enter") {
+        if (event.key === " ") {
           event.preventDefault();
           event.stopPropagation();
           pick(card.dataset.label);
@@ -83,7 +83,7 @@
     chips().forEach((c) => {
       c.addEventListener("keydown", (event) => {
         if (event.target !== c) return;
-        if (event.key === " " || event.key === "Enter") {
+        if (event.key === " ") {
           event.preventDefault();
           event.stopPropagation();
           pick(c.dataset.label);
