@@ -56,6 +56,7 @@
     };
     const reveal = el("reveal");
     if (reveal) reveal.addEventListener("click", revealAnswers);
+    keyboardScroll(article);
     state.labels.forEach(collapseLong);
     el("submit").addEventListener("click", submit);
     if (el("skip-open")) {
@@ -119,9 +120,20 @@
     return group ? Array.from(group.children) : [];
   }
 
+  // A code block wider than its answer scrolls sideways: it takes the focus, so the
+  // keyboard can scroll it too.
+  function keyboardScroll(article) {
+    Array.from(article.getElementsByTagName("pre")).forEach((pre) => {
+      if (pre.scrollWidth > pre.clientWidth) {
+        pre.tabIndex = 0;
+      }
+    });
+  }
+
   function revealAnswers() {
     el("answers").hidden = false;
     el("warning").hidden = true;
+    keyboardScroll(state.article);
   }
 
   function sideBySide() {
@@ -153,6 +165,7 @@
     if (sideBySide() && state.labels.length > 1) {
       // Columns scroll; "Expand" gives one answer the whole width and length.
       const card = el("answer-" + label);
+      if (card.scrollHeight <= card.clientHeight + 4) return;  // short: nothing to expand
       expand.hidden = false;
       expand.textContent = "Expand";
       expand.addEventListener("click", () => {
@@ -605,6 +618,7 @@
       article: article, task: "demonstration", assignment: Number(article.dataset.assignment),
       key: newKey(), started: Date.now(), sending: false, rewrite: false, labels: ["A"],
     };
+    keyboardScroll(article);
     const editor = el("editor");
     const source = el("source");
     state.sourceText = source ? source.value : null;
