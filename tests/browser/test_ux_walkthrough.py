@@ -71,3 +71,33 @@ def test_enter_on_a_focused_discard_discards(page, live_server, project, reviewe
     assert Item.objects.get(pk=disputed_item.pk).status == Item.Status.DISCARDED
     assert AuditEvent.objects.filter(action="item.discard").count() == 1
     assert not AuditEvent.objects.filter(action="item.set_ranking").exists()
+
+
+def test_the_guideline_diff_is_rendered_and_fits_a_phone(browser, live_server, project,  # noqa: ANN001
+                                                         annotator) -> None:
+    from guidelines.models import Guideline
+    from guidelines.services import acknowledge, draft_create, draft_update, version_publish
+
+    guideline = Guideline.objects.create(slug="g", title="G", project=project)
+    body = "# Rules\n\nBe kind.\n\n## Code\n\n```\n" + "y" * 200 + "\n```"
+    v1 = version_publish(version=draft_create(guideline=guideline, body=body), user=None)
+    project.guideline = guideline
+    project.save()
+    acknowledge(user=annotator, version=v1)
+    draft = draft_create(guideline=guideline)
+    version_publish(version=draft_update(version=draft, change="major", changelog="sources",
+                                         body=body.replace("Be kind.", "Be kind and cite **sources**.")),
+                    user=None)
+    context = browser.new_context(viewport={"width": 390, "height": 800})
+    page = context.new_page()
+    login(page, live_server, annotator)
+
+    page.goto(f"{live_server.url}/annotate/{project.slug}/")
+
+    page.wait_for_url(f"{live_server.url}/annotate/{project.slug}/guideline")
+    added = page.locator(".diff-added")
+    assert added.count() == 1 and added.locator("strong").inner_text() == "sources"
+    assert "**" not in page.locator(".rendered-diff").inner_text()
+    assert page.locator(".diff-removed").inner_text().count("Be kind.") == 1
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    context.close()

@@ -123,3 +123,87 @@ def test_the_audit_page_of_a_project_keeps_its_sidebar(project, reviewer) -> Non
     html = _client(reviewer).get(f"/console/audit?project={project.pk}").content.decode()
 
     assert f'href="/console/projects/{project.pk}/disputes"' in html
+
+
+def test_the_guideline_list_counts_each_version_once(project, other_project, reviewer) -> None:  # noqa: ANN001
+    from labeling.models import Membership
+
+    guideline = Guideline.objects.create(slug="shared-g", title="Shared")
+    publish(guideline, "# One")
+    for bound in (project, other_project):
+        bound.guideline = guideline
+        bound.save()
+    Membership.objects.create(user=reviewer, project=other_project, role="reviewer")
+
+    html = _client(reviewer).get("/console/guidelines/").content.decode()
+
+    row = html[html.index("Shared</a>"):]
+    assert "<td>1</td>" in row[:row.index("</tr>")]
+
+
+def test_the_annotators_table_counts_rankings_before_any_decision(project, reviewer, annotator) -> None:  # noqa: ANN001
+    make_items(project, 2)
+    rank(annotator, next_item(annotator=annotator, project=project), "k1")
+
+    html = _client(reviewer).get(f"/console/projects/{project.pk}/annotators").content.decode()
+
+    row = html[html.index(f">{annotator.username}</a>"):]
+    assert "<td>1</td>" in row[:row.index("</tr>")]
+    assert "<option selected>all</option>" in html  # the Period menu is not empty
+
+
+def test_a_demonstrations_project_says_so_on_home_and_shows_its_keys(project, annotator) -> None:  # noqa: ANN001
+    from tests.browser.test_demonstrations import demo_items
+
+    project.demonstrations = "only"
+    project.save()
+    demo_items(project, 1)
+    client = _client(annotator)
+
+    home = client.get("/").content.decode()
+    workspace = client.get(f"/annotate/{project.slug}/").content.decode()
+
+    assert "<td>writing answers</td>" in home and "<td>ranking</td>" not in home
+    keys = workspace[workspace.index('id="keys"'):workspace.index('id="guideline-panel"')]
+    assert "submit (in the editor)" in keys and "pick answers" not in keys
+
+
+def test_the_schedule_page_shows_the_last_logged_tick(project, reviewer, project_admin) -> None:  # noqa: ANN001
+    from training.schedules import schedule_save, schedule_tick
+
+    schedule = schedule_save(project=project, enabled=False, min_new_comparisons=10,
+                             interval_minutes=60, then_dpo=False, actor=project_admin)
+    schedule_tick(schedule.pk)  # logs "skip: the schedule is disabled"
+
+    html = _client(reviewer).get(f"/console/projects/{project.pk}/schedule").content.decode()
+
+    assert "last tick" in html and "UTC (skip)" in html and "never" not in html
+
+
+def test_reviewers_see_pairwise_strength_and_tie_apart_from_both_bad(project, reviewer) -> None:  # noqa: ANN001
+    from labeling.blind import tiers_as_shown
+    from labeling.models import Membership, Project
+    from labeling.services.rankings import RankingInput, ranking_submit
+    from tests.factories import UserFactory
+
+    project.mode = Project.Mode.PAIRWISE
+    project.overlap = 3
+    project.agreement_threshold = 1.0
+    project.save()
+    item = make_items(project, 1, k=2)[0]
+    choices = [dict(strength=4), dict(tie=True), dict(tie=True, all_bad=True)]
+    for n, choice in enumerate(choices):
+        user = UserFactory(username=f"pair{n}")
+        Membership.objects.create(user=user, project=project, role="annotator")
+        assignment = next_item(annotator=user, project=project)
+        ids = sorted(assignment.display_order)
+        tiers = [ids] if choice.get("tie") else [[ids[1]], [ids[0]]]
+        ranking_submit(annotator=user, assignment_id=assignment.pk, idempotency_key=f"p{n}",
+                       data=RankingInput(tiers=tiers_as_shown(assignment, tiers),
+                                         strength=choice.get("strength"),
+                                         all_bad=choice.get("all_bad", False)))
+
+    html = _client(reviewer).get(f"/console/items/{item.pk}").content.decode()
+
+    assert "much better (4 of 4)" in html
+    assert "Tie: equally good" in html and "Both bad" in html
