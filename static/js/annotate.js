@@ -555,7 +555,13 @@
   }
   if (drawerToggle) {
     if (window.matchMedia("(max-width: 1099px)").matches) setDrawer(false);  // a toggle on small screens
-    drawerToggle.addEventListener("click", () => setDrawer(!root.classList.contains("drawer-open")));
+    drawerToggle.addEventListener("click", () => {
+      const open = !root.classList.contains("drawer-open");
+      setDrawer(open);
+      if (open && window.matchMedia("(max-width: 1099px)").matches) {
+        document.getElementById("drawer").scrollIntoView({ block: "start" });  // below the item on phones
+      }
+    });
   }
 
   function notice(message) {
