@@ -39,11 +39,13 @@ def _watch_404(page) -> list[str]:  # noqa: ANN001
     return missing
 
 
-def test_every_console_page_is_clean(page, live_server, project, project_admin, ids) -> None:  # noqa: ANN001, F811
+@pytest.mark.parametrize("role", ["admin", "reviewer"])  # a reviewer sees admin controls disabled
+def test_every_console_page_is_clean(page, live_server, project, project_admin, reviewer, ids,  # noqa: ANN001, F811
+                                     role) -> None:
     project_admin.is_staff = True
     project_admin.save()
     missing = _watch_404(page)
-    login(page, live_server, project_admin)
+    login(page, live_server, project_admin if role == "admin" else reviewer)
     problems: list[str] = []
 
     for url, _ in console_urls(ids):
