@@ -191,6 +191,7 @@ def snapshot_demonstrations(snapshot: DatasetSnapshot) -> Iterator[Any]:
 
     demonstrations = (Demonstration.objects.filter(
         item__project=snapshot.project, item__status=Item.Status.ACCEPTED)
+        .exclude(candidate__text="")  # removed when its author's account was erased
         .select_related("item__prompt", "candidate", "guideline_version").order_by("id"))
     for demonstration in _labelled_in(demonstrations, snapshot.filters).iterator(chunk_size=BATCH):
         version = demonstration.guideline_version
