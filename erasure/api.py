@@ -16,7 +16,8 @@ from core import access
 from core.api import StrictJSONInput
 from erasure.access import account_for_erasure, prompt_for_erasure
 from erasure.models import ErasureRecord
-from erasure.services.prompts import prompt_erase, prompt_erasure_preview, snapshot_rebuild
+from erasure.services.prompts import prompt_erase, prompt_erasure_preview
+from erasure.services.snapshots import snapshot_rebuild
 from erasure.services.users import user_erase, user_erasure_preview
 from labeling.models import Role
 from training.models import DatasetSnapshot

@@ -12,7 +12,6 @@ deleted. The erasure log keeps a keyed hash of the prompt's content hash, no tex
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,10 +21,14 @@ from django.db import transaction
 from django.db.models import Q
 
 from core.audit import audit
-from core.errors import DomainError
-from core.runs import Run
 from erasure.models import ErasureRecord
 from erasure.services import erasure_hash
+from erasure.services.snapshots import (
+    snapshot_files_delete,
+    snapshots_holding,
+    snapshots_mark,
+    versions_trained_on,
+)
 from labeling.models import (
     Assignment,
     Candidate,
@@ -37,9 +40,7 @@ from labeling.models import (
     Ranking,
 )
 from labeling.services.quality import quality_refresh
-from training.artifacts import artifact_delete, artifact_open
-from training.models import CandidateScore, DatasetSnapshot, ModelVersion
-from training.snapshots import snapshot_create, snapshot_dir
+from training.models import CandidateScore, DatasetSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -70,49 +71,16 @@ def _rows(prompt: Prompt) -> dict[str, Any]:
     }
 
 
-def snapshot_holds(snapshot: DatasetSnapshot, group_id: str) -> bool:
-    """Whether any file of a built snapshot has a row of this prompt. Every row carries
-    its prompt's content hash as `group_id`; files are read from local disk or storage."""
-    for name in snapshot.files:
-        try:
-            opened = artifact_open(snapshot_dir(snapshot) / name)
-        except FileNotFoundError:
-            continue
-        with opened as file:
-            if name.endswith(".jsonl"):
-                needle = json.dumps(group_id).encode()
-                if any(needle in line for line in file):
-                    return True
-            elif name.endswith(".parquet"):
-                import pyarrow.parquet as pq
-
-                if group_id in set(pq.read_table(file, columns=["group_id"])
-                                   .column("group_id").to_pylist()):
-                    return True
-    return False
-
-
 def _affected_snapshots(prompt: Prompt) -> list[DatasetSnapshot]:
-    snapshots = DatasetSnapshot.objects.filter(project_id=prompt.project_id).order_by("id")
-    affected = []
-    for snapshot in snapshots:
-        if snapshot.status == Run.Status.DONE and not snapshot.contains_erased:
-            if snapshot_holds(snapshot, prompt.content_hash):
-                affected.append(snapshot)
-        elif snapshot.status == Run.Status.RUNNING:
-            affected.append(snapshot)  # it may have read the prompt already: assume so
-    return affected
-
-
-def _flagged_versions(snapshot_ids: list[int]) -> Any:
-    return ModelVersion.objects.filter(
-        Q(snapshot_id__in=snapshot_ids) | Q(source_run__snapshot_id__in=snapshot_ids))
+    # Every row of a snapshot carries its prompt's content hash as `group_id`.
+    return snapshots_holding(DatasetSnapshot.objects.filter(project_id=prompt.project_id),
+                             [prompt.content_hash])
 
 
 def prompt_erasure_preview(*, prompt: Prompt) -> PromptErasurePreview:
     counts = {name: rows.count() for name, rows in _rows(prompt).items()}
     snapshots = [s.pk for s in _affected_snapshots(prompt)]
-    versions = list(_flagged_versions(snapshots).values_list("id", flat=True))
+    versions = versions_trained_on(snapshots)
     return PromptErasurePreview(prompt_id=prompt.pk, counts=counts, snapshots=snapshots,
                                 model_versions=versions)
 
@@ -126,9 +94,7 @@ def prompt_erase(*, prompt: Prompt, actor: AbstractBaseUser | None) -> ErasureRe
         snapshots = _affected_snapshots(prompt)
         snapshot_ids = [s.pk for s in snapshots]
         counts = _delete_rows(prompt)
-        DatasetSnapshot.objects.filter(pk__in=snapshot_ids).update(contains_erased=True)
-        versions = list(_flagged_versions(snapshot_ids).values_list("id", flat=True))
-        ModelVersion.objects.filter(pk__in=versions).update(trained_on_erased=True)
+        versions = snapshots_mark(snapshot_ids)
         counts["annotator_quality_rows"] = quality_refresh(project=project)
         record = ErasureRecord.objects.create(
             kind=ErasureRecord.Kind.PROMPT, subject_hashes={"content_hash": erasure_hash(prompt.content_hash)},
@@ -163,19 +129,3 @@ def _delete_rows(prompt: Prompt) -> dict[str, int]:
     rows["candidates"].delete()
     Prompt.objects.filter(pk=prompt.pk).delete()
     return counts
-
-
-def snapshot_files_delete(snapshot: DatasetSnapshot) -> int:
-    """Delete a marked snapshot's folder here and in storage (idempotent)."""
-    if not DatasetSnapshot.objects.filter(pk=snapshot.pk, contains_erased=True).exists():
-        raise DomainError(f"snapshot {snapshot.pk} holds no erased data; its files stay")
-    return artifact_delete(snapshot_dir(snapshot))
-
-
-def snapshot_rebuild(*, snapshot: DatasetSnapshot, user: AbstractBaseUser | None) -> DatasetSnapshot:
-    """A new snapshot with the same kinds, formats, filters and options, built from the
-    labels that are left (the erased ones are gone from the database)."""
-    if not snapshot.contains_erased:
-        raise DomainError(f"snapshot {snapshot.pk} holds no erased data; nothing to rebuild")
-    return snapshot_create(project=snapshot.project, kinds=snapshot.kinds, formats=snapshot.formats,
-                           filters=snapshot.filters, options=snapshot.options, user=user)

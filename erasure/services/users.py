@@ -26,13 +26,17 @@ from django.contrib.sessions.models import Session
 from django.db import transaction
 from django.db.models import Q
 
+from accounts.backends import lockout_key
 from accounts.models import ApiToken, OidcIdentity
 from core.audit import audit
 from core.errors import DomainError
 from core.rendering import render_markdown
 from erasure.models import ErasureRecord
 from erasure.services import erasure_hash, erasure_key, identifier_pattern, scrub
-from labeling.models import Assignment, AuditEvent, Candidate, Demonstration, Item, Ranking
+from erasure.services.snapshots import snapshot_files_delete, snapshots_holding, snapshots_mark
+from labeling.models import Assignment, AuditEvent, Candidate, Demonstration, Item, Project, Ranking
+from labeling.services.members import leases_release
+from training.models import DatasetSnapshot
 
 logger = logging.getLogger(__name__)
 PSEUDONYM_PREFIX = "erased-"
@@ -70,9 +74,10 @@ def _free_text(user: AbstractBaseUser) -> dict[str, Any]:
 def _sign_in_records(user: AbstractBaseUser) -> list[Any]:
     from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 
-    names = Q(username__iexact=user.get_username())
-    if user.email:
-        names |= Q(username__iexact=user.email)
+    names = Q()
+    for typed in filter(None, (user.get_username(), user.email)):
+        # Rows from before usernames were hashed hold the text itself.
+        names |= Q(username__iexact=typed) | Q(username=lockout_key(typed))
     return [model.objects.filter(names) for model in (AccessAttempt, AccessLog, AccessFailureLog)]
 
 
@@ -94,11 +99,24 @@ def user_erasure_preview(*, user: AbstractBaseUser) -> UserErasurePreview:
     return UserErasurePreview(user_id=user.pk, pseudonym=user_pseudonym(user.pk), counts=counts)
 
 
-@transaction.atomic
 def user_erase(*, user: AbstractBaseUser, actor: AbstractBaseUser | None,
                remove_text: bool) -> ErasureRecord:
     """Erase the account's personal data (see the module docstring). `actor` is the
-    staff member (None from the CLI); the caller checks they may."""
+    staff member (None from the CLI); the caller checks they may. Rows change in one
+    transaction; the files of snapshots that hold the person's words as they were are
+    deleted after it (a snapshot is marked first, so it is never served)."""
+    with transaction.atomic():
+        record, snapshots = _erase_account(user, actor, remove_text)
+    files = sum(snapshot_files_delete(snapshot) for snapshot in snapshots)
+    ErasureRecord.objects.filter(pk=record.pk).update(counts={**record.counts, "storage_objects": files})
+    record.refresh_from_db()
+    logger.info("erased account %s (now %s): %s snapshots marked, erasure %s", record.subject_id,
+                record.pseudonym, len(snapshots), record.pk)
+    return record
+
+
+def _erase_account(user: AbstractBaseUser, actor: AbstractBaseUser | None,
+                   remove_text: bool) -> tuple[ErasureRecord, list[DatasetSnapshot]]:
     user = get_user_model().objects.select_for_update().get(pk=user.pk)
     if actor is not None and actor.pk == user.pk:
         raise DomainError("you can't erase your own account; ask another staff member")
@@ -112,6 +130,15 @@ def user_erase(*, user: AbstractBaseUser, actor: AbstractBaseUser | None,
     pattern = identifier_pattern(identifiers)
     counts: dict[str, int] = {}
 
+    # Snapshots hold demonstrations as written: those about to change (removed, or with
+    # the person's name taken out) make the snapshots that hold them erased data.
+    demonstrations = _free_text(user)["demonstrations"]
+    if not remove_text:
+        demonstrations = demonstrations.filter(_mentions("text", identifiers))
+    old_texts = list(demonstrations.values_list("prompt__project_id", "text"))
+    counts["leases_released"] = sum(
+        leases_release(project=project, user=user, actor=actor, note="account erased")
+        for project in Project.objects.filter(memberships__user=user))
     counts.update(_remove_or_scrub_text(user, identifiers, pattern, pseudonym,
                                         remove_text=remove_text))
     counts["sign_in_records"] = sum(rows.delete()[0] for rows in _sign_in_records(user))
@@ -120,6 +147,10 @@ def user_erase(*, user: AbstractBaseUser, actor: AbstractBaseUser | None,
     counts["sso_links"] = OidcIdentity.objects.filter(user=user).delete()[0]
     counts["audit_events_scrubbed"] = _scrub_audit(identifiers, pattern, pseudonym)
     counts["admin_log_scrubbed"] = _scrub_admin_log(identifiers, pattern, pseudonym)
+    snapshots = snapshots_holding(
+        DatasetSnapshot.objects.filter(project_id__in={project for project, _ in old_texts}),
+        [text for _, text in old_texts]) if old_texts else []
+    versions = snapshots_mark([snapshot.pk for snapshot in snapshots])
 
     user.username = pseudonym
     user.email = ""
@@ -132,13 +163,20 @@ def user_erase(*, user: AbstractBaseUser, actor: AbstractBaseUser | None,
     record = ErasureRecord.objects.create(
         kind=ErasureRecord.Kind.USER, subject_hashes=hashes, subject_id=user.pk,
         pseudonym=pseudonym, options={"remove_text": remove_text}, counts=counts,
+        snapshots=[snapshot.pk for snapshot in snapshots], model_versions=versions,
         erased_by=actor if actor is not None and actor.is_authenticated else None,
     )
     audit(actor=actor, project=None, action="user.erase", target=user,
           after={"pseudonym": pseudonym, "remove_text": remove_text, "erasure": record.pk,
-                 "counts": counts})
-    logger.info("erased account %s (now %s), erasure %s", user.pk, pseudonym, record.pk)
-    return record
+                 "counts": counts, "snapshots": record.snapshots, "model_versions": versions})
+    return record, snapshots
+
+
+def _mentions(column: str, identifiers: list[str]) -> Q:
+    mentions = Q(pk__in=[])
+    for value in identifiers:
+        mentions |= Q(**{f"{column}__icontains": value})
+    return mentions
 
 
 def _remove_or_scrub_text(user: AbstractBaseUser, identifiers: list[str], pattern: Any,
@@ -154,10 +192,7 @@ def _remove_or_scrub_text(user: AbstractBaseUser, identifiers: list[str], patter
             continue
         # Kept text still loses the person's username and e-mail where they wrote them.
         changed = 0
-        mentions = Q()
-        for value in identifiers:
-            mentions |= Q(**{f"{column}__icontains": value})
-        for row in rows.filter(mentions) if pattern else []:
+        for row in rows.filter(_mentions(column, identifiers)) if pattern else []:
             updates = {column: scrub(getattr(row, column), pattern, pseudonym)}
             if column == "text":
                 updates["text_html"] = str(render_markdown(updates["text"]))
