@@ -20,6 +20,7 @@ from erasure.services.prompts import prompt_erase, prompt_erasure_preview
 from erasure.services.snapshots import snapshot_rebuild
 from erasure.services.users import user_erase, user_erasure_preview
 from labeling.models import Role
+from training.api import SnapshotOutput
 from training.models import DatasetSnapshot
 
 
@@ -86,12 +87,6 @@ class PromptErasure(APIView):
         if data.validated_data["confirm"] != prompt.pk:
             raise serializers.ValidationError({"confirm": ["must be the id of the prompt to erase"]})
         return Response(ErasureRecordOutput(prompt_erase(prompt=prompt, actor=request.user)).data)
-
-
-class SnapshotOutput(serializers.ModelSerializer):
-    class Meta:
-        model = DatasetSnapshot
-        fields = ["id", "project", "kinds", "formats", "filters", "options", "status", "created_at"]
 
 
 class SnapshotRebuild(APIView):
