@@ -11,6 +11,7 @@ from accounts import api as accounts_api
 from accounts import oidc
 from accounts import views as accounts_views
 from core import health
+from erasure import console as erasure_console
 from guidelines import views as guideline_views
 from labeling.web import annotate, console, feedback, home, review
 from training import console as training_console
@@ -45,6 +46,10 @@ console_urls = [
     path("projects/<int:project_id>/schedule", training_console.schedule_page, name="schedule"),
     path("projects/<int:project_id>/webhooks", webhooks_console.webhooks_page, name="webhooks"),
     path("webhooks/<int:hook_id>", webhooks_console.webhook_page, name="webhook"),
+    path("projects/<int:project_id>/erasure", erasure_console.project_erasure, name="erasure"),
+    path("prompts/<int:prompt_id>/erase", erasure_console.erase_prompt, name="erase-prompt"),
+    path("accounts/erasure", erasure_console.accounts_erasure, name="erasure-accounts"),
+    path("accounts/<int:user_id>/erase", erasure_console.erase_account, name="erase-account"),
     path("items/<int:item_id>", review.adjudicate, name="adjudicate"),
     path("audit", review.audit_log, name="audit"),
     path("guidelines/", guideline_views.guideline_list, name="guidelines"),
