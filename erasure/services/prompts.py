@@ -24,6 +24,7 @@ from core.audit import audit
 from erasure.models import ErasureRecord
 from erasure.services import erasure_hash
 from erasure.services.snapshots import (
+    hub_copies,
     snapshot_files_delete,
     snapshots_holding,
     snapshots_mark,
@@ -81,6 +82,7 @@ def prompt_erasure_preview(*, prompt: Prompt) -> PromptErasurePreview:
     counts = {name: rows.count() for name, rows in _rows(prompt).items()}
     snapshots = [s.pk for s in _affected_snapshots(prompt)]
     versions = versions_trained_on(snapshots)
+    counts["hub_copies_to_delete_by_hand"] = hub_copies(snapshots)
     return PromptErasurePreview(prompt_id=prompt.pk, counts=counts, snapshots=snapshots,
                                 model_versions=versions)
 
@@ -95,6 +97,7 @@ def prompt_erase(*, prompt: Prompt, actor: AbstractBaseUser | None) -> ErasureRe
         snapshot_ids = [s.pk for s in snapshots]
         counts = _delete_rows(prompt)
         versions = snapshots_mark(snapshot_ids)
+        counts["hub_copies_to_delete_by_hand"] = hub_copies(snapshot_ids)
         counts["annotator_quality_rows"] = quality_refresh(project=project)
         record = ErasureRecord.objects.create(
             kind=ErasureRecord.Kind.PROMPT, subject_hashes={"content_hash": erasure_hash(prompt.content_hash)},

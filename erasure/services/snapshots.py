@@ -19,7 +19,7 @@ from django.db.models import Q
 from core.errors import DomainError
 from core.runs import Run
 from training.artifacts import artifact_delete, artifact_open
-from training.models import DatasetSnapshot, ModelVersion
+from training.models import DatasetSnapshot, HubPush, ModelVersion
 from training.snapshots import snapshot_create, snapshot_dir
 
 
@@ -74,6 +74,13 @@ def versions_trained_on(snapshot_ids: list[int]) -> list[int]:
     return list(ModelVersion.objects.filter(
         Q(snapshot_id__in=snapshot_ids) | Q(source_run__snapshot_id__in=snapshot_ids))
         .values_list("id", flat=True))
+
+
+def hub_copies(snapshot_ids: list[int]) -> int:
+    """Pushes of these snapshots to the Hugging Face Hub: copies outside this deployment
+    that erasure can't reach; the confirmation and the log count them so an admin can
+    delete those repositories by hand."""
+    return HubPush.objects.filter(snapshot_id__in=snapshot_ids, status=Run.Status.DONE).count()
 
 
 def snapshots_mark(snapshot_ids: list[int]) -> list[int]:

@@ -33,7 +33,7 @@ from core.errors import DomainError
 from core.rendering import render_markdown
 from erasure.models import ErasureRecord
 from erasure.services import erasure_hash, erasure_key, identifier_pattern, scrub
-from erasure.services.snapshots import snapshot_files_delete, snapshots_holding, snapshots_mark
+from erasure.services.snapshots import hub_copies, snapshot_files_delete, snapshots_holding, snapshots_mark
 from labeling.models import Assignment, AuditEvent, Candidate, Demonstration, Item, Project, Ranking
 from labeling.services.members import leases_release
 from training.models import DatasetSnapshot
@@ -151,6 +151,7 @@ def _erase_account(user: AbstractBaseUser, actor: AbstractBaseUser | None,
         DatasetSnapshot.objects.filter(project_id__in={project for project, _ in old_texts}),
         [text for _, text in old_texts]) if old_texts else []
     versions = snapshots_mark([snapshot.pk for snapshot in snapshots])
+    counts["hub_copies_to_delete_by_hand"] = hub_copies([snapshot.pk for snapshot in snapshots])
 
     user.username = pseudonym
     user.email = ""

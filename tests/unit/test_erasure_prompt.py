@@ -32,7 +32,7 @@ from labeling.services.items import items_create_for_prompt
 from labeling.services.quality import quality_refresh
 from tests.factories import CandidateFactory, PromptFactory, UserFactory, make_items
 from tests.unit.test_snapshots import build
-from training.models import CandidateScore, ModelVersion
+from training.models import CandidateScore, HubPush, ModelVersion
 from training.runs import training_run_create
 
 SECRET = "Nightingale"  # in the prompt and every answer; nowhere else
@@ -97,6 +97,7 @@ def world(labelled: Project) -> dict:
                                           base_model="tiny", snapshot=holding)
     for candidate in Candidate.objects.filter(prompt=prompt):
         CandidateScore.objects.create(candidate=candidate, model_version=version, score=0.5)
+    HubPush.objects.create(project=labelled, snapshot=holding, repo_id="org/data", status="done")
     quality_refresh(project=labelled)
     admin = UserFactory(username="padmin")
     Membership.objects.create(user=admin, project=labelled, role="admin")
@@ -108,6 +109,7 @@ def test_after_erasure_no_table_or_file_holds_the_prompt(world, as_user, setting
     project, prompt, holding = world["project"], world["prompt"], world["holding"]
     assert SECRET in database_dump() and SECRET in artifact_text(settings.ARTIFACT_ROOT)
     rankings_before = Ranking.objects.filter(item__project=project).count()
+    accepted_before = project_agreement_summary(project=project)["items"]["accepted"]
     admin = as_user(world["admin"])
 
     preview = admin.get(f"/api/prompts/{prompt.pk}/erasure").json()
@@ -119,7 +121,8 @@ def test_after_erasure_no_table_or_file_holds_the_prompt(world, as_user, setting
     assert erased.status_code == 200, erased.content
     assert preview["snapshots"] == [holding.pk] and preview["model_versions"] == [world["version"].pk]
     assert preview["counts"] == {"candidates": 3, "items": 1, "assignments": 3, "rankings": 3,
-                                 "demonstrations": 0, "external_preferences": 1, "reward_scores": 3}
+                                 "demonstrations": 0, "external_preferences": 1, "reward_scores": 3,
+                                 "hub_copies_to_delete_by_hand": 1}
     assert SECRET.lower() not in database_dump().lower()
     assert SECRET.lower() not in artifact_text(settings.ARTIFACT_ROOT).lower()
     assert Ranking.objects.filter(item__project=project).count() == rankings_before - 3
@@ -127,7 +130,7 @@ def test_after_erasure_no_table_or_file_holds_the_prompt(world, as_user, setting
     stored = stored_quality(project)
     quality_refresh(project=project)
     assert stored == stored_quality(project) and stored
-    assert project_agreement_summary(project=project)["items"]["accepted"] == 5
+    assert project_agreement_summary(project=project)["items"]["accepted"] == accepted_before - 1
     # The snapshot that held it: marked, files gone, 410 with a rebuild link.
     holding.refresh_from_db()
     assert holding.contains_erased and not Path(holding.path).exists()
