@@ -43,3 +43,18 @@ def test_account_pages_are_for_staff(project, project_admin, annotator, staff) -
                                   {"text": "keep", "confirm": "someone-else"})
     annotator.refresh_from_db()
     assert wrong.status_code == 200 and annotator.username == "ann1" and annotator.is_active
+
+
+def test_runs_page_shows_emptied_snapshots_and_flagged_models(project, project_admin) -> None:  # noqa: ANN001
+    from training.models import DatasetSnapshot, ModelVersion
+
+    snapshot = DatasetSnapshot.objects.create(
+        project=project, kinds=["pairs"], formats=["jsonl"], status="done", contains_erased=True,
+        files={"pairs-train.jsonl": {"rows": 3, "sha256": "0" * 64, "bytes": 10}})
+    ModelVersion.objects.create(project=project, kind="reward", name="rm", version=1, base_model="tiny",
+                                snapshot=snapshot, trained_on_erased=True)
+
+    page = client_of(project_admin).get(f"/console/projects/{project.pk}/runs").content.decode()
+
+    assert "held erased data, files deleted" in page and "trained on erased data" in page
+    assert f"/api/datasets/{snapshot.pk}/files/" not in page
