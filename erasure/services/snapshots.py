@@ -17,7 +17,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q
 
 from core.errors import DomainError
-from core.runs import Run
+from core.runs import Run, run_cancel
 from training.artifacts import artifact_delete, artifact_open
 from training.models import DatasetSnapshot, HubPush, ModelVersion
 from training.snapshots import snapshot_create, snapshot_dir
@@ -84,7 +84,11 @@ def hub_copies(snapshot_ids: list[int]) -> int:
 
 
 def snapshots_mark(snapshot_ids: list[int]) -> list[int]:
-    """Mark the snapshots and flag the model versions trained on them; returns those."""
+    """Mark the snapshots and flag the model versions trained on them; returns those.
+    One still being built is cancelled: its build stops at its next step and deletes
+    its folder, and never uploads it."""
+    for snapshot in DatasetSnapshot.objects.filter(pk__in=snapshot_ids, status=Run.Status.RUNNING):
+        run_cancel(snapshot)
     DatasetSnapshot.objects.filter(pk__in=snapshot_ids).update(contains_erased=True)
     versions = versions_trained_on(snapshot_ids)
     ModelVersion.objects.filter(pk__in=versions).update(trained_on_erased=True)

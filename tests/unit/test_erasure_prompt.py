@@ -16,6 +16,7 @@ from django.core.management import call_command
 from core.errors import DomainError
 from erasure.models import ErasureRecord
 from erasure.services import erasure_hash
+from erasure.services.prompts import prompt_erase
 from labeling.models import (
     AnnotatorQuality,
     AuditEvent,
@@ -32,7 +33,7 @@ from labeling.services.items import items_create_for_prompt
 from labeling.services.quality import quality_refresh
 from tests.factories import CandidateFactory, PromptFactory, UserFactory, make_items
 from tests.unit.test_snapshots import build
-from training.models import CandidateScore, HubPush, ModelVersion
+from training.models import CandidateScore, DatasetSnapshot, HubPush, ModelVersion
 from training.runs import training_run_create
 
 SECRET = "Nightingale"  # in the prompt and every answer; nowhere else
@@ -196,3 +197,21 @@ def test_cli_shows_then_erases(world) -> None:  # noqa: ANN001
     call_command("erase_prompt", str(prompt.pk), "--yes", stdout=io.StringIO())
     assert not Prompt.objects.filter(pk=prompt.pk).exists()
     assert AuditEvent.objects.filter(action="prompt.erase", actor=None).count() == 1
+
+
+def test_a_snapshot_being_built_is_cancelled_and_leaves_no_files(world) -> None:  # noqa: ANN001
+    from core.runs import run_claim
+    from training.snapshots import snapshot_build, snapshot_create, snapshot_dir
+
+    project, prompt = world["project"], world["prompt"]
+    building = run_claim(DatasetSnapshot, snapshot_create(project=project, kinds=["pairs"], formats=["jsonl"],
+                                                          enqueue=False).pk)
+    assert building.status == "running"
+
+    record = prompt_erase(prompt=prompt, actor=None)
+    snapshot_build(building)  # the worker goes on: it stops at its first step
+
+    building.refresh_from_db()
+    assert building.pk in record.snapshots
+    assert (building.status, building.contains_erased) == ("cancelled", True)
+    assert not snapshot_dir(building).exists()
