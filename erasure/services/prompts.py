@@ -75,7 +75,7 @@ def _rows(prompt: Prompt) -> dict[str, Any]:
 def _affected_snapshots(prompt: Prompt) -> list[DatasetSnapshot]:
     # Every row of a snapshot carries its prompt's content hash as `group_id`.
     return snapshots_holding(DatasetSnapshot.objects.filter(project_id=prompt.project_id),
-                             [prompt.content_hash])
+                             [prompt.content_hash], column="group_id")
 
 
 def prompt_erasure_preview(*, prompt: Prompt) -> PromptErasurePreview:

@@ -27,11 +27,12 @@ def _jsonl_holds(file: Any, needles: list[bytes]) -> bool:
     return any(needle in line.lower() for line in file for needle in needles)
 
 
-def _parquet_holds(file: Any, needles: list[str]) -> bool:
+def _parquet_holds(file: Any, needles: list[str], column: str | None) -> bool:
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(file)
-    for batch in parquet.iter_batches(batch_size=2000):
+    columns = [column] if column and column in parquet.schema_arrow.names else None
+    for batch in parquet.iter_batches(batch_size=2000, columns=columns):
         for row in batch.to_pylist():
             text = json.dumps(row, default=str).lower()
             if any(needle in text for needle in needles):
@@ -39,10 +40,11 @@ def _parquet_holds(file: Any, needles: list[str]) -> bool:
     return False
 
 
-def snapshot_holds(snapshot: DatasetSnapshot, needles: Iterable[str]) -> bool:
+def snapshot_holds(snapshot: DatasetSnapshot, needles: Iterable[str], *, column: str | None = None) -> bool:
     """Whether any file of a built snapshot contains one of `needles` (any case) in a
-    value: a prompt's content hash (every row's `group_id`), a username, a text.
-    Files are read from local disk, else streamed from storage."""
+    value: a prompt's content hash (every row's `group_id`: pass `column` and Parquet
+    files are read for that column only), a person's text. Files are read from local
+    disk, else streamed from storage."""
     texts = [json.dumps(n.lower())[1:-1] for n in needles if n]  # as the writers escape them
     if not texts:
         return False
@@ -54,18 +56,18 @@ def snapshot_holds(snapshot: DatasetSnapshot, needles: Iterable[str]) -> bool:
         with opened as file:
             if name.endswith(".jsonl") and _jsonl_holds(file, [t.encode() for t in texts]):
                 return True
-            if name.endswith(".parquet") and _parquet_holds(file, texts):
+            if name.endswith(".parquet") and _parquet_holds(file, texts, column):
                 return True
     return False
 
 
-def snapshots_holding(snapshots: Any, needles: list[str]) -> list[DatasetSnapshot]:
+def snapshots_holding(snapshots: Any, needles: list[str], *, column: str | None = None) -> list[DatasetSnapshot]:
     """Of `snapshots`, the built ones that hold a needle, and those being built now (they
     may have read it already: assumed to)."""
     found = []
     for snapshot in snapshots.filter(contains_erased=False).order_by("id"):
         if snapshot.status == Run.Status.RUNNING or (
-                snapshot.status == Run.Status.DONE and snapshot_holds(snapshot, needles)):
+                snapshot.status == Run.Status.DONE and snapshot_holds(snapshot, needles, column=column)):
             found.append(snapshot)
     return found
 

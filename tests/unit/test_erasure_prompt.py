@@ -94,6 +94,7 @@ def world(labelled: Project) -> dict:
     assert Item.objects.get(prompt=prompt).status == "accepted"
     holding = build(labelled, kinds=["pairs", "sft", "dpo", "raw"], formats=["jsonl", "parquet"],
                     filters={"include_external": True})
+    parquet_only = build(labelled, kinds=["pairs"], formats=["parquet"])  # compressed: read as rows
     version = ModelVersion.objects.create(project=labelled, kind="reward", name="rm", version=1,
                                           base_model="tiny", snapshot=holding)
     for candidate in Candidate.objects.filter(prompt=prompt):
@@ -102,7 +103,7 @@ def world(labelled: Project) -> dict:
     quality_refresh(project=labelled)
     admin = UserFactory(username="padmin")
     Membership.objects.create(user=admin, project=labelled, role="admin")
-    return {"project": labelled, "prompt": prompt, "clean": clean, "holding": holding,
+    return {"project": labelled, "prompt": prompt, "clean": clean, "holding": holding, "parquet_only": parquet_only,
             "version": version, "admin": admin}
 
 
@@ -120,7 +121,8 @@ def test_after_erasure_no_table_or_file_holds_the_prompt(world, as_user, setting
 
     assert wrong.status_code == 400 and kept
     assert erased.status_code == 200, erased.content
-    assert preview["snapshots"] == [holding.pk] and preview["model_versions"] == [world["version"].pk]
+    assert preview["snapshots"] == [holding.pk, world["parquet_only"].pk]
+    assert preview["model_versions"] == [world["version"].pk]
     assert preview["counts"] == {"candidates": 3, "items": 1, "assignments": 3, "rankings": 3,
                                  "demonstrations": 0, "external_preferences": 1, "reward_scores": 3,
                                  "hub_copies_to_delete_by_hand": 1}
@@ -152,7 +154,8 @@ def test_after_erasure_no_table_or_file_holds_the_prompt(world, as_user, setting
     # The record and the audit row hold no text.
     record = ErasureRecord.objects.get()
     assert record.subject_hashes == {"content_hash": erasure_hash(prompt.content_hash)}
-    assert (record.snapshots, record.model_versions) == ([holding.pk], [world["version"].pk])
+    assert (record.snapshots, record.model_versions) == ([holding.pk, world["parquet_only"].pk],
+                                                         [world["version"].pk])
     assert AuditEvent.objects.filter(action="prompt.erase", target_id=str(prompt.pk),
                                      actor=world["admin"]).count() == 1
 
@@ -191,7 +194,8 @@ def test_cli_shows_then_erases(world) -> None:  # noqa: ANN001
     prompt = world["prompt"]
     shown = io.StringIO()
     call_command("erase_prompt", str(prompt.pk), stdout=shown)
-    assert "nothing changed" in shown.getvalue() and f"[{world['holding'].pk}]" in shown.getvalue()
+    assert "nothing changed" in shown.getvalue()
+    assert f"[{world['holding'].pk}, {world['parquet_only'].pk}]" in shown.getvalue()
     assert Prompt.objects.filter(pk=prompt.pk).exists()
 
     call_command("erase_prompt", str(prompt.pk), "--yes", stdout=io.StringIO())
