@@ -49,7 +49,6 @@ console_urls = [
     path("projects/<int:project_id>/erasure", erasure_console.project_erasure, name="erasure"),
     path("prompts/<int:prompt_id>/erase", erasure_console.erase_prompt, name="erase-prompt"),
     path("accounts/erasure", erasure_console.accounts_erasure, name="erasure-accounts"),
-    path("accounts/<int:user_id>/erase", erasure_console.erase_account, name="erase-account"),
     path("items/<int:item_id>", review.adjudicate, name="adjudicate"),
     path("audit", review.audit_log, name="audit"),
     path("guidelines/", guideline_views.guideline_list, name="guidelines"),

@@ -9,8 +9,9 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 
 from core import access
 from core.console import console_project, console_view
@@ -101,21 +102,29 @@ def erase_prompt(request: HttpRequest, prompt_id: int) -> HttpResponse:
 
 @console_view
 def accounts_erasure(request: HttpRequest) -> HttpResponse:
+    """Staff: find an account (?user=<id> is its confirmation; a POST erases it). Other
+    console users see that this is for staff."""
     if not request.user.is_staff:
-        raise PermissionDenied("Erasing an account is for staff.")
+        if request.method == "POST":
+            raise PermissionDenied("Erasing an account is for staff.")
+        return render(request, "console/erasure_accounts.html", {"staff_only": True})
+    if request.method == "POST" or "user" in request.GET:
+        return _erase_account(request)
     form = FindAccountForm(request.GET or None)
     if form.is_valid():
         user = get_user_model().objects.filter(username=form.cleaned_data["username"]).first()
         if user is not None:
-            return redirect("console:erase-account", user_id=user.pk)
+            return redirect(f"{reverse('console:erasure-accounts')}?user={user.pk}")
         form.add_error("username", "No account has that username.")
     return render(request, "console/erasure_accounts.html", {
         "form": form, "records": ErasureRecord.objects.filter(kind=ErasureRecord.Kind.USER)[:50]})
 
 
-@console_view
-def erase_account(request: HttpRequest, user_id: int) -> HttpResponse:
-    account = account_for_erasure(request.user, user_id)
+def _erase_account(request: HttpRequest) -> HttpResponse:
+    user_id = (request.POST if request.method == "POST" else request.GET).get("user", "")
+    if not user_id.isdigit():
+        raise Http404("No such account.")
+    account = account_for_erasure(request.user, int(user_id))
     form = ConfirmAccountForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         if form.cleaned_data["confirm"] != account.get_username():

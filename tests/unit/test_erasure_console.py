@@ -37,10 +37,16 @@ def test_a_wrong_confirmation_erases_nothing(project, project_admin) -> None:  #
 
 def test_account_pages_are_for_staff(project, project_admin, annotator, staff) -> None:  # noqa: ANN001
     Membership.objects.filter(user=project_admin).update(role="admin")
-    assert client_of(project_admin).get("/console/accounts/erasure").status_code == 403
-    assert client_of(project_admin).get(f"/console/accounts/{annotator.pk}/erase").status_code == 403
-    wrong = client_of(staff).post(f"/console/accounts/{annotator.pk}/erase",
-                                  {"text": "keep", "confirm": "someone-else"})
+    told = client_of(project_admin).get("/console/accounts/erasure")
+    assert told.status_code == 200 and b"for staff" in told.content and b'name="username"' not in told.content
+    assert client_of(project_admin).get(f"/console/accounts/erasure?user={annotator.pk}").status_code == 200
+    assert b"Erase this account" not in client_of(project_admin).get(
+        f"/console/accounts/erasure?user={annotator.pk}").content
+    assert client_of(project_admin).post("/console/accounts/erasure", {
+        "user": annotator.pk, "text": "keep", "confirm": "ann1"}).status_code == 403
+    assert client_of(staff).get(f"/console/accounts/erasure?user={annotator.pk}").status_code == 200
+    wrong = client_of(staff).post("/console/accounts/erasure",
+                                  {"user": annotator.pk, "text": "keep", "confirm": "someone-else"})
     annotator.refresh_from_db()
     assert wrong.status_code == 200 and annotator.username == "ann1" and annotator.is_active
 

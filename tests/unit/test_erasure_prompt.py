@@ -200,7 +200,7 @@ def test_cli_shows_then_erases(world) -> None:  # noqa: ANN001
 
     call_command("erase_prompt", str(prompt.pk), "--yes", stdout=io.StringIO())
     assert not Prompt.objects.filter(pk=prompt.pk).exists()
-    assert AuditEvent.objects.filter(action="prompt.erase", actor=None).count() == 1
+    assert AuditEvent.objects.get(action="prompt.erase", actor=None).note == "origin: cli"
 
 
 def test_a_snapshot_being_built_is_cancelled_and_leaves_no_files(world) -> None:  # noqa: ANN001

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from core.audit import audit_origin
 from erasure.services.prompts import prompt_erase, prompt_erasure_preview
 from labeling.models import Prompt
 
@@ -33,6 +34,7 @@ class Command(BaseCommand):
         if not options["yes"]:
             self.stdout.write("nothing changed: add --yes to erase")
             return
-        record = prompt_erase(prompt=prompt, actor=None)
+        with audit_origin("cli"):  # the audit event says it came from the CLI
+            record = prompt_erase(prompt=prompt, actor=None)
         self.stdout.write(f"erased (erasure {record.pk}); rebuild the snapshots with "
                           f"POST /api/datasets/<id>/rebuild")

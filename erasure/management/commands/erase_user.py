@@ -9,6 +9,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from core.audit import audit_origin
 from core.errors import DomainError
 from erasure.services.users import user_erase, user_erasure_preview
 
@@ -40,7 +41,8 @@ class Command(BaseCommand):
             self.stdout.write("nothing changed: add --yes to erase")
             return
         try:
-            record = user_erase(user=user, actor=None, remove_text=options["remove_text"])
+            with audit_origin("cli"):  # the audit event says it came from the CLI
+                record = user_erase(user=user, actor=None, remove_text=options["remove_text"])
         except DomainError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"erased: account {user.pk} is now {record.pseudonym} (erasure {record.pk})")
