@@ -298,8 +298,14 @@ def snapshot_build(snapshot: DatasetSnapshot, *, progress: Progress | None = Non
                 return writers.JsonlWriter(path)
             return writers.ParquetRowWriter(path, schema)
 
-        stats = writers.write_split_files(_rows(snapshot, kind, options), open_writer,
-                                          splits=splits)
+        if kind in {"pairs", "dpo"}:  # the same bytes as the row builders, without a dict per pair
+            from training.engine.pair_export import write_pair_files
+
+            stats = write_pair_files(snapshot_items(snapshot), options, kind, open_writer, splits=splits,
+                                     external=snapshot_external(snapshot))
+        else:
+            stats = writers.write_split_files(_rows(snapshot, kind, options), open_writer,
+                                              splits=splits)
         for split, stat in stats.items():
             files[f"{kind}-{split}.{fmt}"] = stat
             counts[f"{kind}-{split}"] = stat.rows
