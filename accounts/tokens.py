@@ -30,9 +30,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models.signals import post_delete, post_save
 from django.db.models import QuerySet
 from django.db.models.functions import Coalesce
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed

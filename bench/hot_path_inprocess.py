@@ -85,7 +85,7 @@ def main() -> None:
             loop(client, -n - 1)
         queries = []  # request_started resets connection.queries: count with a wrapper
 
-        def record(execute, sql, params, many, context):  # noqa: ANN001, ANN202
+        def record(execute, sql, params, many, context, queries=queries):  # noqa: ANN001, ANN202
             queries.append(sql)
             return execute(sql, params, many, context)
 
