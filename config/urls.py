@@ -23,6 +23,7 @@ api = [
     path("", include("labeling.api.urls")),
     path("", include("training.urls_api")),
     path("", include("webhooks.urls_api")),
+    path("", include("judges.urls_api")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its initializer as a file: no inline script for the CSP.
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
