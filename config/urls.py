@@ -12,6 +12,7 @@ from accounts import oidc
 from accounts import views as accounts_views
 from core import health
 from guidelines import views as guideline_views
+from judges import console as judges_console
 from labeling.web import annotate, console, feedback, home, review
 from training import console as training_console
 from webhooks import console as webhooks_console
@@ -44,6 +45,7 @@ console_urls = [
     path("projects/<int:project_id>/runs", training_console.runs, name="runs"),
     path("projects/<int:project_id>/schedule", training_console.schedule_page, name="schedule"),
     path("projects/<int:project_id>/webhooks", webhooks_console.webhooks_page, name="webhooks"),
+    path("projects/<int:project_id>/judges", judges_console.judges_page, name="judges"),
     path("webhooks/<int:hook_id>", webhooks_console.webhook_page, name="webhook"),
     path("items/<int:item_id>", review.adjudicate, name="adjudicate"),
     path("audit", review.audit_log, name="audit"),

@@ -185,6 +185,15 @@ def judges_table(project: Any, period: str = "all") -> list[tuple[Judge, JudgeFi
             for judge in Judge.objects.filter(project=project).order_by("id")]
 
 
+def judges_by_period(project: Any) -> list[tuple[Judge, list[tuple[str, JudgeFigures]]]]:
+    """Every judge that has judged something, with its figures per period ("all" first)."""
+    out = []
+    for judge in Judge.objects.filter(project=project, rankings__isnull=False).distinct().order_by("id"):
+        figures = judge_figures(judge)
+        out.append((judge, sorted(figures.items(), key=lambda p: (p[0] != "all", p[0]))))
+    return out
+
+
 def figures_as_dict(figures: JudgeFigures) -> dict[str, Any]:
     from dataclasses import asdict
 
