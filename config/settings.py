@@ -472,6 +472,7 @@ SPECTACULAR_SETTINGS = {
         "TrainingKindEnum": "training.models.TrainingRun.Kind",
         "ModelKindEnum": "training.models.ModelVersion.Kind",
         "WebhookEventTypeEnum": "webhooks.models.EventType",
+        "JudgeKindEnum": "judges.models.Judge.Kind",
     },
 }
 

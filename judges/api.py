@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -175,7 +176,7 @@ class JudgeRankingList(APIView):
 
 
 class JudgeFigures(APIView):
-    @extend_schema(responses={200: serializers.DictField()})
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request, judge_id: int) -> Response:
         """The judge measured like a person, per period ("all", "guideline:v<n>")."""
         judge = judge_for(request.user, judge_id)
