@@ -159,6 +159,11 @@ class SnapshotListCreate(APIView):
         formats = serializers.ListField(child=serializers.ChoiceField(choices=FORMATS),
                                         default=["parquet", "jsonl"])
         include_external = serializers.BooleanField(default=False)
+        include_ai = serializers.BooleanField(
+            default=False, help_text="Raw exports also carry AI judges' rankings, each row with "
+                                     "source \"ai\" and its judge id (people's rows: source \"human\").")
+        judges = serializers.ListField(child=serializers.IntegerField(), required=False, min_length=1,
+                                       max_length=100, help_text="With include_ai: only these judges.")
         exclude_flagged = serializers.BooleanField(default=True)
         min_agreement = serializers.FloatField(required=False, min_value=0, max_value=1)
         guideline_versions = serializers.ListField(child=serializers.IntegerField(),

@@ -49,7 +49,7 @@ def export_salt() -> bytes:
 
 def _clean_filters(project: Project, filters: dict[str, Any]) -> dict[str, Any]:
     allowed = {"include_external", "guideline_versions", "min_agreement", "since", "until",
-               "exclude_flagged"}
+               "exclude_flagged", "include_ai", "judges"}
     unknown = sorted(set(filters) - allowed)
     if unknown:
         raise DomainError(f"unknown filters {unknown}; use {sorted(allowed)}")
@@ -60,7 +60,23 @@ def _clean_filters(project: Project, filters: dict[str, Any]) -> dict[str, Any]:
         "guideline_versions": filters.get("guideline_versions"),
         "since": filters.get("since"),
         "until": filters.get("until"),
+        # AI judges' rankings (judges/) go into raw exports only when asked, each row
+        # marked source "ai" with its judge id; `judges` narrows them to some judges.
+        "include_ai": bool(filters.get("include_ai", False)),
+        "judges": filters.get("judges"),
     }
+    judges = clean["judges"]
+    if judges is not None:
+        if not isinstance(judges, list) or not all(isinstance(j, int) for j in judges) or not judges:
+            raise DomainError("judges must be a non-empty list of judge ids")
+        from judges.models import Judge
+
+        unknown = sorted(set(judges) - set(Judge.objects.filter(project=project, pk__in=judges)
+                                           .values_list("id", flat=True)))
+        if unknown:
+            raise DomainError(f"judges not in this project: {unknown}")
+        if not clean["include_ai"]:
+            raise DomainError("judges picks AI rankings: set include_ai too")
     threshold = clean["min_agreement"]
     if threshold is not None and not (isinstance(threshold, int | float) and 0 <= threshold <= 1):
         raise DomainError("min_agreement must be a number between 0 and 1")
@@ -236,6 +252,34 @@ def snapshot_raw(snapshot: DatasetSnapshot) -> Iterator[Any]:
             flags=flags, strength=ranking.strength, duration_ms=ranking.duration_ms,
             created_at=ranking.created_at.isoformat(),
             display_order=ranking.assignment.display_order,
+        )
+    if snapshot.filters.get("include_ai"):
+        yield from snapshot_raw_ai(snapshot)
+
+
+def snapshot_raw_ai(snapshot: DatasetSnapshot) -> Iterator[Any]:
+    """The AI judges' rankings (current versions), as raw rows with source "ai"."""
+    from judges.models import JudgeRanking
+    from training.engine.datasets import RawRanking
+
+    rows = (JudgeRanking.objects.filter(judge__project=snapshot.project, status=JudgeRanking.Status.RANKED,
+                                        item__is_gold=False)
+            .select_related("item__prompt", "guideline_version", "judge")
+            .prefetch_related("item__item_candidates__candidate").order_by("id"))
+    if snapshot.filters.get("judges"):
+        rows = rows.filter(judge_id__in=snapshot.filters["judges"])
+    for row in _labelled_in(rows, snapshot.filters).iterator(chunk_size=BATCH):
+        if row.judge_version != row.judge.version:
+            continue  # an earlier version of the judge: superseded, like a corrected ranking
+        item = row.item
+        yield RawRanking(
+            ranking_id=row.pk, item_id=item.pk, annotator=f"ai:{row.judge_id}", prompt=item.prompt.messages,
+            candidates={ic.candidate_id: _candidate_info(ic.candidate) for ic in item.item_candidates.all()},
+            tiers=row.tiers, group_id=item.prompt.content_hash,
+            guideline_version=row.guideline_version.number if row.guideline_version else None,
+            flags=[] if row.consistent else ["inconsistent"], created_at=row.created_at.isoformat(),
+            display_order=row.judgements[0]["order"] if row.judgements else [],
+            source="ai", judge=row.judge_id,
         )
 
 

@@ -217,3 +217,41 @@ def test_cli_runs_a_judge_and_prints_its_agreement(stub, items, project, capsys)
     out = capsys.readouterr().out
     assert "6/6 items" in out and "agreement with the human consensus" in out
     assert JudgeRanking.objects.filter(status="ranked").count() == len(items)
+
+
+def test_snapshots_leave_ai_rankings_out_unless_asked_and_mark_every_row(stub, items, project, annotator) -> None:  # noqa: ANN001
+    import json
+
+    from guidelines.services import acknowledge, acknowledgement_needed
+    from labeling.blind import tiers_as_shown
+    from labeling.services.assignment import next_item
+    from labeling.services.rankings import RankingInput, ranking_submit
+    from training.models import DatasetSnapshot
+    from training.snapshots import snapshot_build, snapshot_create, snapshot_dir
+
+    acknowledge(user=annotator, version=acknowledgement_needed(user=annotator, project=project))
+    assignment = next_item(annotator=annotator, project=project)
+    ranking_submit(annotator=annotator, assignment_id=assignment.pk, idempotency_key="h1",
+                   data=RankingInput(tiers=tiers_as_shown(assignment, [[c] for c in assignment.display_order])))
+    judge = endpoint_judge(project)
+    execute(judge_run_create(judge=judge, actor=None, enqueue=False))
+
+    def raw_rows(**filters: object) -> list[dict]:
+        snapshot = snapshot_create(project=project, kinds=["raw"], formats=["jsonl", "parquet"],
+                                   filters=filters, enqueue=False)
+        snapshot_build(run_claim(DatasetSnapshot, snapshot.pk))
+        snapshot.refresh_from_db()
+        assert snapshot.status == "done", snapshot.error
+        return [json.loads(line) for line in (snapshot_dir(snapshot) / "raw-train.jsonl").read_text().splitlines()]
+
+    default = raw_rows()
+    assert [(r["source"], r["judge"]) for r in default] == [("human", None)]
+    included = raw_rows(include_ai=True)
+    ai = [r for r in included if r["source"] == "ai"]
+    assert len(ai) == len(items) and all(r["judge"] == judge.pk and r["annotator"] == f"ai:{judge.pk}" for r in ai)
+    assert [r["source"] for r in included].count("human") == 1
+    with pytest.raises(DomainError, match="include_ai"):
+        snapshot_create(project=project, kinds=["raw"], formats=["jsonl"], filters={"judges": [judge.pk]})
+    with pytest.raises(DomainError, match="not in this project"):
+        snapshot_create(project=project, kinds=["raw"], formats=["jsonl"],
+                        filters={"include_ai": True, "judges": [judge.pk + 99]})

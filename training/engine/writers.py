@@ -234,7 +234,8 @@ def parquet_schema(kind: str, *, conversational: bool) -> pa.Schema:
             ("annotator", pa.string()), ("prompt", messages), ("candidates", pa.list_(candidate)),
             ("tiers", pa.list_(ints)), ("display_order", ints), ("guideline_version", pa.int64()),
             ("flags", strings), ("strength", pa.int64()), ("duration_ms", pa.int64()),
-            ("created_at", pa.string()), ("split", pa.string()),
+            ("created_at", pa.string()), ("source", pa.string()), ("judge", pa.int64()),
+            ("split", pa.string()),
         ]
     else:
         raise ValueError(f"unknown dataset kind {kind!r}; expected one of {KINDS}")
