@@ -27,7 +27,8 @@ class JudgeOutput(serializers.ModelSerializer):
         model = Judge
         fields = ["id", "project", "name", "kind", "endpoint", "model", "reward_version",
                   "prompt_template", "temperature", "max_tokens", "orders", "max_items_per_day",
-                  "max_tokens_per_day", "trust_threshold", "version", "active", "created_at"]
+                  "max_tokens_per_day", "trust_threshold", "routes_disagreements", "measured_agreement",
+                  "version", "active", "created_at"]
 
 
 class JudgeRunOutput(serializers.ModelSerializer):
@@ -66,6 +67,7 @@ class _JudgeFields(serializers.Serializer):
     max_tokens_per_day = serializers.IntegerField(required=False, allow_null=True, min_value=1,
                                                   max_value=10**12)
     trust_threshold = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
+    routes_disagreements = serializers.BooleanField(required=False)
 
 
 def _reward_version(values: dict[str, Any], project_id: int) -> None:

@@ -36,6 +36,8 @@ class JudgeForm(forms.Form):
     max_items_per_day = forms.IntegerField(min_value=1, required=False, label="Most items a day")
     trust_threshold = forms.FloatField(min_value=0, max_value=1, required=False,
                                        label="Trusted at agreement of at least")
+    routes_disagreements = forms.BooleanField(required=False,
+                                              label="Items it disputes go to people first")
 
     def __init__(self, *args: object, project: Project, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)

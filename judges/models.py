@@ -51,6 +51,15 @@ class Judge(models.Model):
         help_text="Adaptive overlap may stop at one person who agrees with this judge while "
                   "its measured agreement with people is at least this (empty: never).",
     )
+    routes_disagreements = models.BooleanField(
+        default=False,
+        help_text="With the uncertain_first strategy, items where this judge disagrees with the "
+                  "reward model or with itself (answer orders) go to people first.",
+    )
+    measured_agreement = models.FloatField(
+        null=True, blank=True,
+        help_text="Its agreement with the human consensus, as of its last run (judges/metrics.py).",
+    )
     version = models.PositiveIntegerField(default=1, help_text="Bumped when what it judges by changes.")
     active = models.BooleanField(default=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,

@@ -47,7 +47,7 @@ SCORE_CHUNK_ITEMS = 32  # a reward model scores a chunk in one batched call
 JUDGING_FIELDS = ("kind", "endpoint", "model", "reward_version", "prompt_template", "temperature",
                   "max_tokens", "orders")
 SETTABLE_FIELDS = (*JUDGING_FIELDS, "name", "max_items_per_day", "max_tokens_per_day",
-                   "trust_threshold", "active")
+                   "trust_threshold", "routes_disagreements", "active")
 
 
 # --------------------------------------------------------------------------- configuring
@@ -113,7 +113,8 @@ def judge_create(*, project: Project, actor: AbstractBaseUser | None, name: str,
                  endpoint: str = "", model: str = "", reward_version: ModelVersion | None = None,
                  prompt_template: str | None = None, temperature: float = 0.0, max_tokens: int = 512,
                  orders: int = 2, max_items_per_day: int | None = None,
-                 max_tokens_per_day: int | None = None, trust_threshold: float | None = None) -> Judge:
+                 max_tokens_per_day: int | None = None, trust_threshold: float | None = None,
+                 routes_disagreements: bool = False) -> Judge:
     """A judge of `project`, checked as a worker will check it again."""
     if Judge.objects.filter(project=project, name=name).exists():
         raise DomainError(f"this project already has a judge named {name!r}")
@@ -123,7 +124,7 @@ def judge_create(*, project: Project, actor: AbstractBaseUser | None, name: str,
         "prompt_template": prompt_template if prompt_template is not None else default_template(),
         "temperature": temperature, "max_tokens": max_tokens, "orders": orders,
         "max_items_per_day": max_items_per_day, "max_tokens_per_day": max_tokens_per_day,
-        "trust_threshold": trust_threshold,
+        "trust_threshold": trust_threshold, "routes_disagreements": bool(routes_disagreements),
     })
     judge = Judge.objects.create(project=project, created_by=actor if actor and actor.is_authenticated
                                  else None, **values)
@@ -286,7 +287,7 @@ def judge_run_execute(run: JudgeRun, *, progress: Callable[[int, int], None] | N
     except _BudgetSpent as exc:
         run_finish(run, status=Run.Status.DONE, budget_exhausted=str(exc), **_progress(run, seconds, judged))
         return
-    JudgeRun.objects.filter(pk=run.pk).update(stats=run_stats(run))
+    JudgeRun.objects.filter(pk=run.pk).update(stats={**run_stats(run), **judge_results_apply(judge, run)})
     run_finish(run, status=Run.Status.DONE, **_progress(run, seconds, judged))
 
 
@@ -299,6 +300,20 @@ def _progress(run: JudgeRun, seconds: float, judged: int) -> dict[str, Any]:
         "skipped": rows.filter(status=JudgeRanking.Status.SKIPPED).count(),
         "items_per_s": round(judged / seconds, 3) if seconds else None,
     }
+
+
+def judge_results_apply(judge: Judge, run: JudgeRun) -> dict[str, Any]:
+    """After a run: the judge's measured agreement with people is refreshed, and what
+    the project asked a judge to be used for is applied (judges/routing.py)."""
+    from judges.metrics import judge_figures
+    from judges.routing import judge_route_disagreements, judge_trust_apply
+
+    measured = judge_figures(judge)["all"].consensus_agreement.get("mean")
+    Judge.objects.filter(pk=judge.pk).update(measured_agreement=measured)
+    judge.measured_agreement = measured
+    return {"measured_agreement": measured,
+            "routed_first": judge_route_disagreements(judge=judge, item_ids=run.item_ids),
+            "single_ranking_items": judge_trust_apply(judge=judge)}
 
 
 def run_stats(run: JudgeRun) -> dict[str, Any]:

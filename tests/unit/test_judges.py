@@ -255,3 +255,88 @@ def test_snapshots_leave_ai_rankings_out_unless_asked_and_mark_every_row(stub, i
     with pytest.raises(DomainError, match="not in this project"):
         snapshot_create(project=project, kinds=["raw"], formats=["jsonl"],
                         filters={"include_ai": True, "judges": [judge.pk + 99]})
+
+
+def _rank_next(user, order_key) -> Item:  # noqa: ANN001
+    """`user` ranks their next item, best first by `order_key(candidate text)`."""
+    from guidelines.services import acknowledge, acknowledgement_needed
+    from labeling.blind import tiers_as_shown
+    from labeling.models import Candidate
+    from labeling.services.assignment import next_item
+    from labeling.services.rankings import RankingInput, ranking_submit
+
+    pending = acknowledgement_needed(user=user, project=Item.objects.first().project)
+    if pending is not None:
+        acknowledge(user=user, version=pending)
+    assignment = next_item(annotator=user, project=Item.objects.first().project)
+    texts = dict(Candidate.objects.filter(pk__in=assignment.display_order).values_list("id", "text"))
+    ranking_submit(annotator=user, assignment_id=assignment.pk, idempotency_key=f"k{assignment.pk}",
+                   data=RankingInput(tiers=tiers_as_shown(
+                       assignment, [[c] for c in sorted(assignment.display_order, key=lambda c: order_key(texts[c]))])))
+    return Item.objects.get(pk=assignment.item_id)
+
+
+def test_items_the_judge_disputes_go_to_people_first(stub, items, project, annotator) -> None:  # noqa: ANN001
+    from labeling.services.assignment import next_item
+    from training.models import CandidateScore, ModelVersion
+
+    Project.objects.filter(pk=project.pk).update(assignment_strategy="uncertain_first")
+    Item.objects.filter(project=project).update(uncertainty=0.5)  # the RM is fairly sure everywhere
+    # The judge is unsure about item 0 (it always picks the first answer shown there) ...
+    stub.prefer = lambda texts: (always_first(texts) if "(0)" in texts[0]
+                                 else [[i] for i in sorted(range(len(texts)), key=lambda i: -len(texts[i]))])
+    # ... and disagrees with the reward model on item 1 (which prefers short answers there).
+    reward = ModelVersion.objects.create(project=project, kind="reward", name="rm", version=1, base_model="m",
+                                         is_current=True)
+    for item in items[1:]:
+        for candidate_id, text in item.candidates.values_list("id", "text"):
+            score = -len(text) if item == items[1] else len(text)
+            CandidateScore.objects.create(candidate_id=candidate_id, model_version=reward, score=score)
+    judge = endpoint_judge(project, routes_disagreements=True)
+
+    run = execute(judge_run_create(judge=judge, actor=None, enqueue=False))
+
+    assert run.stats["routed_first"] == 2
+    uncertainty = dict(Item.objects.filter(project=project).values_list("id", "uncertainty"))
+    assert uncertainty[items[0].pk] == -1.0 and uncertainty[items[1].pk] == -1.0
+    assert all(uncertainty[i.pk] == 0.5 for i in items[2:])
+    from guidelines.services import acknowledge, acknowledgement_needed
+
+    acknowledge(user=annotator, version=acknowledgement_needed(user=annotator, project=project))
+    first = next_item(annotator=annotator, project=project)
+    assert first.item_id in {items[0].pk, items[1].pk}
+
+
+def test_adaptive_overlap_stops_at_one_person_who_agrees_with_a_trusted_judge(stub, items, project) -> None:  # noqa: ANN001
+    from tests.factories import MembershipFactory, UserFactory
+
+    Project.objects.filter(pk=project.pk).update(adaptive_overlap=True, overlap=3)
+    Item.objects.filter(project=project).update(required_rankings=2)
+    people = [UserFactory(username=f"p{n}") for n in range(2)]
+    for person in people:
+        MembershipFactory(user=person, project=project)
+    for person in people:  # people agree with each other on the first item: a human consensus to measure against
+        _rank_next(person, lambda text: -len(text))
+    assert Item.objects.get(pk=items[0].pk).status == "accepted"
+    judge = endpoint_judge(project, trust_threshold=0.9)
+
+    run = execute(judge_run_create(judge=judge, actor=None, enqueue=False))
+
+    judge.refresh_from_db()
+    assert judge.measured_agreement == 1.0 and run.stats["single_ranking_items"] == len(items) - 1
+    agreeing = _rank_next(people[0], lambda text: -len(text))
+    assert agreeing.status == "accepted" and agreeing.rankings_count == 1
+    disagreeing = _rank_next(people[0], len)
+    assert disagreeing.status == "open" and disagreeing.required_rankings == 2
+    assert not Ranking.objects.filter(annotator__username__startswith="ai").exists()
+
+
+def test_an_untrusted_judge_changes_nothing_in_adaptive_overlap(stub, items, project) -> None:  # noqa: ANN001
+    Project.objects.filter(pk=project.pk).update(adaptive_overlap=True, overlap=3)
+    Item.objects.filter(project=project).update(required_rankings=2)
+    judge = endpoint_judge(project, trust_threshold=0.9)  # never measured against people: not trusted
+
+    run = execute(judge_run_create(judge=judge, actor=None, enqueue=False))
+
+    assert run.stats["single_ranking_items"] == 0
+    assert set(Item.objects.filter(project=project).values_list("required_rankings", flat=True)) == {2}
