@@ -21,6 +21,8 @@ from judges.services import judge_create, judge_run_cancel, judge_run_create, ju
 from labeling.models import Role
 from training.models import ModelVersion
 
+MAX_ID = 2**63 - 1  # a database id: larger numbers would overflow the query, not just miss
+
 
 class JudgeOutput(serializers.ModelSerializer):
     class Meta:
@@ -56,7 +58,7 @@ class _JudgeFields(serializers.Serializer):
                                      help_text="endpoint: a configured endpoint's name (never a URL).")
     model = serializers.CharField(required=False, allow_blank=True, max_length=500,
                                   help_text="endpoint: the model it serves; local: an accepted model.")
-    reward_version = serializers.IntegerField(required=False, allow_null=True,
+    reward_version = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_ID,
                                               help_text="reward_model: a registered reward model's id.")
     prompt_template = serializers.CharField(required=False, max_length=20000, trim_whitespace=False)
     temperature = serializers.FloatField(required=False, min_value=0, max_value=2)
@@ -127,7 +129,7 @@ class JudgeDetail(APIView):
 
 class JudgeRunListCreate(APIView):
     class JudgeRunInput(StrictJSONInput, serializers.Serializer):
-        item_ids = serializers.ListField(child=serializers.IntegerField(), required=False,
+        item_ids = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=MAX_ID), required=False,
                                          max_length=100_000,
                                          help_text="Default: every item this judge version has not judged.")
 
