@@ -53,14 +53,18 @@ SETTABLE_FIELDS = (*JUDGING_FIELDS, "name", "max_items_per_day", "max_tokens_per
 # --------------------------------------------------------------------------- configuring
 
 
-def _checked(project: Project, values: dict[str, Any]) -> dict[str, Any]:
-    """The judge's fields as stored, or DomainError naming what is wrong."""
+def _checked(project: Project, values: dict[str, Any], *, check_source: bool = True) -> dict[str, Any]:
+    """The judge's fields as stored, or DomainError naming what is wrong. An update that
+    leaves the source alone does not check it again (pausing a judge whose endpoint the
+    operator removed must work; its runs are refused on the worker)."""
     from training.engine.judging import TemplateError, check_template
 
     kind = values.get("kind")
     if kind not in Judge.Kind.values:
         raise DomainError(f"unknown judge kind {kind!r}; use one of {', '.join(Judge.Kind.values)}")
-    if kind == Judge.Kind.ENDPOINT:
+    if not check_source:
+        pass
+    elif kind == Judge.Kind.ENDPOINT:
         endpoint = endpoint_choose(values.get("endpoint") or "")
         endpoint_check_model(endpoint, values.get("model") or "")
         values["endpoint"] = endpoint.name
@@ -141,7 +145,9 @@ def judge_update(*, judge: Judge, actor: AbstractBaseUser | None, **changes: Any
     judge = Judge.objects.select_for_update().get(pk=judge.pk)
     before = _snapshot(judge)
     current = {name: getattr(judge, name) for name in SETTABLE_FIELDS}
-    values = _checked(judge.project, {**current, **changes})
+    source = ("kind", "endpoint", "model", "reward_version")
+    values = _checked(judge.project, {**current, **changes},
+                      check_source=any(name in changes and changes[name] != current[name] for name in source))
     if values["name"] != judge.name and Judge.objects.filter(
             project=judge.project, name=values["name"]).exclude(pk=judge.pk).exists():
         raise DomainError(f"this project already has a judge named {values['name']!r}")

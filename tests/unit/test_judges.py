@@ -340,3 +340,17 @@ def test_an_untrusted_judge_changes_nothing_in_adaptive_overlap(stub, items, pro
 
     assert run.stats["single_ranking_items"] == 0
     assert set(Item.objects.filter(project=project).values_list("required_rankings", flat=True)) == {2}
+
+
+def test_a_judge_whose_endpoint_was_removed_can_be_paused_but_not_run(stub, items, project, settings) -> None:  # noqa: ANN001
+    judge = endpoint_judge(project)
+    run = judge_run_create(judge=judge, actor=None, enqueue=False)
+    settings.GENERATION_ENDPOINTS = {}
+
+    paused = judge_update(judge=judge, actor=None, active=False)
+
+    assert not paused.active and paused.version == 1
+    run = execute(run)
+    assert run.status == Run.Status.FAILED and "no longer configured" in run.error
+    with pytest.raises(DomainError, match="paused"):
+        judge_run_create(judge=paused, actor=None, enqueue=False)
