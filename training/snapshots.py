@@ -231,6 +231,39 @@ def snapshot_external(snapshot: DatasetSnapshot) -> Iterator[Any]:
         )
 
 
+def snapshot_items_ai(snapshot: DatasetSnapshot) -> Iterator[Any]:
+    """With `include_ai`: the AI judges' rankings (current versions, non-gold items) as
+    items whose pairs carry source "ai" and the judge's id. Items only judges ranked are
+    included too: that is what RLAIF data is."""
+    from training.engine.datasets import SnapshotItem
+
+    if not snapshot.filters.get("include_ai"):
+        return
+    for row in _ai_rankings(snapshot).iterator(chunk_size=BATCH):
+        if row.judge_version != row.judge.version:
+            continue
+        item = row.item
+        yield SnapshotItem(
+            item_id=item.pk, prompt=item.prompt.messages,
+            candidates={ic.candidate_id: _candidate_info(ic.candidate) for ic in item.item_candidates.all()},
+            tiers=row.tiers, group_id=item.prompt.content_hash, agreement=row.confidence,
+            guideline_versions=[row.guideline_version.number] if row.guideline_version else [],
+            flags=[] if row.consistent else ["inconsistent"], judge=row.judge_id,
+        )
+
+
+def _ai_rankings(snapshot: DatasetSnapshot) -> Any:
+    from judges.models import JudgeRanking
+
+    rows = (JudgeRanking.objects.filter(judge__project=snapshot.project, status=JudgeRanking.Status.RANKED,
+                                        item__is_gold=False)
+            .select_related("item__prompt", "guideline_version", "judge")
+            .prefetch_related("item__item_candidates__candidate").order_by("id"))
+    if snapshot.filters.get("judges"):
+        rows = rows.filter(judge_id__in=snapshot.filters["judges"])
+    return _labelled_in(rows, snapshot.filters)
+
+
 def snapshot_raw(snapshot: DatasetSnapshot) -> Iterator[Any]:
     from training.engine.datasets import RawRanking, pseudonym
 
@@ -259,16 +292,9 @@ def snapshot_raw(snapshot: DatasetSnapshot) -> Iterator[Any]:
 
 def snapshot_raw_ai(snapshot: DatasetSnapshot) -> Iterator[Any]:
     """The AI judges' rankings (current versions), as raw rows with source "ai"."""
-    from judges.models import JudgeRanking
     from training.engine.datasets import RawRanking
 
-    rows = (JudgeRanking.objects.filter(judge__project=snapshot.project, status=JudgeRanking.Status.RANKED,
-                                        item__is_gold=False)
-            .select_related("item__prompt", "guideline_version", "judge")
-            .prefetch_related("item__item_candidates__candidate").order_by("id"))
-    if snapshot.filters.get("judges"):
-        rows = rows.filter(judge_id__in=snapshot.filters["judges"])
-    for row in _labelled_in(rows, snapshot.filters).iterator(chunk_size=BATCH):
+    for row in _ai_rankings(snapshot).iterator(chunk_size=BATCH):
         if row.judge_version != row.judge.version:
             continue  # an earlier version of the judge: superseded, like a corrected ranking
         item = row.item
@@ -302,7 +328,8 @@ def _rows(snapshot: DatasetSnapshot, kind: str, options: Any) -> Iterator[dict[s
         return builders.build_raw(snapshot_raw(snapshot), options)
     if kind in {"pairs", "dpo"}:
         build = builders.build_pairs if kind == "pairs" else builders.build_dpo
-        return build(snapshot_items(snapshot), options, external=snapshot_external(snapshot))
+        return build(itertools.chain(snapshot_items(snapshot), snapshot_items_ai(snapshot)), options,
+                     external=snapshot_external(snapshot))
     if kind == "sft":  # consensus winners, then people's own written answers
         return itertools.chain(builders.build_sft(snapshot_items(snapshot), options),
                                builders.build_sft(snapshot_demonstrations(snapshot), options))

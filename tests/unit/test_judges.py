@@ -250,6 +250,18 @@ def test_snapshots_leave_ai_rankings_out_unless_asked_and_mark_every_row(stub, i
     ai = [r for r in included if r["source"] == "ai"]
     assert len(ai) == len(items) and all(r["judge"] == judge.pk and r["annotator"] == f"ai:{judge.pk}" for r in ai)
     assert [r["source"] for r in included].count("human") == 1
+    # Pairs: people's consensus only by default; with include_ai the judge's pairs too, marked.
+    def pair_rows(**filters: object) -> list[dict]:
+        snapshot = snapshot_create(project=project, kinds=["pairs"], formats=["jsonl", "parquet"],
+                                   filters=filters, enqueue=False)
+        snapshot_build(run_claim(DatasetSnapshot, snapshot.pk))
+        return [json.loads(line) for line in (snapshot_dir(snapshot) / "pairs-train.jsonl").read_text().splitlines()]
+
+    assert pair_rows() == []  # no item is accepted by people yet (overlap 3)
+    ai_pairs = pair_rows(include_ai=True)
+    assert len(ai_pairs) == 3 * len(items)  # C(3,2) pairs of each judged item
+    assert {(r["source"], r["judge"]) for r in ai_pairs} == {("ai", judge.pk)}
+    assert all(len(r["chosen"]) > len(r["rejected"]) for r in ai_pairs)  # the stub prefers longer answers
     with pytest.raises(DomainError, match="include_ai"):
         snapshot_create(project=project, kinds=["raw"], formats=["jsonl"], filters={"judges": [judge.pk]})
     with pytest.raises(DomainError, match="not in this project"):

@@ -132,6 +132,7 @@ class SnapshotItem:
     guideline_versions: Sequence[int] = ()
     strength: int | None = None
     flags: Sequence[str] = ()
+    judge: int | None = None  # set: an AI judge's ranking (judges/), not people's consensus
 
     def __post_init__(self) -> None:
         if not self.group_id:
@@ -371,7 +372,9 @@ def _item_pairs(item: SnapshotItem, options: ExportOptions, conversational: bool
         "group_id": item.group_id,
         "item_id": item.item_id,
         "preference_id": None,
-        "source": "consensus",
+        # People's consensus, or "ai" for an AI judge's ranking (only when a snapshot asks).
+        "source": "consensus" if item.judge is None else "ai",
+        "judge": item.judge,
         "strength": item.strength,
         "guideline_versions": list(item.guideline_versions),
         "item_agreement": item.agreement,
@@ -423,6 +426,7 @@ def _external_pair_row(pair: ExternalPair, options: ExportOptions, conversationa
         "item_id": None,
         "preference_id": pair.preference_id,
         "source": f"external:{pair.source}" if pair.source else "external",
+        "judge": None,
         "strength": None,
         "guideline_versions": [],
         "item_agreement": None,

@@ -216,7 +216,7 @@ def parquet_schema(kind: str, *, conversational: bool) -> pa.Schema:
             fields += [(f"chosen_{column}", kind_type), (f"rejected_{column}", kind_type)]
         fields += [
             ("group_id", pa.string()), ("item_id", pa.int64()), ("preference_id", pa.int64()),
-            ("source", pa.string()), ("strength", pa.int64()), ("guideline_versions", ints),
+            ("source", pa.string()), ("judge", pa.int64()), ("strength", pa.int64()), ("guideline_versions", ints),
             ("item_agreement", pa.float64()), ("flags", strings), ("split", pa.string()),
         ]
     elif kind == "sft":
