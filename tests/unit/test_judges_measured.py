@@ -154,3 +154,20 @@ def test_api_admins_configure_and_run_reviewers_read(stub, as_user, project, pro
     assert as_user(reviewer).post(f"/api/judge-runs/{run['id']}/cancel").status_code == 403
     assert as_user(reviewer).get(f"/api/judges/{judge_id}/figures").status_code == 200
     assert as_user(outsider).get(f"/api/judges/{judge_id}/rankings").status_code == 404
+
+
+def test_a_local_model_judge_runs_and_its_unparsable_answers_are_kept_as_skips(project, tiny_model, settings) -> None:  # noqa: ANN001
+    from tests.factories import make_items
+
+    settings.TORCH_NUM_THREADS = 1
+    [item] = make_items(project, 1, k=2)
+    judge = judge_create(project=project, actor=None, name="tiny", kind="local", model="builtin-tiny",
+                         max_tokens=8, temperature=1.0)
+
+    run = run_judge(judge)
+
+    row = JudgeRanking.objects.get(judge=judge, item=item)
+    # The built-in tiny model writes no RANKING line: asked twice, then a skip with both answers kept.
+    assert row.status == "skipped" and row.judgements[0]["attempts"] == 2
+    assert len(row.judgements[0]["texts"]) == 2 and row.completion_tokens > 0
+    assert run.progress["skipped"] == 1

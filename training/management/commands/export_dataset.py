@@ -26,7 +26,7 @@ class Command(BaseCommand):
         parser.add_argument("--format", action="append", choices=FORMATS)
         parser.add_argument("--include-external", action="store_true")
         parser.add_argument("--include-ai", action="store_true",
-                            help="AI judges' rankings too (raw, pairs, dpo), each row marked source ai and its judge id")
+                            help="AI judges' rankings too (raw, pairs, dpo), rows marked source ai + judge id")
         parser.add_argument("--keep-flagged", action="store_true",
                             help="keep items flagged unsafe or needs-expert")
         parser.add_argument("--min-agreement", type=float)
