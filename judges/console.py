@@ -16,7 +16,7 @@ from core.console import console_project, console_view
 from core.errors import DomainError
 from judges.metrics import judge_figures
 from judges.models import Judge, JudgeRun
-from judges.services import judge_create, judge_run_cancel, judge_run_create
+from judges.services import judge_create, judge_run_cancel, judge_run_create, judge_update
 from labeling.models import Project, Role
 from training.endpoints import endpoints_configured
 from training.models import ModelVersion
@@ -78,6 +78,10 @@ def _action(request: HttpRequest, project: Project) -> tuple[HttpResponse | None
             judge = Judge.objects.get(project=project, pk=request.POST["run"])
             run = judge_run_create(judge=judge, actor=request.user)
             messages.success(request, f"Judge run {run.pk} queued ({len(run.item_ids)} items).")
+        elif request.POST.get("pause") or request.POST.get("activate"):
+            judge = Judge.objects.get(project=project, pk=request.POST.get("pause") or request.POST["activate"])
+            judge = judge_update(judge=judge, actor=request.user, active=bool(request.POST.get("activate")))
+            messages.success(request, f"Judge {judge.name} {'activated' if judge.active else 'paused'}.")
         elif request.POST.get("cancel"):
             run = JudgeRun.objects.get(judge__project=project, pk=request.POST["cancel"])
             if judge_run_cancel(run=run, actor=request.user):

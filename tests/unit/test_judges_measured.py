@@ -171,3 +171,21 @@ def test_a_local_model_judge_runs_and_its_unparsable_answers_are_kept_as_skips(p
     assert row.status == "skipped" and row.judgements[0]["attempts"] == 2
     assert len(row.judgements[0]["texts"]) == 2 and row.completion_tokens > 0
     assert run.progress["skipped"] == 1
+
+
+def test_an_admin_pauses_a_judge_in_the_console_and_a_reviewer_cannot(stub, project, project_admin, reviewer) -> None:  # noqa: ANN001
+    judge = judge_create(project=project, actor=None, name="j", kind="endpoint", endpoint="stub", model="m")
+    url = f"/console/projects/{project.pk}/judges"
+    as_reviewer = Client()
+    as_reviewer.force_login(reviewer)
+    assert as_reviewer.post(url, {"pause": judge.pk}).status_code == 403
+    as_admin = Client()
+    as_admin.force_login(project_admin)
+
+    assert as_admin.post(url, {"pause": judge.pk}).status_code == 302
+
+    assert not Judge.objects.get(pk=judge.pk).active
+    assert "Activate j" in as_admin.get(url).content.decode()
+    from labeling.models import AuditEvent
+
+    assert AuditEvent.objects.filter(action="judge.update", actor=project_admin).exists()
