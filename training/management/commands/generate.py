@@ -14,6 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from core.audit import audit_origin
 from core.errors import DomainError
 from core.runs import run_claim
 from labeling.models import Project
@@ -51,13 +52,14 @@ class Command(BaseCommand):
         except ValueError:
             raise CommandError("--prompts takes comma-separated prompt ids") from None
         try:
-            run = generation_run_create(
-                project=project, backend=options["backend"], model=options["model"],
-                params={"k": options["k"], "temperature": options["temperature"],
-                        "top_p": options["top_p"], "max_new_tokens": options["max_new_tokens"],
-                        "seed": options["seed"], "system_prompt": options["system_prompt"]},
-                prompt_ids=prompt_ids, enqueue=options["enqueue"], endpoint=options["endpoint"],
-            )
+            with audit_origin("cli"):  # the run's audit event says it came from the CLI
+                run = generation_run_create(
+                    project=project, backend=options["backend"], model=options["model"],
+                    params={"k": options["k"], "temperature": options["temperature"],
+                            "top_p": options["top_p"], "max_new_tokens": options["max_new_tokens"],
+                            "seed": options["seed"], "system_prompt": options["system_prompt"]},
+                    prompt_ids=prompt_ids, enqueue=options["enqueue"], endpoint=options["endpoint"],
+                )
         except DomainError as exc:
             raise CommandError(str(exc)) from None
         total = len(run.prompt_ids)
