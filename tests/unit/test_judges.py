@@ -217,6 +217,7 @@ def test_cli_runs_a_judge_and_prints_its_agreement(stub, items, project, capsys)
     out = capsys.readouterr().out
     assert "6/6 items" in out and "agreement with the human consensus" in out
     assert JudgeRanking.objects.filter(status="ranked").count() == len(items)
+    assert AuditEvent.objects.get(action="judge.run_start").note == "origin: cli"
 
 
 def test_snapshots_leave_ai_rankings_out_unless_asked_and_mark_every_row(stub, items, project, annotator) -> None:  # noqa: ANN001

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from core.audit import audit_origin
 from core.errors import DomainError
 from core.runs import run_claim
 from judges.metrics import judge_figures
@@ -27,7 +28,8 @@ class Command(BaseCommand):
         if judge is None:
             raise CommandError(f"no judge {options['judge']!r} in project {options['project']!r}")
         try:
-            run = judge_run_create(judge=judge, actor=None, item_ids=options["items"], enqueue=False)
+            with audit_origin("cli"):  # the run's audit event says it came from the CLI
+                run = judge_run_create(judge=judge, actor=None, item_ids=options["items"], enqueue=False)
         except DomainError as exc:
             raise CommandError(str(exc)) from None
         claimed = run_claim(JudgeRun, run.pk)
