@@ -278,12 +278,12 @@ def judge_run_execute(run: JudgeRun, *, progress: Callable[[int, int], None] | N
                 outcomes = ranker(context, items)
             except BackendError as exc:
                 run_finish(run, status=Run.Status.FAILED, error=f"{exc} (start the run again to resume)",
-                           **_progress(run, seconds, judged))
+                           **_progress(run, seconds, judged, len(done)))
                 return
             seconds += time.monotonic() - began
             judged += len(items)
             _write(run, context, items, outcomes)
-            if not run_heartbeat(run, **_progress(run, seconds, judged)):
+            if not run_heartbeat(run, **_progress(run, seconds, judged, len(done))):
                 raise _Cancelled
             if progress:
                 progress(judged + len(done), len(run.item_ids))
@@ -291,17 +291,16 @@ def judge_run_execute(run: JudgeRun, *, progress: Callable[[int, int], None] | N
         logger.info("judge run %s stopped: cancelled or taken over", run.pk)
         return
     except _BudgetSpent as exc:
-        run_finish(run, status=Run.Status.DONE, budget_exhausted=str(exc), **_progress(run, seconds, judged))
+        run_finish(run, status=Run.Status.DONE, budget_exhausted=str(exc), **_progress(run, seconds, judged, len(done)))
         return
     JudgeRun.objects.filter(pk=run.pk).update(stats={**run_stats(run), **judge_results_apply(judge, run)})
-    run_finish(run, status=Run.Status.DONE, **_progress(run, seconds, judged))
+    run_finish(run, status=Run.Status.DONE, **_progress(run, seconds, judged, len(done)))
 
 
-def _progress(run: JudgeRun, seconds: float, judged: int) -> dict[str, Any]:
+def _progress(run: JudgeRun, seconds: float, judged: int, done_before: int) -> dict[str, Any]:
     rows = JudgeRanking.objects.filter(run=run)
     return {
-        "items_done": JudgeRanking.objects.filter(judge_id=run.judge_id, judge_version=run.judge_version,
-                                                  item_id__in=run.item_ids).count(),
+        "items_done": done_before + judged,
         "items_total": len(run.item_ids),
         "skipped": rows.filter(status=JudgeRanking.Status.SKIPPED).count(),
         "items_per_s": round(judged / seconds, 3) if seconds else None,
