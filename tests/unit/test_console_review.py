@@ -56,7 +56,8 @@ def ids(project, disputed_item, annotator) -> dict[str, int]:  # noqa: ANN001
                               user=None)
     hook = Webhook.objects.create(project=project, url="https://hooks.example.com/", events=["item.disputed"])
     return {"project_id": project.pk, "item_id": disputed_item.pk, "user_id": annotator.pk,
-            "guideline_id": guideline.pk, "version_id": version.pk, "hook_id": hook.pk}
+            "guideline_id": guideline.pk, "version_id": version.pk, "hook_id": hook.pk,
+            "prompt_id": disputed_item.prompt_id}
 
 
 def console_urls(ids: dict[str, int]) -> list[tuple[str, bool]]:
@@ -93,7 +94,8 @@ def test_every_project_console_url_is_404_for_another_projects_reviewer(ids, oth
 
 
 ADMIN_ONLY = {"/console/guidelines/versions/{version_id}/edit", "/console/projects/{project_id}/webhooks",
-              "/console/webhooks/{hook_id}"}
+              "/console/webhooks/{hook_id}", "/console/projects/{project_id}/erasure",
+              "/console/prompts/{prompt_id}/erase"}
 
 
 def test_reviewer_opens_every_console_page(reviewer, ids) -> None:  # noqa: ANN001
