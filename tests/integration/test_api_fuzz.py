@@ -323,6 +323,7 @@ def fuzz_config(world: World, role: str, *, base_url: str, max_examples: int, se
             *({"include-name": name, "checks": domain_rule_400} for name in (
                 "POST /api/auth/token", "POST /api/users/", "PUT /api/projects/{project_id}/members/",
                 "POST /api/assignments/{assignment_id}/ranking", "POST /api/assignments/{assignment_id}/demonstration",
+                "POST /api/assignments/{assignment_id}/revision",
                 "POST /api/projects/{project_id}/generation-runs", "POST /api/projects/{project_id}/training-runs",
                 "POST /api/projects/{project_id}/datasets", "POST /api/projects/{project_id}/imports",
                 "POST /api/projects/{project_id}/webhooks", "PATCH /api/webhooks/{hook_id}",
