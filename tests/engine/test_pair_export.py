@@ -1,6 +1,6 @@
 """The fast pair export (training.engine.pair_export) writes the same bytes as the row
 builders + writers (build_pairs / build_dpo -> write_split_files) for the same snapshot:
-JSONL and Parquet, text and messages, ties, strengths, unranked items, NaN-free floats,
+JSONL and Parquet, text and messages, ties, strengths, unranked items, AI judges' items, NaN-free floats,
 None models, non-ASCII text, two splits, external pairs, and row groups cut across
 chunks. It also refuses what the builders refuse. No database."""
 
@@ -56,6 +56,7 @@ def snapshot(n_items: int, seed: int = 3) -> tuple[list[SnapshotItem], list[Exte
             agreement=rng.choice((None, 0.5, 0.875)), guideline_versions=rng.choice(((), (1,), (1, 2))),
             strength=rng.choice((None, 1, 4)) if k == 2 else None,
             flags=rng.choice(((), ("unsafe",), ("all_bad", "needs_expert"))),
+            judge=rng.choice((None, None, 7)),  # an AI judge's ranking: source "ai" and its id
         ))
     external = [
         ExternalPair(p, CHAT, f"chosen {p}", f"rejected {p} ü", source=rng.choice(("", "hh")),

@@ -8,6 +8,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from accounts.models import ApiToken
 from accounts.tokens import token_create
+from judges.models import Judge, JudgeRun
 from labeling.models import (
     Assignment,
     AuditEvent,
@@ -60,7 +61,10 @@ def other_ids(other_project: Project) -> dict[str, object]:
     hook = Webhook.objects.create(project=other_project, url="https://hooks.example.com/", events=["snapshot.ready"])
     event = WebhookEvent.objects.create(project=other_project, type="snapshot.ready", payload={})
     delivery = WebhookDelivery.objects.create(hook=hook, event=event, status="failed")
-    return {"push_id": push.pk, "hook_id": hook.pk, "delivery_id": delivery.pk,
+    judge = Judge.objects.create(project=other_project, name="theirs", kind="reward_model", reward_version=version)
+    # Judge runs share the `run_id` converter: the other project's judge run gets the same id.
+    JudgeRun.objects.create(pk=run.pk, judge=judge, judge_version=1)
+    return {"judge_id": judge.pk,"push_id": push.pk, "hook_id": hook.pk, "delivery_id": delivery.pk,
             "version_id": version.pk, "project_id": other_project.pk, "prompt_id": prompt.pk, "import_id": job.pk,
             "assignment_id": assignment.pk, "item_id": item.pk, "run_id": run.pk,
             "snapshot_id": snapshot.pk, "user_id": stranger.pk, "name": "pairs-train.jsonl",
@@ -79,6 +83,8 @@ def state() -> tuple:
         ApiToken.objects.count(), HubPush.objects.count(),
         list(Webhook.objects.values_list("url", "active", "events")),
         list(WebhookDelivery.objects.values_list("status", "attempts")),
+        list(Judge.objects.values_list("name", "version", "active")),
+        list(JudgeRun.objects.values_list("status", flat=True)),
     )
 
 
@@ -108,4 +114,5 @@ def test_the_matrix_covers_every_id_route() -> None:
     assert {"project-detail", "prompt-list", "candidate-list", "import-detail", "next-item",
             "ranking-create", "assignment-skip", "item-agreement", "generation-run-detail",
             "snapshot-file", "member-remove", "training-run-detail", "training-run-cancel",
-            "model-version-promote", "api-token-revoke"} <= names
+            "model-version-promote", "api-token-revoke", "judge-detail", "judge-run-list",
+            "judge-run-cancel", "judge-figures"} <= names

@@ -112,7 +112,8 @@ def _write_jsonl(items: Iterable[SnapshotItem], external: Iterable[ExternalPair]
                                   else scalar.text(prompt_value))
         tail = "," + encode({
             "group_id": item.group_id, "item_id": item.item_id, "preference_id": None,
-            "source": "consensus", "strength": item.strength,
+            "source": "consensus" if item.judge is None else "ai", "judge": item.judge,
+            "strength": item.strength,
             "guideline_versions": list(item.guideline_versions), "item_agreement": item.agreement,
             "flags": list(item.flags), "split": split,
         })[1:] + "\n"
@@ -222,6 +223,7 @@ def _item_chunk_table(chunk: list[SnapshotItem], options: ExportOptions, convers
     # Per item (index i), per candidate (index j, all items' candidates in one list) and
     # per pair (item, better, worse candidate indexes and the margin).
     prompts, group_ids, item_ids, strengths, versions, agreements, flags, splits = ([] for _ in range(8))
+    sources, judges = [], []
     texts, cand_ids, models, origins, temperatures, seeds = ([] for _ in range(6))
     pair_item, pair_better, pair_worse, margins = [], [], [], []
     for item in chunk:
@@ -233,6 +235,8 @@ def _item_chunk_table(chunk: list[SnapshotItem], options: ExportOptions, convers
         prompts.append(_prompt_value(item.prompt, conversational))
         group_ids.append(item.group_id)
         item_ids.append(item.item_id)
+        sources.append("consensus" if item.judge is None else "ai")
+        judges.append(item.judge)
         strengths.append(item.strength)
         versions.append(list(item.guideline_versions))
         agreements.append(item.agreement)
@@ -271,13 +275,13 @@ def _item_chunk_table(chunk: list[SnapshotItem], options: ExportOptions, convers
     item_columns = {
         "prompt": prompts, "group_id": group_ids, "item_id": item_ids, "strength": strengths,
         "guideline_versions": versions, "item_agreement": agreements, "flags": flags, "split": splits,
+        "source": sources, "judge": judges,
     }
     n = len(pair_item)
     columns: dict[str, Any] = {
         "chosen": answers.take(better), "rejected": answers.take(worse),
         "ordinal_margin": pa.array(margins, type=types["ordinal_margin"]),
         "preference_id": pa.nulls(n, type=types["preference_id"]),
-        "source": pa.array(["consensus"] * n, type=types["source"]),
     }
     for name, values in candidate.items():
         columns[f"chosen_{name}"] = values.take(better)

@@ -262,7 +262,7 @@ def parquet_schema(kind: str, *, conversational: bool) -> pa.Schema:
             fields += [(f"chosen_{column}", kind_type), (f"rejected_{column}", kind_type)]
         fields += [
             ("group_id", pa.string()), ("item_id", pa.int64()), ("preference_id", pa.int64()),
-            ("source", pa.string()), ("strength", pa.int64()), ("guideline_versions", ints),
+            ("source", pa.string()), ("judge", pa.int64()), ("strength", pa.int64()), ("guideline_versions", ints),
             ("item_agreement", pa.float64()), ("flags", strings), ("split", pa.string()),
         ]
     elif kind == "sft":
@@ -280,7 +280,8 @@ def parquet_schema(kind: str, *, conversational: bool) -> pa.Schema:
             ("annotator", pa.string()), ("prompt", messages), ("candidates", pa.list_(candidate)),
             ("tiers", pa.list_(ints)), ("display_order", ints), ("guideline_version", pa.int64()),
             ("flags", strings), ("strength", pa.int64()), ("duration_ms", pa.int64()),
-            ("created_at", pa.string()), ("split", pa.string()),
+            ("created_at", pa.string()), ("source", pa.string()), ("judge", pa.int64()),
+            ("split", pa.string()),
         ]
     else:
         raise ValueError(f"unknown dataset kind {kind!r}; expected one of {KINDS}")
