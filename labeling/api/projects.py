@@ -23,9 +23,10 @@ from rest_framework.views import APIView
 from accounts.usernames import validate_username
 from core import access
 from core.api import ApiErrorSerializer, StrictJSONInput, StrictLimitOffsetPagination
+from guidelines.models import Guideline
 from labeling.models import Membership, Project, Role
 from labeling.services.members import invite_create, member_remove, membership_set, user_create
-from labeling.services.projects import project_create
+from labeling.services.projects import project_create, project_update
 
 
 class ProjectOutput(serializers.ModelSerializer):
@@ -35,7 +36,7 @@ class ProjectOutput(serializers.ModelSerializer):
             "id", "name", "slug", "description", "k", "overlap", "agreement_threshold", "mode",
             "allow_ties", "gold_rate", "assignment_strategy", "generation_settings", "status",
             "demonstrations", "demonstrations_per_prompt", "mix_demonstrations",
-            "guideline", "created_at",
+            "lease_minutes", "adaptive_overlap", "guideline", "created_at",
         ]
 
 
@@ -58,6 +59,10 @@ class GenerationSettingsField(serializers.DictField):
 
 class ProjectInput(StrictJSONInput, serializers.ModelSerializer):
     generation_settings = GenerationSettingsField(required=False)
+    guideline = serializers.PrimaryKeyRelatedField(
+        queryset=Guideline.objects.all(), allow_null=True, required=False,
+        help_text="A shared guideline or one this project owns (another project's: 400); "
+                  "null: none. Changing it is audited.")
 
     class Meta:
         model = Project
@@ -65,8 +70,10 @@ class ProjectInput(StrictJSONInput, serializers.ModelSerializer):
             "name", "slug", "description", "k", "overlap", "agreement_threshold", "mode",
             "allow_ties", "gold_rate", "assignment_strategy", "generation_settings", "status",
             "demonstrations", "demonstrations_per_prompt", "mix_demonstrations",
+            "lease_minutes", "adaptive_overlap", "guideline",
         ]
         extra_kwargs = {
+            "lease_minutes": {"min_value": 1, "max_value": 24 * 60},
             "demonstrations_per_prompt": {"min_value": 1, "max_value": 50},
             "agreement_threshold": {"min_value": 0.0, "max_value": 1.0},
             "gold_rate": {"min_value": 0.0, "max_value": 1.0},
@@ -117,12 +124,7 @@ class ProjectDetail(APIView):
         project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
         data = ProjectInput(project, data=request.data, partial=True)
         data.is_valid(raise_exception=True)
-        project = data.save()
-        if project.demonstrations == Project.Demonstrations.ONLY:
-            # Switched to writing answers: every prompt without a demonstration item gets one.
-            from labeling.services.demonstrations import demonstration_items_create
-
-            demonstration_items_create(project=project)
+        project = project_update(project=project, actor=request.user, **data.validated_data)
         return Response(ProjectOutput(project).data)
 
     @extend_schema(responses={204: None, 409: ApiErrorSerializer})
