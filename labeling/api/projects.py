@@ -23,9 +23,16 @@ from rest_framework.views import APIView
 from accounts.usernames import validate_username
 from core import access
 from core.api import ApiErrorSerializer, StrictJSONInput, StrictLimitOffsetPagination
+from core.errors import DomainError
 from guidelines.models import Guideline
-from labeling.models import Membership, Project, Role
-from labeling.services.members import invite_create, member_remove, membership_set, user_create
+from labeling.models import Invite, Membership, Project, Role
+from labeling.services.members import (
+    invite_create,
+    invite_revoke,
+    member_add,
+    member_remove,
+    user_create,
+)
 from labeling.services.projects import project_create, project_update
 
 
@@ -167,13 +174,11 @@ class MemberListSet(APIView):
         project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
         data = self.MemberSetInput(data=request.data)
         data.is_valid(raise_exception=True)
-        user = get_user_model().objects.filter(
-            username=data.validated_data["username"], is_active=True
-        ).first()
-        if user is None:
-            raise ValidationError({"username": ["no active user with this username"]})
-        membership = membership_set(project=project, user=user, role=data.validated_data["role"],
-                                    actor=request.user)
+        try:
+            membership = member_add(project=project, username=data.validated_data["username"],
+                                    role=data.validated_data["role"], actor=request.user)
+        except DomainError as exc:
+            raise ValidationError({"username": [str(exc)]}) from None
         return Response(MemberOutput(membership).data)
 
 
@@ -187,9 +192,28 @@ class MemberRemove(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class InviteStateOutput(serializers.ModelSerializer):
+    state = serializers.CharField(help_text="open, used, revoked or expired")
+    created_by = serializers.CharField(source="created_by.username", default=None)
+    used_by = serializers.CharField(source="used_by.username", default=None)
+
+    class Meta:
+        model = Invite
+        fields = ["id", "role", "state", "created_by", "created_at", "expires_at", "used_at",
+                  "used_by", "revoked_at"]
+
+
 class InviteCreate(APIView):
     class InviteInput(StrictJSONInput, serializers.Serializer):
         role = serializers.ChoiceField(choices=Role.choices)
+
+    @extend_schema(responses=InviteStateOutput(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        """The project's invites, newest first, with their state (admins only). The link
+        itself is shown once, when it is created: only its hash is stored."""
+        project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
+        invites = project.invites.select_related("created_by", "used_by").order_by("-id")[:200]
+        return Response(InviteStateOutput(invites, many=True).data)
 
     @extend_schema(
         request=InviteInput,
@@ -211,6 +235,14 @@ class InviteCreate(APIView):
             {"url": url, "role": invite.role, "expires_at": invite.expires_at},
             status=status.HTTP_201_CREATED,
         )
+
+
+class InviteRevoke(APIView):
+    @extend_schema(request=None, responses=InviteStateOutput)
+    def post(self, request: Request, invite_id: int) -> Response:
+        """The link stops working at once (audited). A used invite answers 400."""
+        invite = access.object_for(request.user, Invite, invite_id, min_role=Role.ADMIN, what="invite")
+        return Response(InviteStateOutput(invite_revoke(invite=invite, actor=request.user)).data)
 
 
 class UserCreate(APIView):
