@@ -70,6 +70,10 @@ def _merge_policy(run: TrainingRun, adapter: Path) -> Path:
     return target
 
 
+RESCORE_TASK = "training.tasks.generate_item_scores"  # on the generate queue (config/celery.py)
+RESCORE_CHUNK = 256
+
+
 class PromotionNeedsConfirmation(DomainError):
     """The version's run may have learned nothing; promote it only when confirmed (HTTP 409)."""
 
@@ -99,6 +103,12 @@ def model_version_promote(*, version: ModelVersion, actor: AbstractBaseUser | No
     audit(actor=actor, project=version.project, action=f"model.promote_{version.kind}",
           target=version, before={"current": str(previous) if previous else None},
           after={"current": str(version), **({"confirmed_warnings": version.warnings} if version.warnings else {})})
+    if version.kind == ModelVersion.Kind.REWARD and (previous is None or previous.pk != version.pk):
+        # Re-score the open items with the new model (the RM column, uncertain_first).
+        from core.runs import send_run_task
+
+        version_id = version.pk
+        transaction.on_commit(lambda: send_run_task(RESCORE_TASK, version_id))
     event_emit(project=version.project, type=EventType.MODEL_PROMOTED,
                path=f"/api/projects/{version.project_id}/model-versions",
                data={"model_version": version.pk, "kind": version.kind, "name": version.name,
@@ -135,3 +145,20 @@ def candidates_score(*, version: ModelVersion, candidate_ids: list[int]) -> int:
         if len(top) >= 2:
             Item.objects.filter(pk=item.pk).update(uncertainty=top[0] - top[1])
     return len(scores)
+
+
+def undecided_items_rescore(*, version: ModelVersion) -> int:
+    """After a reward model is promoted: score the candidates of the project's undecided
+    items (open, complete, disputed) with it, chunk by chunk, refreshing each item's
+    uncertainty. Does nothing once another version is current; a candidate already scored
+    by this version is skipped, so a redelivered task only finishes the rest."""
+    undecided = Item.objects.filter(project=version.project, status__in=[
+        Item.Status.OPEN, Item.Status.COMPLETE, Item.Status.DISPUTED])
+    todo = list(Candidate.objects.filter(items__in=undecided).exclude(scores__model_version=version)
+                .distinct().order_by("id").values_list("id", flat=True))
+    scored = 0
+    for start in range(0, len(todo), RESCORE_CHUNK):
+        if not ModelVersion.objects.filter(pk=version.pk, is_current=True).exists():
+            break
+        scored += candidates_score(version=version, candidate_ids=todo[start:start + RESCORE_CHUNK])
+    return scored
