@@ -92,11 +92,15 @@ def runs(request: HttpRequest, project_id: int) -> HttpResponse:
     imports = project.imports.order_by("-id")[:50]
     active = any(r.status in {"queued", "running"}
                  for r in [*generation, *snapshots, *imports, *training])
+    can_admin = access.is_admin_of(request.user, project.pk)
+    from training.launcher import launcher_forms
+
     return render(request, "console/runs.html", {
+        **(launcher_forms(project) if can_admin else {}),
         "project": project, "generation": generation, "snapshots": snapshots,
         "imports": imports, "training": training, "curves": curves,
         "versions": ModelVersion.objects.filter(project=project),
-        "active": active, "can_admin": access.is_admin_of(request.user, project.pk),
+        "active": active, "can_admin": can_admin,
     })
 
 
@@ -114,9 +118,9 @@ def _runs_action(request: HttpRequest, project_id: int) -> HttpResponse:
             try:
                 model_version_promote(version=version, actor=request.user,
                                       confirm=request.POST.get("confirm") == "1")
-            except PromotionNeedsConfirmation:
+            except PromotionNeedsConfirmation as exc:
                 return render(request, "console/promote_confirm.html",
-                              {"project": project, "version": version})
+                              {"project": project, "version": version, "reason": str(exc)})
             messages.success(request, f"{version} is now the current {version.kind} model.")
     for model, field in ((GenerationRun, "run"), (TrainingRun, "training_run")):
         run = model.objects.filter(project=project, pk=request.POST.get(field) or 0).first()

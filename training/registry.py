@@ -80,10 +80,29 @@ class PromotionNeedsConfirmation(DomainError):
     code = "confirmation_required"
     http_status = 409
 
-    def __init__(self, version: ModelVersion) -> None:
-        super().__init__(f"{version} may have learned nothing: {'; '.join(version.warnings)}. "
-                         "Promote it anyway only with confirmation (API: {\"confirm\": true}).")
+    def __init__(self, version: ModelVersion, worse_than: ModelVersion | None = None) -> None:
+        reasons = []
+        if version.warnings:
+            reasons.append(f"{version} may have learned nothing: {'; '.join(version.warnings)}")
+        if worse_than is not None:
+            reasons.append(f"{version} is worse than the current {worse_than} on held-out accuracy "
+                           f"({version.metrics.get('eval_accuracy'):.3f} < "
+                           f"{worse_than.metrics.get('eval_accuracy'):.3f})")
+        super().__init__(". ".join(reasons) + ". Promote it anyway only with confirmation "
+                         "(API: {\"confirm\": true}).")
         self.warnings = list(version.warnings)
+        self.worse_than = worse_than
+
+
+def worse_than_current(version: ModelVersion) -> ModelVersion | None:
+    """The current reward model when `version` scores below it on held-out accuracy."""
+    if version.kind != ModelVersion.Kind.REWARD or version.metrics.get("eval_accuracy") is None:
+        return None
+    current = ModelVersion.objects.filter(project=version.project_id, kind=version.kind,
+                                          is_current=True).exclude(pk=version.pk).first()
+    if current is None or current.metrics.get("eval_accuracy") is None:
+        return None
+    return current if version.metrics["eval_accuracy"] < current.metrics["eval_accuracy"] else None
 
 
 @transaction.atomic
@@ -91,9 +110,11 @@ def model_version_promote(*, version: ModelVersion, actor: AbstractBaseUser | No
                           confirm: bool = False) -> ModelVersion:
     """Make `version` the project's current model of its kind (one transaction). A version
     with warnings (its run may have learned nothing) needs ``confirm``; the audit event
-    records what was confirmed."""
-    if version.warnings and not confirm:
-        raise PromotionNeedsConfirmation(version)
+    records what was confirmed. So does a reward model worse than the current one on
+    held-out accuracy."""
+    worse_than = worse_than_current(version)
+    if (version.warnings or worse_than is not None) and not confirm:
+        raise PromotionNeedsConfirmation(version, worse_than)
     previous = ModelVersion.objects.select_for_update().filter(
         project=version.project, kind=version.kind, is_current=True).first()
     if previous is not None and previous.pk != version.pk:
@@ -102,7 +123,8 @@ def model_version_promote(*, version: ModelVersion, actor: AbstractBaseUser | No
     version.refresh_from_db()
     audit(actor=actor, project=version.project, action=f"model.promote_{version.kind}",
           target=version, before={"current": str(previous) if previous else None},
-          after={"current": str(version), **({"confirmed_warnings": version.warnings} if version.warnings else {})})
+          after={"current": str(version), **({"confirmed_warnings": version.warnings} if version.warnings else {}),
+                 **({"confirmed_worse_than": str(worse_than)} if worse_than is not None else {})})
     if version.kind == ModelVersion.Kind.REWARD and (previous is None or previous.pk != version.pk):
         # Re-score the open items with the new model (the RM column, uncertain_first).
         from core.runs import send_run_task
