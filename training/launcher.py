@@ -71,6 +71,8 @@ class GenerationForm(forms.Form):
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["source"].choices = generation_sources(project)
+        current = ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.POLICY, is_current=True).first()
+        self.fields["source"].initial = f"policy:{current.pk}" if current else "builtin:builtin-tiny"
         self.fields["k"].initial = project.k
 
     def clean_prompts(self) -> list[int] | None:

@@ -48,6 +48,7 @@ class ProjectForm(forms.ModelForm):
         owned = Q(project__isnull=True) | (Q(project=project) if project is not None else Q(pk__in=[]))
         self.fields["guideline"].queryset = Guideline.objects.filter(owned).order_by("title")
         self.fields["guideline"].help_text = "A shared guideline or one this project owns."
+        self.fields["guideline"].label_from_instance = lambda g: f"{g.title} ({g.slug})"
         self.fields["description"].widget.attrs["rows"] = 3
         if project is None:
             del self.fields["status"]
