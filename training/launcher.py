@@ -110,7 +110,7 @@ def _config_help(kind: str) -> dict[str, str]:
 class TrainingForm(forms.Form):
     kind = forms.ChoiceField(choices=TrainingRun.Kind.choices, initial="reward")
     snapshot = forms.ChoiceField(help_text="A built snapshot with the kind's files (pairs for reward, sft, dpo).")
-    base = forms.ChoiceField(label="Base model", help_text="Default: the built-in model of the kind "
+    base = forms.ChoiceField(required=False, label="Base model", help_text="Default: the built-in model of the kind "
                                                           "(MiniLM for reward models, the tiny LM for policies).")
     preset = forms.ChoiceField(choices=[(k, k) for k in PRESETS], initial="quick",
                                help_text="; ".join(PRESET_HELP.values()) + ". Fields below override it.")
