@@ -117,3 +117,12 @@ def test_launcher_defaults_to_the_promoted_policy_and_is_for_admins(project, pro
 @pytest.mark.parametrize("page", ["settings", "upload", "members"])
 def test_admin_pages_are_403_for_reviewers(project, reviewer, page) -> None:  # noqa: ANN001
     assert login(reviewer).get(f"/console/projects/{project.pk}/{page}").status_code == 403
+
+
+def test_make_demo_says_where_the_loop_starts(db) -> None:  # noqa: ANN001
+    from labeling.management.commands.demo import Command
+
+    simulated = Project.objects.create(name="S", slug="demo-simulated", is_demo=True)
+    hint = Command.loop_hint(8000)
+    assert "http://127.0.0.1:8000/console/projects/new" in hint
+    assert f"http://127.0.0.1:8000/console/projects/{simulated.pk}/runs" in hint
