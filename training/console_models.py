@@ -1,7 +1,9 @@
 """The console's reward models page: each registered reward model's held-out accuracy next
 to the ceiling the labels allow (the human pairwise agreement of the snapshot's items, with
 its 95% bootstrap interval), the calibration table the engine computed on the held-out
-pairs, and promotion (a model worse than the current one asks for confirmation)."""
+pairs, its win rate against the model that was current when it was trained (both scored its
+held-out pairs: training/registry.py compare_with_current), and promotion (a model worse
+than the current one asks for confirmation)."""
 
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ def reward_rows(project: Any) -> list[dict[str, Any]]:
             "ece": evaluation.get("ece"),
             "delta": None if accuracy is None or baseline is None else accuracy - baseline,
             "worse": accuracy is not None and baseline is not None and accuracy < baseline,
+            "vs_current": version.metrics.get("vs_current"),
         })
     return rows
 

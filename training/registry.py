@@ -184,3 +184,41 @@ def undecided_items_rescore(*, version: ModelVersion) -> int:
             break
         scored += candidates_score(version=version, candidate_ids=todo[start:start + RESCORE_CHUNK])
     return scored
+
+
+HEAD_TO_HEAD_MAX_PAIRS = 5000
+
+
+def compare_with_current(*, version: ModelVersion, validation_file: Path) -> dict[str, Any] | None:
+    """Head to head on the new reward model's held-out pairs (worker side): both it and the
+    project's current reward model score every pair; a "win" is a pair the new model orders
+    as the labels do and the current one does not. Stored in the version's metrics as
+    `vs_current` (the models page shows it). None when there is no current model to compare."""
+    import pyarrow.parquet as pq
+
+    from training.engine.reward import RewardScorer
+
+    current = ModelVersion.objects.filter(project=version.project_id, kind=ModelVersion.Kind.REWARD,
+                                          is_current=True).exclude(pk=version.pk).first()
+    if current is None or not str(validation_file).endswith(".parquet"):
+        return None
+    rows = pq.read_table(validation_file, columns=["prompt", "chosen", "rejected"]).to_pylist()
+    rows = rows[:HEAD_TO_HEAD_MAX_PAIRS]
+    if not rows:
+        return None
+    prompts = [r["prompt"] for r in rows]
+
+    def right(model_dir: str) -> list[bool]:
+        scorer = RewardScorer.load(artifact_local(model_dir))
+        chosen = scorer.score(prompts, [r["chosen"] for r in rows])
+        rejected = scorer.score(prompts, [r["rejected"] for r in rows])
+        return [c > r for c, r in zip(chosen, rejected, strict=True)]
+
+    new, old = right(version.adapter_path), right(current.adapter_path)
+    wins = sum(n and not o for n, o in zip(new, old, strict=True))
+    losses = sum(o and not n for n, o in zip(new, old, strict=True))
+    result = {"version": current.pk, "name": str(current), "pairs": len(rows), "wins": wins, "losses": losses,
+              "win_rate": wins / (wins + losses) if wins + losses else None,
+              "accuracy": sum(new) / len(rows), "current_accuracy": sum(old) / len(rows)}
+    ModelVersion.objects.filter(pk=version.pk).update(metrics={**version.metrics, "vs_current": result})
+    return result

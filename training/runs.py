@@ -37,7 +37,7 @@ from training.models import (
     TrainingMetric,
     TrainingRun,
 )
-from training.registry import model_version_register
+from training.registry import compare_with_current, model_version_register
 from training.snapshots import snapshot_local_dir
 from training.workers import torch_threads
 
@@ -200,6 +200,11 @@ def training_run_execute(run: TrainingRun, *, progress: Any = None) -> None:
     if results.get("status") == "cancelled":
         return  # the run row is already CANCELLED; no model is registered
     version = model_version_register(run=run, results=summary)
+    if run.kind == TrainingRun.Kind.REWARD and eval_file is not None:
+        try:  # a comparison that fails leaves the run and its model as they are
+            compare_with_current(version=version, validation_file=eval_file)
+        except Exception:
+            logger.exception("comparing reward model %s with the current one failed", version.pk)
     run_finish(run, status=Run.Status.DONE, model_version=version.pk)
 
 
