@@ -32,6 +32,7 @@ def test_members_and_import_by_keyboard_only(page, live_server, project, project
     page.keyboard.type("kim")
     page.keyboard.press("Tab")
     page.keyboard.press("ArrowDown")  # annotator -> reviewer
+    page.keyboard.press("Tab")  # the Add member button
     with page.expect_navigation():
         page.keyboard.press("Enter")
     assert Membership.objects.get(project=project, user__username="kim").role == "reviewer"
