@@ -441,6 +441,7 @@ class ImportJob(Run):
     prints (counts added/skipped, invalid rows with line numbers)."""
 
     task_name = "labeling.tasks.import_prompts"
+    audit_name = "import"  # audit actions: import.dry_run, import.start, import.cancel
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="imports")
     created_by = models.ForeignKey(

@@ -105,7 +105,7 @@ def runs(request: HttpRequest, project_id: int) -> HttpResponse:
 
 
 def _runs_action(request: HttpRequest, project_id: int) -> HttpResponse:
-    """Cancel a generation or training run, or promote a model version (admins); a version
+    """Cancel a generation, snapshot, import or training run, or promote a model version (admins); a version
     whose run may have learned nothing is promoted only from the confirmation page."""
     from training.models import GenerationRun, ModelVersion, TrainingRun
     from training.registry import PromotionNeedsConfirmation, model_version_promote
@@ -122,7 +122,11 @@ def _runs_action(request: HttpRequest, project_id: int) -> HttpResponse:
                 return render(request, "console/promote_confirm.html",
                               {"project": project, "version": version, "reason": str(exc)})
             messages.success(request, f"{version} is now the current {version.kind} model.")
-    for model, field in ((GenerationRun, "run"), (TrainingRun, "training_run")):
+    from labeling.models import ImportJob
+    from training.models import DatasetSnapshot
+
+    for model, field in ((GenerationRun, "run"), (TrainingRun, "training_run"), (DatasetSnapshot, "snapshot"),
+                         (ImportJob, "import_job")):
         run = model.objects.filter(project=project, pk=request.POST.get(field) or 0).first()
         if run is not None and run_stop(run=run, actor=request.user):
             messages.success(request, f"Run {run.pk} will stop at its next step.")

@@ -32,7 +32,6 @@ from training.artifacts import artifact_local_model
 from training.model_refs import model_reference
 from training.models import (
     DatasetSnapshot,
-    GenerationRun,
     ModelVersion,
     TrainingMetric,
     TrainingRun,
@@ -263,9 +262,10 @@ def _launch_accelerate(run: TrainingRun, config: dict[str, Any], train_file: Pat
 # --------------------------------------------------------------------------- registry
 
 
-def run_stop(*, run: GenerationRun | TrainingRun, actor: AbstractBaseUser | None) -> bool:
-    """Cancel a queued or running generation or training run (the worker stops at its
-    next chunk or step; what it wrote is kept); audited. False when it had finished."""
+def run_stop(*, run: Run, actor: AbstractBaseUser | None) -> bool:
+    """Cancel a queued or running generation, training or snapshot run or import (the
+    worker stops at its next chunk or step; what it wrote is kept); audited. False when it
+    had finished."""
     cancelled = run_cancel(run)
     if cancelled:
         audit(actor=actor, project=run.project, action=f"{run.audit_name}.cancel", target=run)

@@ -126,3 +126,21 @@ def test_make_demo_says_where_the_loop_starts(db) -> None:  # noqa: ANN001
     hint = Command.loop_hint(8000)
     assert "http://127.0.0.1:8000/console/projects/new" in hint
     assert f"http://127.0.0.1:8000/console/projects/{simulated.pk}/runs" in hint
+
+
+def test_any_queued_run_can_be_cancelled_from_the_runs_page(project, project_admin) -> None:  # noqa: ANN001
+    from training.models import DatasetSnapshot
+
+    snapshot = DatasetSnapshot.objects.create(project=project, kinds=["pairs"], formats=["jsonl"])
+    job = ImportJob.objects.create(project=project, file_path="/nonexistent", original_name="a.jsonl")
+    run = GenerationRun.objects.create(project=project, backend="builtin-tiny", params={})
+    client = login(project_admin)
+    page = client.get(f"/console/projects/{project.pk}/runs").content.decode()
+    assert f'aria-label="Cancel snapshot {snapshot.pk}"' in page and f'aria-label="Cancel upload {job.pk}"' in page
+    for field, pk in (("snapshot", snapshot.pk), ("import_job", job.pk), ("run", run.pk)):
+        client.post(f"/console/projects/{project.pk}/runs", {field: pk})
+    for row in (snapshot, job, run):
+        row.refresh_from_db()
+        assert row.status == "cancelled"
+    assert sorted(AuditEvent.objects.values_list("action", flat=True)) == [
+        "generation.cancel", "import.cancel", "snapshot.cancel"]
