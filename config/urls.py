@@ -10,7 +10,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from accounts import api as accounts_api
 from accounts import oidc
 from accounts import views as accounts_views
-from core import health
+from core import health, pages
 from guidelines import views as guideline_views
 from labeling.web import annotate, console, feedback, home, project_admin, review
 from training import console as training_console
@@ -82,6 +82,8 @@ urlpatterns = [
          name="account-token-revoke"),
     path("annotate/<slug:slug>/", annotate.workspace, name="annotate"),
     path("annotate/<slug:slug>/prefetch", annotate.prefetch, name="annotate-prefetch"),
+    path("annotate/<slug:slug>/recent", annotate.recent, name="annotate-recent"),
+    path("annotate/<slug:slug>/revise/<int:assignment_id>", annotate.revise, name="annotate-revise"),
     path("annotate/<slug:slug>/preview", annotate.preview, name="annotate-preview"),
     path("annotate/<slug:slug>/guideline", guideline_views.acknowledge_page,
          name="annotate-guideline"),
@@ -89,6 +91,7 @@ urlpatterns = [
     path("console/", include((console_urls, "console"))),
     path("api/", include(api)),
     path("admin/", admin.site.urls),
+    path("favicon.ico", pages.favicon, name="favicon"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),
@@ -104,3 +107,4 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 
 handler404 = not_found
+handler403 = pages.handler403

@@ -4,6 +4,9 @@ same thing), in the same transaction."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -11,9 +14,24 @@ from django.db.models import Q, QuerySet
 
 from labeling.models import AuditEvent, Project
 
+_origin: ContextVar[str] = ContextVar("audit_origin", default="")
+
+
+@contextmanager
+def audit_origin(origin: str) -> Iterator[None]:
+    """Events written inside say where the action came from ("cli": a management
+    command, which has no signed-in actor) in their note."""
+    token = _origin.set(origin)
+    try:
+        yield
+    finally:
+        _origin.reset(token)
+
 
 def audit(*, actor: AbstractBaseUser | None, project: Project | None, action: str, target: Any,
           before: Any = None, after: Any = None, note: str = "") -> AuditEvent:
+    if _origin.get():
+        note = f"origin: {_origin.get()}" + (f"; {note}" if note else "")
     return AuditEvent.objects.create(
         actor=actor if actor is not None and actor.is_authenticated else None,
         project=project, action=action, target_type=type(target).__name__.lower(),

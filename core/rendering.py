@@ -183,3 +183,15 @@ def _cap_depth(html_text: str, limit: int) -> str:
 @functools.cache
 def _lexer(language: str) -> Lexer:
     return get_lexer_by_name(language)
+
+
+_HEADING = re.compile(r"<h([1-6])>(.*?)</h\1>", re.DOTALL)
+
+
+def demote_headings(html: str, by: int = 2) -> SafeString:
+    """Stored (sanitized) HTML shown inside a page that has its own h1 and h2s: headings
+    `by` levels down (h6 at most), so "# Title" in an answer or a guideline is not a
+    second h1. Sanitized headings carry no attributes, so the pattern sees every one."""
+    return mark_safe(_HEADING.sub(  # noqa: S308 - the input was sanitized when written
+        lambda m: f"<h{min(int(m.group(1)) + by, 6)}>{m.group(2)}</h{min(int(m.group(1)) + by, 6)}>",
+        str(html)))

@@ -29,7 +29,7 @@ from guidelines.services import (
 
 @console_view
 def guideline_list(request: HttpRequest) -> HttpResponse:
-    guidelines = guideline_access.guidelines_for(request.user).annotate(n_versions=Count("versions"))
+    guidelines = guideline_access.guidelines_for(request.user).annotate(n_versions=Count("versions", distinct=True))
     return render(request, "guidelines/list.html", {"guidelines": guidelines.order_by("slug")})
 
 

@@ -40,6 +40,8 @@ urlpatterns = [
          name="project-guideline"),
     path("projects/<int:project_id>/guideline/acknowledge",
          guideline_api.ProjectGuidelineAcknowledge.as_view(), name="project-guideline-ack"),
+    path("assignments/<int:assignment_id>/revision", api_workspace.RankingRevise.as_view(),
+         name="assignment-revision"),
     path("assignments/<int:assignment_id>/skip", api_workspace.AssignmentSkip.as_view(),
          name="assignment-skip"),
 ]

@@ -17,6 +17,7 @@ from labeling.selectors.workspace import assignment_for, assignment_payload
 from labeling.services.assignment import next_item
 from labeling.services.demonstrations import DemonstrationInput, demonstration_submit
 from labeling.services.rankings import RankingInput, ranking_submit
+from labeling.services.revisions import ranking_revise
 from labeling.services.submission import assignment_skip
 
 
@@ -174,3 +175,26 @@ class AssignmentSkip(APIView):
         assignment_skip(annotator=request.user, assignment_id=assignment.pk,
                         reason=data.validated_data["reason"])
         return Response({"status": "skipped"})
+
+
+class RankingRevise(APIView):
+    @extend_schema(
+        request=RankingCreate.RankingSubmitInput,
+        parameters=[IDEMPOTENCY_KEY],
+        responses={201: RankingCreate.RankingOutput, 200: RankingCreate.RankingOutput,
+                   400: ErrorOutput, 409: ErrorOutput},
+    )
+    def post(self, request: Request, assignment_id: int) -> Response:
+        """Go back: change the ranking you sent for this assignment while its item is not
+        decided (one of your last few). The new ranking replaces the old one."""
+        assignment = assignment_for(request.user, assignment_id)
+        data = RankingCreate.RankingSubmitInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        ranking, created = ranking_revise(
+            annotator=request.user, assignment_id=assignment.pk,
+            data=RankingInput(**data.validated_data),
+            idempotency_key=request.headers.get("Idempotency-Key", ""),
+        )
+        shown = {"id": ranking.pk, "assignment_id": ranking.assignment_id,
+                 "tiers": tiers_as_shown(assignment, ranking.tiers), "created_at": ranking.created_at}
+        return Response(RankingCreate.RankingOutput(shown).data, status=201 if created else 200)

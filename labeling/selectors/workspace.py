@@ -75,7 +75,16 @@ def assignment_payload(assignment: Assignment) -> dict[str, Any]:
 class Progress:
     done_today: int
     done_total: int
-    left: int
+    left: int  # open items this annotator may still do, the ones on screen and pre-loaded included
+
+    @property
+    def total(self) -> int:
+        """The "N" of "n of N" for the project: what they did plus what is left."""
+        return self.done_total + self.left
+
+    @property
+    def today_total(self) -> int:
+        return self.done_today + self.left
 
 
 def annotator_progress(user: AbstractBaseUser, project: Project) -> Progress:
@@ -84,7 +93,10 @@ def annotator_progress(user: AbstractBaseUser, project: Project) -> Progress:
     mine = Ranking.objects.filter(annotator=user, item__project=project,
                                   superseded_by__isnull=True)
     written = Demonstration.objects.filter(annotator=user, item__project=project)
-    seen = Assignment.objects.filter(item=OuterRef("pk"), annotator=user)
+    # Items they finished (sent, skipped, let expire) are done with; the leased ones on
+    # screen and pre-loaded still count as left, so pre-loading doesn't move the count.
+    seen = Assignment.objects.filter(item=OuterRef("pk"), annotator=user).exclude(
+        status=Assignment.Status.ACTIVE)
     left = Item.objects.filter(project=project, status=Item.Status.OPEN).exclude(
         Exists(seen)).count()
     return Progress(

@@ -13,7 +13,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from guidelines.services import version_is_outdated
-from labeling.models import Assignment, Item
+from labeling.models import Assignment, Item, Membership
 from labeling.services.assignment import InvalidRanking, SubmissionConflict
 
 StoreResult = tuple[Any, bool, "SubmissionConflict | None"]
@@ -71,6 +71,15 @@ def submission_gate(assignment: Assignment, item: Item, *, what: str
         raise SubmissionConflict(f"this assignment was already {assignment.status}",
                                  code=f"already_{assignment.status}")
     holds_lease = assignment.status == Assignment.Status.ACTIVE
+    if not holds_lease and Membership.objects.filter(
+        project_id=item.project_id, user_id=assignment.annotator_id, paused=True
+    ).exists():
+        # Pausing releases every lease, so only a lease-less submission can come from a
+        # paused annotator (the hot path, with its lease, pays no query). Work sent after
+        # the pause is refused: pausing stops the annotator's work, including the item
+        # that was on screen (README, "Annotators").
+        raise SubmissionConflict("an admin paused your work in this project; this "
+                                 f"{what} was not stored", code="paused")
     if item.status != Item.Status.OPEN:
         raise SubmissionConflict(f"this item no longer takes {what}s", code="item_closed")
     if version_is_outdated(assignment.guideline_version):
@@ -124,6 +133,8 @@ def assignment_skip(*, annotator: AbstractBaseUser, assignment_id: int, reason: 
     item = Item.objects.select_for_update().get(pk=item_id)
     assignment = Assignment.objects.select_for_update().get(pk=assignment_id)
     if assignment.status != Assignment.Status.ACTIVE:
+        if Membership.objects.filter(project_id=item.project_id, user=annotator, paused=True).exists():
+            raise SubmissionConflict("an admin paused your work in this project", code="paused")
         raise SubmissionConflict(f"this assignment was already {assignment.status}",
                                  code=f"already_{assignment.status}")
     Assignment.objects.filter(pk=assignment.pk).update(skip_reason=reason[:500])

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from core import access
 from core.rendering import render_markdown
+from labeling.blind import tiers_as_shown
 from labeling.models import Assignment
 from labeling.selectors.workspace import annotator_progress, shown_candidates
-from labeling.services.assignment import GuidelineAckRequired, next_item
+from labeling.services.assignment import GuidelineAckRequired, SubmissionConflict, next_item
+from labeling.services.revisions import recent_rankings
 
 SKIP_REASONS = [
     "needs expertise I don't have",
@@ -44,6 +46,9 @@ def workspace(request: HttpRequest, slug: str) -> HttpResponse:
         assignment = next_item(annotator=request.user, project=project)
     except GuidelineAckRequired:
         return redirect("annotate-guideline", slug=project.slug)
+    except SubmissionConflict as exc:  # paused by an admin: say so (the API answers 409)
+        return render(request, "annotator/paused.html", {"project": project, "reason": str(exc)},
+                      status=409)
     context = {"project": project, "progress": annotator_progress(request.user, project)}
     if assignment is not None:
         context.update(_item_context(assignment))
@@ -58,6 +63,10 @@ def prefetch(request: HttpRequest, slug: str) -> HttpResponse:
         assignment = next_item(annotator=request.user, project=project, prefetch=True)
     except GuidelineAckRequired:
         assignment = None  # the page reloads into the acknowledgement gate
+    except SubmissionConflict:
+        # Paused: nothing is pre-loaded. The page learns why from its next submission
+        # (409 "paused") and reloads into the paused page.
+        return HttpResponse(status=409)
     if assignment is None:
         return HttpResponse(status=204)
     return render(request, "annotator/_item.html", _item_context(assignment))
@@ -76,3 +85,28 @@ def preview(request: HttpRequest, slug: str) -> HttpResponse:
             f"characters and this one has {len(text)}.",
             status=413, content_type="text/plain; charset=utf-8")
     return HttpResponse(render_markdown(text), content_type="text/html; charset=utf-8")
+
+
+@login_required
+def recent(request: HttpRequest, slug: str) -> HttpResponse:
+    """Go back: the annotator's last few sent items, each with "Change" while it is open."""
+    project = access.project_by_slug_for(request.user, slug)
+    return render(request, "annotator/_recent.html", {
+        "project": project, "sent": recent_rankings(annotator=request.user, project=project)})
+
+
+@login_required
+def revise(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
+    """A sent item as a fragment to rank again, with the ranking they sent placed."""
+    project = access.project_by_slug_for(request.user, slug)
+    sent = next((s for s in recent_rankings(annotator=request.user, project=project)
+                 if s.ranking.assignment_id == assignment_id and s.revisable), None)
+    if sent is None:
+        raise Http404("That item can't be changed any more.")
+    assignment = sent.ranking.assignment
+    assignment.item = sent.ranking.item
+    assignment.item.project = project
+    context = _item_context(assignment)
+    context.update(revising=sent.ranking, initial=tiers_as_shown(assignment, sent.ranking.tiers),
+                   revise_json_id=f"a{assignment.pk}-initial")
+    return render(request, "annotator/_item.html", context)

@@ -69,12 +69,20 @@ def stale_items(request: HttpRequest, project_id: int) -> HttpResponse:
     project = console_project(request, project_id)
     if request.method == "POST":
         project = console_project(request, project_id, min_role=Role.ADMIN)
-        ids = [int(i) for i in request.POST.getlist("item") if i.isdigit()]
-        reopened = items_reopen(project=project, item_ids=ids, reason="stale guideline version",
-                                actor=request.user)
+        ids = sorted({int(i) for i in request.POST.getlist("item") if i.isdigit()})
+        reason = request.POST.get("reason", "").strip()[:500] or "stale guideline version"
+        if not ids:
+            messages.error(request, "Tick the items to re-open first: none was selected.")
+            return redirect("console:stale", project_id=project.pk)
+        if request.POST.get("confirm") != "yes":
+            # Nothing is re-opened by one click: the count is confirmed first.
+            return render(request, "console/stale_confirm.html", {
+                "project": project, "ids": ids, "reason": reason})
+        reopened = items_reopen(project=project, item_ids=ids, reason=reason, actor=request.user)
         messages.success(request, f"Re-opened {reopened} items for more rankings.")
         return redirect("console:stale", project_id=project.pk)
     items, major = stale_items_for(project=project)
     return render(request, "console/stale.html", {
         "project": project, "items": items[:500], "major": major,
+        "can_admin": access.is_admin_of(request.user, project.pk),
     })

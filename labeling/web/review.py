@@ -8,6 +8,7 @@ from itertools import combinations
 
 from django.contrib import messages
 from django.core.paginator import Paginator
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -64,10 +65,31 @@ def adjudication_context(item: Item) -> dict:
     labels = {c.pk: chr(ord("A") + i) for i, c in enumerate(candidates)}
     return {
         "item": item, "rows": rows, "rankings": rankings,
+        "verdicts": [_verdict(r, labels, item.project.mode) for r in rankings],
+        "show_verdicts": item.project.mode == "pairwise" or any(r.all_bad for r in rankings),
         "disputed_pairs": [(labels[a], labels[b]) for a, b in disputed_pairs],
         "board": [{"id": c.pk, "label": labels[c.pk]} for c in sorted(
             candidates, key=lambda c: consensus.get(c.pk, 99))],
     }
+
+
+STRENGTH = {1: "barely / unsure", 2: "slightly better", 3: "better", 4: "much better"}
+
+
+def _verdict(ranking: Ranking, labels: dict[int, str], mode: str) -> dict:
+    """What one annotator said, in words: pairwise strength, and a tie kept apart from
+    "both bad" (their ranks look the same)."""
+    if len(ranking.tiers) == 1:
+        if ranking.all_bad:
+            return {"text": "Both bad", "kind": "bad"}
+        return {"text": "Tie: equally good", "kind": "tie"}
+    if ranking.all_bad:
+        return {"text": "All bad", "kind": "bad"}
+    if mode == "pairwise":
+        winner = labels.get(ranking.tiers[0][0], "?")
+        strength = STRENGTH.get(ranking.strength, "strength not given")
+        return {"text": f"{winner} {strength} ({ranking.strength or '–'} of 4)", "kind": "win"}
+    return {"text": "–", "kind": "plain"}
 
 
 @console_view
@@ -102,10 +124,14 @@ def annotators(request: HttpRequest, project_id: int) -> HttpResponse:
     members = (Membership.objects.filter(project=project).select_related("user")
                .order_by("role", "user__username"))
     periods = sorted(set(AnnotatorQuality.objects.filter(project=project)
-                         .values_list("period", flat=True)))
+                         .values_list("period", flat=True)) | {"all"})
+    # Rankings counted from the rankings themselves (the quality figures come only once
+    # items are decided, and then only for the chosen period).
+    sent = dict(Ranking.objects.filter(item__project=project, superseded_by__isnull=True)
+                .values("annotator_id").annotate(n=Count("id")).values_list("annotator_id", "n"))
     return render(request, "console/annotators.html", {
         "project": project, "period": period, "periods": periods,
-        "members": [(m, quality.get(m.user_id)) for m in members],
+        "members": [(m, quality.get(m.user_id), sent.get(m.user_id, 0)) for m in members],
         "roles": Role.choices, "can_admin": access.is_admin_of(request.user, project.pk),
     })
 
@@ -191,11 +217,14 @@ def models_page(request: HttpRequest, project_id: int) -> HttpResponse:
 def audit_log(request: HttpRequest) -> HttpResponse:
     projects = access.projects_for(request.user, min_role=Role.REVIEWER)
     project_id = request.GET.get("project", "")
+    project = None
     if project_id.isdigit():
         projects = projects.filter(pk=int(project_id))
+        project = projects.first()  # keeps the project's sidebar on its audit log
     events = audit_events_for(projects=projects, action=request.GET.get("action", "")[:64],
                               actor=request.GET.get("actor", "")[:150])
     page = Paginator(events, 100).get_page(request.GET.get("page"))
-    return render(request, "console/audit.html", {"page": page, "filters": request.GET})
+    return render(request, "console/audit.html", {"page": page, "filters": request.GET,
+                                                  "project": project})
 
 

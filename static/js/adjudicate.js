@@ -41,9 +41,12 @@
     if (button && !button.disabled) button.click();
   }
 
+  // Shortcuts never override a focused control: Enter on a focused "Discard" discards.
+  const CONTROLS = "a[href], button, input, select, textarea, summary, [contenteditable]";
+
   document.addEventListener("keydown", (event) => {
-    const tag = event.target && event.target.tagName;
-    if (tag === "TEXTAREA" || tag === "INPUT") return;
+    const target = event.target;
+    if (target && target.closest && target.closest(CONTROLS)) return;
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     const key = event.key;
     if (key === "Enter") { event.preventDefault(); submitWith("set_ranking"); return; }

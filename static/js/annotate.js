@@ -52,19 +52,43 @@
       tieNext: false,
       pairwise: null,           // {tiers, strength, allBad}
       sending: false,
+      revise: article.dataset.revise === "1",  // Go back: a sent item ranked again
     };
     const reveal = el("reveal");
     if (reveal) reveal.addEventListener("click", revealAnswers);
+    keyboardScroll(article);
     state.labels.forEach(collapseLong);
     el("submit").addEventListener("click", submit);
-    el("skip-open").addEventListener("click", openSkip);
-    el("skip-confirm").addEventListener("click", skip);
+    if (el("skip-open")) {
+      el("skip-open").addEventListener("click", openSkip);
+      el("skip-confirm").addEventListener("click", skip);
+    }
+    if (el("revise-cancel")) el("revise-cancel").addEventListener("click", () => { announce("Kept what you sent."); restoreParked(); });
     pairButtons().forEach((button) => {
       button.addEventListener("click", () => choosePair(button.dataset.choice, Number(button.dataset.strength || 0)));
     });
     cards().forEach((card) => {
       card.addEventListener("click", (event) => {
         if (state.mode !== "pairwise" && !event.target.closest("a, button")) pick(card.dataset.label);
+      });
+      card.addEventListener("keydown", (event) => {  // Space on a focused answer places it (Enter submits)
+        if (event.target !== card || state.mode === "pairwise") return;
+        if (event.key === " ") {
+          event.preventDefault();
+          event.stopPropagation();
+          pick(card.dataset.label);
+        }
+      });
+      if (sideBySide()) card.addEventListener("scroll", () => syncScroll(card), { passive: true });
+    });
+    chips().forEach((c) => {
+      c.addEventListener("keydown", (event) => {
+        if (event.target !== c) return;
+        if (event.key === " ") {
+          event.preventDefault();
+          event.stopPropagation();
+          pick(c.dataset.label);
+        }
       });
     });
     state.labels.forEach((label) => {
@@ -75,7 +99,20 @@
     if (board && window.Sortable) {
       window.Sortable.create(board, { animation: 120, onEnd: dragged });
     }
+    if (state.revise) placeSent();
     render();
+  }
+
+  // Go back: the ranking they sent, placed again (in the ids this item shows).
+  function placeSent() {
+    const data = el("initial");
+    if (!data || state.mode === "pairwise") return;
+    const tiers = JSON.parse(data.textContent);
+    const byId = {};
+    chips().forEach((c) => { byId[c.dataset.id] = c.dataset.label; });
+    tiers.forEach((tier) => tier.forEach((id, index) => {
+      if (byId[id]) state.placed.push({ id: id, label: byId[id], tie: index > 0 });
+    }));
   }
 
   function pairButtons() {
@@ -83,20 +120,68 @@
     return group ? Array.from(group.children) : [];
   }
 
+  // A code block wider than its answer scrolls sideways: it takes the focus, so the
+  // keyboard can scroll it too.
+  function keyboardScroll(article) {
+    Array.from(article.getElementsByTagName("pre")).forEach((pre) => {
+      if (pre.scrollWidth > pre.clientWidth) {
+        pre.tabIndex = 0;
+      }
+    });
+  }
+
   function revealAnswers() {
     el("answers").hidden = false;
     el("warning").hidden = true;
+    keyboardScroll(state.article);
+  }
+
+  function sideBySide() {
+    const answers = el("answers");
+    return Boolean(answers && answers.classList.contains("side-by-side") &&
+      window.matchMedia("(min-width: 1100px)").matches);
+  }
+
+  // Side by side, each answer scrolls in its own column and the others follow it (the
+  // same fraction of their length), so the same part of every answer is in view.
+  let syncing = false;
+  function syncScroll(source) {
+    if (syncing) return;
+    syncing = true;
+    const range = source.scrollHeight - source.clientHeight;
+    const fraction = range > 0 ? source.scrollTop / range : 0;
+    cards().forEach((card) => {
+      if (card !== source && !card.classList.contains("expanded")) {
+        card.scrollTop = fraction * (card.scrollHeight - card.clientHeight);
+      }
+    });
+    window.requestAnimationFrame(() => { syncing = false; });
   }
 
   function collapseLong(label) {
     const content = el("content-" + label);
     const expand = el("expand-" + label);
-    if (content && expand && content.scrollHeight > 420) {
+    if (!content || !expand) return;
+    if (sideBySide() && state.labels.length > 1) {
+      // Columns scroll; "Expand" gives one answer the whole width and length.
+      const card = el("answer-" + label);
+      if (card.scrollHeight <= card.clientHeight + 4) return;  // short: nothing to expand
+      expand.hidden = false;
+      expand.textContent = "Expand";
+      expand.addEventListener("click", () => {
+        const on = card.classList.toggle("expanded");
+        expand.textContent = on ? "Back to columns" : "Expand";
+        expand.setAttribute("aria-expanded", String(on));
+      });
+      return;
+    }
+    if (content.scrollHeight > 420) {
       content.classList.add("collapsed");
       expand.hidden = false;
       expand.addEventListener("click", () => {
-        content.classList.toggle("collapsed");
-        expand.textContent = content.classList.contains("collapsed") ? "Show all" : "Show less";
+        const collapsed = content.classList.toggle("collapsed");
+        expand.textContent = collapsed ? "Show all" : "Show less";
+        expand.setAttribute("aria-expanded", String(!collapsed));
       });
     }
   }
@@ -118,6 +203,28 @@
     state.placed.push({ id: chip(label).dataset.id, label: label, tie: tie });
     state.tieNext = false;
     render();
+    announce("Answer " + label + " placed " + placeOf(label) + (tie ? ", tied with the one before" : "") +
+      (complete() ? ". Ranking complete: press Enter to submit." : "."));
+  }
+
+  function placeOf(label) {  // "1st", "2nd"... of a placed answer, ties sharing a place
+    let rank = 0;
+    let found = "";
+    state.placed.forEach((p) => {
+      if (!p.tie) rank += 1;
+      if (p.label === label) found = ordinal(rank);
+    });
+    return found;
+  }
+
+  function ordinal(n) {
+    const suffix = n % 100 >= 11 && n % 100 <= 13 ? "th" : ({ 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th");
+    return n + suffix;
+  }
+
+  function announce(message) {
+    const region = document.getElementById("announce");
+    if (region) region.textContent = message;
   }
 
   function toggleTie(label) {
@@ -129,8 +236,10 @@
   }
 
   function undo() {
-    if (state.tieNext) { state.tieNext = false; } else { state.placed.pop(); }
+    let removed = null;
+    if (state.tieNext) { state.tieNext = false; } else { removed = state.placed.pop(); }
     render();
+    announce(removed ? "Answer " + removed.label + " taken back." : "Tie cancelled.");
   }
 
   function dragged() {
@@ -173,6 +282,7 @@
     const summary = choice === "tie" ? "Tie: equally good" : choice === "bad" ? "Both bad" :
       choice + " is better (strength " + strength + " of 4)";
     el("choice").textContent = summary;
+    pairButtons().forEach((button) => button.setAttribute("aria-pressed", String(button.classList.contains("chosen"))));
     render();
   }
 
@@ -203,6 +313,11 @@
       state.labels.forEach((label) => {
         const badge = el("badge-" + label);
         if (badge) badge.textContent = badges[label] || "";
+        const where = badges[label] ? "placed " + placeOf(label) + (badges[label].includes("tie") ? " (tie)" : "") : "not placed";
+        const card = el("answer-" + label);
+        if (card) card.setAttribute("aria-label", "Answer " + label + ", " + where);
+        const c = chip(label);
+        if (c) c.setAttribute("aria-label", "Answer " + label + ", " + where);
       });
       board.classList.toggle("tie-next", state.tieNext);
     }
@@ -249,7 +364,7 @@
 
   async function submit() {
     if (!state || !complete() || state.sending) return;
-    await sendWork("ranking", payload(), render, "ranking", "Enter");
+    await sendWork(state.revise ? "revision" : "ranking", payload(), render, "ranking", "Enter");
   }
 
   // Sends a ranking or a demonstration with this item's idempotency key; on success (or
@@ -267,8 +382,21 @@
       showError("Could not reach the server; your " + what + " is kept here. Press " + retryKeys + " to retry.");
       return;
     }
+    if (stopIfPaused(result)) return;
+    if (signedOut(result)) {
+      state.sending = false;
+      redraw();
+      askSignIn(() => sendWork(endpoint, body, redraw, what, retryKeys));
+      return;
+    }
     if (result.ok || (result.status === 409 && result.data.code !== "idempotency_key_reused")) {
-      if (result.ok) { bump("done-today", 1); bump("done-total", 1); bump("left", -1); }
+      if (state.revise) {  // Go back done (or refused): back to the item that waited
+        notice(result.ok ? "Your new ranking replaced the one you sent." : result.data.detail);
+        announce(result.ok ? "Changed. Back to your item." : result.data.detail);
+        restoreParked();
+        return;
+      }
+      if (result.ok) { progressDone(); announce("Sent. Next item."); }
       notice(result.ok ? "" : result.data.detail);
       advance();
       return;
@@ -291,8 +419,149 @@
   async function skip() {
     const reason = el("skip-reason").value;
     const result = await post(root.dataset.apiRoot + "assignments/" + state.assignment + "/skip", { reason: reason });
-    if (result.ok || result.status === 409) { bump("left", -1); advance(); }
+    if (stopIfPaused(result)) return;
+    if (signedOut(result)) { askSignIn(skip); return; }
+    if (result.ok || result.status === 409) { progressSkipped(); announce("Skipped. Next item."); advance(); }
     else showError(result.data.detail || "Could not skip.");
+  }
+
+  // An admin paused this annotator: the pre-loaded item is dropped (its lease was given
+  // back) and the page reloads into the paused page, which says why.
+  function stopIfPaused(result) {
+    if (result.status !== 409 || result.data.code !== "paused") return false;
+    prefetched.replaceChildren();
+    window.location.reload();
+    return true;
+  }
+
+  // ------------------------------------------------------------------ go back
+
+  let parked = null;  // {node, state} of the item that waits while a sent one is changed
+  const recentPanel = document.getElementById("recent-panel");
+  const goBack = document.getElementById("go-back-open");
+
+  async function showRecent() {
+    const list = document.getElementById("recent-list");
+    const response = await fetch(root.dataset.recentUrl, { credentials: "same-origin" });
+    if (!response.ok) return;
+    list.innerHTML = await response.text();  // server-rendered, escaped
+    Array.from(list.querySelectorAll("button[data-url]")).forEach((button) => {
+      button.addEventListener("click", () => openSent(button.dataset.url));
+    });
+  }
+
+  function toggleRecent() {
+    const open = recentPanel.hidden;
+    recentPanel.hidden = !open;
+    goBack.setAttribute("aria-expanded", String(open));
+    if (open) showRecent().then(() => {
+      const first = recentPanel.querySelector("button[data-url]");
+      if (first) first.focus();
+    });
+  }
+
+  async function openSent(url) {
+    const response = await fetch(url, { credentials: "same-origin" });
+    if (response.status !== 200) { notice("That item can't be changed any more."); showRecent(); return; }
+    const holder = document.createElement("div");
+    holder.innerHTML = await response.text();  // server-rendered, sanitized HTML
+    const article = holder.firstElementChild;
+    if (!article || article.tagName !== "ARTICLE") return;
+    if (!parked) parked = { node: slot.firstElementChild, state: state };
+    slot.replaceChildren(article);
+    recentPanel.hidden = true;
+    goBack.setAttribute("aria-expanded", "false");
+    bind(article);
+    const first = cards()[0];
+    if (first) first.focus();
+    announce("Changing an item you sent. Your ranking is placed; change it and press Enter.");
+  }
+
+  function restoreParked() {
+    if (!parked) { window.location.reload(); return; }
+    slot.replaceChildren(parked.node);
+    state = parked.state;
+    parked = null;
+    if (state) {
+      state.sending = false;
+      if (state.task === "demonstration") renderDemonstration(); else render();
+    }
+    window.scrollTo(0, 0);
+  }
+
+  if (goBack) goBack.addEventListener("click", toggleRecent);
+
+  // ------------------------------------------------------------------ session ended
+
+  function signedOut(result) {
+    return result.status === 401 ||
+      (result.status === 403 && ["not_authenticated", "authentication_failed"].includes(result.data.code));
+  }
+
+  let pendingRetry = null;
+
+  // The session ended while the annotator worked: the work stays on screen, a sign-in
+  // form opens in the page, and once signed in the same request (same Idempotency-Key)
+  // is sent again.
+  function askSignIn(retry) {
+    pendingRetry = retry;
+    const panel = document.getElementById("signin-panel");
+    panel.hidden = false;
+    document.getElementById("signin-error").textContent = "";
+    document.getElementById("signin-username").focus();
+    announce("Your session ended. Sign in to send your work; it is kept.");
+  }
+
+  function signedIn() {
+    document.getElementById("signin-panel").hidden = true;
+    document.getElementById("signin-password").value = "";
+    const retry = pendingRetry;
+    pendingRetry = null;
+    if (retry) retry();
+  }
+
+  const signinForm = document.getElementById("signin-form");
+  if (signinForm) {
+    signinForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const body = new URLSearchParams({
+        username: document.getElementById("signin-username").value,
+        password: document.getElementById("signin-password").value,
+        csrfmiddlewaretoken: csrfToken(),
+      });
+      let response = null;
+      try {
+        response = await fetch(root.dataset.loginUrl, {
+          method: "POST", credentials: "same-origin", body: body, headers: { "X-CSRFToken": csrfToken() },
+        });
+      } catch (error) { /* shown below */ }
+      // A good sign-in redirects away from the sign-in page; a bad one shows it again.
+      if (response && response.ok && response.redirected && !new URL(response.url).pathname.startsWith(root.dataset.loginUrl)) {
+        signedIn();
+      } else {
+        document.getElementById("signin-error").textContent =
+          "That didn't sign you in: check the username and password, or sign in in a new tab.";
+      }
+    });
+    document.getElementById("signin-retry").addEventListener("click", signedIn);
+  }
+
+  // ------------------------------------------------------------------ drawer
+
+  const drawerToggle = document.getElementById("drawer-toggle");
+  function setDrawer(open) {
+    root.classList.toggle("drawer-open", open);
+    drawerToggle.setAttribute("aria-expanded", String(open));
+  }
+  if (drawerToggle) {
+    if (window.matchMedia("(max-width: 1099px)").matches) setDrawer(false);  // a toggle on small screens
+    drawerToggle.addEventListener("click", () => {
+      const open = !root.classList.contains("drawer-open");
+      setDrawer(open);
+      if (open && window.matchMedia("(max-width: 1099px)").matches) {
+        document.getElementById("drawer").scrollIntoView({ block: "start" });  // below the item on phones
+      }
+    });
   }
 
   function notice(message) {
@@ -303,6 +572,22 @@
   function bump(id, delta) {
     const el = document.getElementById(id);
     if (el) el.textContent = String(Math.max(0, Number(el.textContent) + delta));
+  }
+
+  function progressDone() {  // one more item sent: "n of N" moves n, N stays
+    bump("done-today", 1); bump("done-total", 1); bump("left", -1);
+    [["progress-total", "done-total"], ["progress-today", "done-today"]].forEach(([bar, count]) => {
+      const meter = document.getElementById(bar);
+      if (meter) meter.value = Number(document.getElementById(count).textContent);
+    });
+  }
+
+  function progressSkipped() {  // a skipped item leaves the "N": nothing more to do there
+    bump("left", -1); bump("total-all", -1); bump("total-today", -1);
+    [["progress-total", "total-all"], ["progress-today", "total-today"]].forEach(([bar, count]) => {
+      const meter = document.getElementById(bar);
+      if (meter) meter.max = Math.max(1, Number(document.getElementById(count).textContent));
+    });
   }
 
   function advance() {
@@ -322,6 +607,7 @@
     if (!state) return;
     try {
       const response = await fetch(root.dataset.prefetchUrl, { credentials: "same-origin" });
+      if (response.status === 409) prefetched.replaceChildren();  // paused: nothing behind
       if (response.status === 200) {
         const holder = document.createElement("div");
         holder.innerHTML = await response.text();  // server-rendered, sanitized HTML
@@ -338,6 +624,7 @@
       article: article, task: "demonstration", assignment: Number(article.dataset.assignment),
       key: newKey(), started: Date.now(), sending: false, rewrite: false, labels: ["A"],
     };
+    keyboardScroll(article);
     const editor = el("editor");
     const source = el("source");
     state.sourceText = source ? source.value : null;
@@ -405,11 +692,16 @@
 
   // ------------------------------------------------------------------ keyboard
 
+  // Shortcuts apply only when focus is on the board: the page itself, the item, an answer
+  // or a chip. A focused control (link, button, field) keeps its own keys: Enter on
+  // "My feedback" follows it, Enter on "Skip this item" skips.
+  const CONTROLS = "a[href], button, input, select, textarea, summary, [contenteditable]";
+
   document.addEventListener("keydown", (event) => {
     if (!state || event.ctrlKey || event.metaKey || event.altKey) return;
     const target = event.target;
-    if (target && (target.tagName === "TEXTAREA" || target.tagName === "INPUT" || target.tagName === "SELECT")) {
-      if (event.key === "Escape") target.blur();
+    if (target && target.closest && target.closest(CONTROLS)) {
+      if (event.key === "Escape" && target.matches("input, select, textarea")) target.blur();
       return;
     }
     const key = event.key;
@@ -418,7 +710,7 @@
       return;
     }
     if (key === "Enter") { event.preventDefault(); submit(); return; }
-    if (key === "s" || key === "S") { event.preventDefault(); openSkip(); return; }
+    if ((key === "s" || key === "S") && !state.revise) { event.preventDefault(); openSkip(); return; }
     if (state.mode === "pairwise") {
       if (/^[1-8]$/.test(key)) {
         const n = Number(key);

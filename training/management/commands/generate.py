@@ -15,6 +15,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from core.audit import audit_origin
 from core.errors import DomainError
 from core.runs import run_claim
 from labeling.models import Project
@@ -65,14 +66,15 @@ class Command(BaseCommand):
                 raise CommandError(f"no policy {options['policy']!r} in project {project.slug}: "
                                    "give a model version id of its policies, or 'current'")
         try:
-            run = generation_run_create(
-                project=project, backend="" if policy else options["backend"],
-                model="" if policy else options["model"], policy=policy,
-                params={"k": options["k"], "temperature": options["temperature"],
-                        "top_p": options["top_p"], "max_new_tokens": options["max_new_tokens"],
-                        "seed": options["seed"], "system_prompt": options["system_prompt"]},
-                prompt_ids=prompt_ids, enqueue=options["enqueue"], endpoint=options["endpoint"],
-            )
+            with audit_origin("cli"):  # the run's audit event says it came from the CLI
+                run = generation_run_create(
+                    project=project, backend="" if policy else options["backend"],
+                    model="" if policy else options["model"], policy=policy,
+                    params={"k": options["k"], "temperature": options["temperature"],
+                            "top_p": options["top_p"], "max_new_tokens": options["max_new_tokens"],
+                            "seed": options["seed"], "system_prompt": options["system_prompt"]},
+                    prompt_ids=prompt_ids, enqueue=options["enqueue"], endpoint=options["endpoint"],
+                )
         except DomainError as exc:
             raise CommandError(str(exc)) from None
         total = len(run.prompt_ids)

@@ -13,6 +13,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from core.audit import audit_origin
 from core.errors import DomainError
 from core.runs import run_claim
 from labeling.models import Project
@@ -53,12 +54,13 @@ class Command(BaseCommand):
         base_version = (ModelVersion.objects.filter(project=project, pk=options["base_version"])
                         .first() if options["base_version"] else None)
         try:
-            run = training_run_create(
-                project=project, kind=options["kind"],
-                snapshot=DatasetSnapshot.objects.filter(pk=options["snapshot"]).first(),
-                config=config, base_model=options["base_model"], base_version=base_version,
-                devices=options["devices"], enqueue=options["enqueue"],
-            )
+            with audit_origin("cli"):  # the run's audit event says it came from the CLI
+                run = training_run_create(
+                    project=project, kind=options["kind"],
+                    snapshot=DatasetSnapshot.objects.filter(pk=options["snapshot"]).first(),
+                    config=config, base_model=options["base_model"], base_version=base_version,
+                    devices=options["devices"], enqueue=options["enqueue"],
+                )
         except DomainError as exc:
             raise CommandError(str(exc)) from None
         if options["enqueue"]:
