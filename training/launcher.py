@@ -96,15 +96,30 @@ class SnapshotForm(forms.Form):
                                      help_text="Only items whose rankings agree at least this much "
                                                "(adjudicated ones always).")
     exclude_flagged = forms.BooleanField(required=False, initial=True, label="Leave out items flagged unsafe")
+    since = forms.DateField(required=False, label="Decided since", help_text="YYYY-MM-DD; empty: from the start.",
+                            widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, label="Decided until", help_text="YYYY-MM-DD; empty: up to now.",
+                            widget=forms.DateInput(attrs={"type": "date"}))
     validation_fraction = forms.FloatField(min_value=0.0, max_value=0.9, initial=0.1,
                                            help_text="Share of prompts held out for validation "
                                                      "(reward accuracy is measured on them).")
 
 
-def _config_help(kind: str) -> dict[str, str]:
+def config_help() -> dict[str, str]:
+    """Each main config field's help: the engine's own first sentence (the reward config's),
+    then its default for every kind, so one form serves them all."""
     from training.engine.cli import config_class
 
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(config_class(kind))}
+    texts: dict[str, str] = {}
+    defaults: dict[str, list[str]] = {name: [] for name in CONFIG_FIELDS}
+    for kind in TrainingRun.Kind.values:
+        for f in dataclasses.fields(config_class(kind)):
+            if f.name not in defaults:
+                continue
+            texts.setdefault(f.name, f.metadata.get("help", "").split(". ")[0].rstrip(".")[:160])
+            default = f.default if f.default is not dataclasses.MISSING else "required"
+            defaults[f.name].append(f"{kind} {'auto' if default is None else default}")
+    return {name: f"{texts.get(name, '')}. Default: {', '.join(values)}." for name, values in defaults.items()}
 
 
 class TrainingForm(forms.Form):
@@ -128,9 +143,8 @@ class TrainingForm(forms.Form):
         self.fields["base"].choices = [("", "built-in model of the kind")] + [
             (f"version:{v.pk}", f"registered {v}") for v in versions] + [
             (f"folder:{f['model']}", f"model folder {f['name']}") for f in model_folders()]
-        for name, text in _config_help("reward").items():
-            if name in self.fields and text:
-                self.fields[name].help_text = text.split(". ")[0][:200]
+        for name, text in config_help().items():
+            self.fields[name].help_text = text
 
 
 def _generation(request: HttpRequest, project: Project) -> str:
@@ -165,6 +179,9 @@ def _snapshot(request: HttpRequest, project: Project) -> str:
     filters = {"exclude_flagged": data["exclude_flagged"]}
     if data["min_agreement"] is not None:
         filters["min_agreement"] = data["min_agreement"]
+    for name in ("since", "until"):
+        if data[name] is not None:
+            filters[name] = data[name].isoformat()
     snapshot = snapshot_create(project=project, kinds=data["kinds"], formats=data["formats"], filters=filters,
                                options={"validation_fraction": data["validation_fraction"]}, user=request.user)
     return f"Snapshot {snapshot.pk} is being built."

@@ -144,3 +144,21 @@ def test_any_queued_run_can_be_cancelled_from_the_runs_page(project, project_adm
         assert row.status == "cancelled"
     assert sorted(AuditEvent.objects.values_list("action", flat=True)) == [
         "generation.cancel", "import.cancel", "snapshot.cancel"]
+
+
+def test_training_form_explains_its_fields_and_snapshot_form_takes_dates(project, project_admin) -> None:  # noqa: ANN001
+    from training.models import DatasetSnapshot
+
+    DatasetSnapshot.objects.create(project=project, kinds=["pairs"], formats=["jsonl"], status="done",
+                                   files={"pairs-train.jsonl": {"rows": 3}})
+    client = login(project_admin)
+    page = client.get(f"/console/projects/{project.pk}/runs").content.decode()
+    assert 'id="training-form"' in page and "Peak AdamW learning rate. Default: reward auto, sft 0.0002" in page
+    assert 'aria-describedby="id_learning_rate_helptext"' in page
+    client.post(f"/console/projects/{project.pk}/runs/launch/snapshot",
+                {"kinds": ["pairs"], "formats": ["jsonl"], "validation_fraction": 0.2, "exclude_flagged": "on",
+                 "since": "2026-01-01", "until": "2026-12-31"})
+    snapshot = DatasetSnapshot.objects.latest("id")
+    assert (snapshot.filters["since"], snapshot.filters["until"]) == ("2026-01-01", "2026-12-31")
+    assert snapshot.options["validation_fraction"] == 0.2
+    assert AuditEvent.objects.get(action="snapshot.create").actor == project_admin
