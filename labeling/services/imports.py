@@ -5,7 +5,8 @@ The API (POST /api/projects/{id}/imports, with `dry_run`) and the console's uplo
 both come here, so both audit alike. A dry run is an ImportJob with `dry_run` set: the
 same task reads it, its report lists every invalid row with its line and reason (up to
 labeling.importing.MAX_REPORTED_ERRORS), and its upload is kept for the import, which
-takes the file over (the task deletes it when that import ends)."""
+takes the file over (the task deletes it when that import ends); a dry run nobody imports
+loses its upload after DRY_RUN_KEEP."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ import csv
 import uuid
 import zlib
 from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.utils import timezone
 
 from core.audit import audit
 from core.errors import DomainError
@@ -42,6 +45,23 @@ def upload_name_problem(name: str, size: int) -> str | None:
     return None
 
 
+DRY_RUN_KEEP = timedelta(hours=24)
+
+
+def dry_run_uploads_prune(*, now: datetime | None = None) -> int:
+    """Delete the uploads of dry runs nobody imported within DRY_RUN_KEEP (each new upload
+    calls this, so abandoned files don't pile up); returns how many were deleted."""
+    cutoff = (now or timezone.now()) - DRY_RUN_KEEP
+    stale = ImportJob.objects.filter(dry_run=True, status=Run.Status.DONE, finished_at__lt=cutoff,
+                                     imports__isnull=True).exclude(report__has_key="upload_removed")
+    removed = 0
+    for job in stale[:1000]:
+        Path(job.file_path).unlink(missing_ok=True)
+        ImportJob.objects.filter(pk=job.pk).update(report={**job.report, "upload_removed": True})
+        removed += 1
+    return removed
+
+
 def import_upload(*, project: Project, name: str, size: int, chunks: Iterable[bytes],
                   actor: AbstractBaseUser, dry_run: bool = False, skip_invalid: bool = False) -> ImportJob:
     """Store the upload under a generated name (the user's name is only a label) and queue
@@ -50,6 +70,7 @@ def import_upload(*, project: Project, name: str, size: int, chunks: Iterable[by
     problem = upload_name_problem(name, size)
     if problem:
         raise DomainError(problem)
+    dry_run_uploads_prune()
     settings.UPLOAD_ROOT.mkdir(parents=True, exist_ok=True)
     path = settings.UPLOAD_ROOT / f"{uuid.uuid4().hex}.upload"
     try:

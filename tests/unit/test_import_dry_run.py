@@ -116,3 +116,24 @@ def test_invites_listed_with_state_and_revoked(project, project_admin, other_pro
     answer = client_for(project_admin).post(f"/accounts/invite/{token}/",
                                             {"username": "late", "password": "a-Long-passw0rd!"})
     assert answer.status_code == 404 and not Membership.objects.filter(user__username="late").exists()
+
+
+def test_an_abandoned_dry_runs_upload_is_deleted_after_a_day(project, project_admin) -> None:  # noqa: ANN001
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from labeling.services.imports import dry_run_uploads_prune
+
+    client = client_for(project_admin)
+    abandoned, imported = upload(client, project), upload(client, project)
+    import_prompts(import_after_dry_run(dry_run=imported, skip_invalid=True, actor=project_admin).pk)
+    ImportJob.objects.filter(pk__in=[abandoned.pk, imported.pk]).update(
+        finished_at=timezone.now() - timedelta(hours=25))
+    fresh = upload(client, project)  # each upload prunes: the abandoned one goes
+    assert not Path(abandoned.file_path).exists() and Path(fresh.file_path).exists()
+    abandoned.refresh_from_db()
+    assert abandoned.report["upload_removed"] and abandoned.report["invalid"] == 2
+    assert dry_run_uploads_prune() == 0
+    answer = client.post(f"/api/imports/{abandoned.pk}/import", {"skip_invalid": True}, format="json")
+    assert answer.status_code == 400 and "upload the file again" in answer.json()["detail"]
