@@ -3,6 +3,10 @@ then Django's password check. Both serve the login page and POST /api/auth/token
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import unicodedata
+
 from axes.backends import AxesStandaloneBackend
 from axes.exceptions import AxesBackendPermissionDenied
 from django.conf import settings
@@ -63,3 +67,19 @@ def client_ip(request: HttpRequest) -> str | None:
     sign-in throttle: REMOTE_ADDR, or with NUM_PROXIES=n the address the outermost of
     the n trusted proxies saw (n-th from the right in X-Forwarded-For)."""
     return BaseThrottle().get_ident(request)
+
+
+def lockout_key(typed: str) -> str:
+    """What django-axes stores as the username of a sign-in attempt: a keyed hash of what
+    was typed (NFKC, case-folded), never the text, so its tables name nobody, not even
+    someone whose account was erased and whose old name is typed again later."""
+    key = hmac.new(settings.SECRET_KEY.encode(), b"ordinal-lockout-username", hashlib.sha256).digest()
+    normalized = unicodedata.normalize("NFKC", typed).casefold()
+    return "h:" + hmac.new(key, normalized.encode(), hashlib.sha256).hexdigest()[:40]
+
+
+def lockout_username(request: HttpRequest, credentials: dict | None = None) -> str | None:
+    """AXES_USERNAME_CALLABLE: axes' own rule (credentials, else the POSTed field), hashed."""
+    field = settings.AXES_USERNAME_FORM_FIELD
+    typed = credentials.get(field) if credentials else getattr(request, "data", request.POST).get(field)
+    return lockout_key(typed) if isinstance(typed, str) and typed else typed

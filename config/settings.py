@@ -218,6 +218,7 @@ INSTALLED_APPS = [
     "guidelines",
     "training",
     "webhooks",
+    "erasure",
 ]
 
 MIDDLEWARE = [
@@ -273,6 +274,14 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_CLIENT_IP_CALLABLE = "accounts.backends.client_ip"  # the sign-in throttle's rule (NUM_PROXIES)
+# Personal data axes keeps (erasure/services/users.py removes a person's rows): usernames
+# only as a keyed hash (accounts.backends.lockout_username), no log of every successful
+# sign-in with its address and browser (AccessLog; lockout needs only the failures), and
+# no username, address or browser in its log lines.
+AXES_USERNAME_CALLABLE = "accounts.backends.lockout_username"
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "user_agent"]
 
 # Security headers. Behind a TLS-terminating proxy set TRUST_X_FORWARDED_PROTO=1.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)

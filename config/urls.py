@@ -11,6 +11,7 @@ from accounts import api as accounts_api
 from accounts import oidc
 from accounts import views as accounts_views
 from core import health, pages
+from erasure import console as erasure_console
 from guidelines import views as guideline_views
 from labeling.web import annotate, console, feedback, home, project_admin, review
 from training import console as training_console
@@ -24,6 +25,7 @@ api = [
     path("", include("labeling.api.urls")),
     path("", include("training.urls_api")),
     path("", include("webhooks.urls_api")),
+    path("", include("erasure.urls_api")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its initializer as a file: no inline script for the CSP.
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
@@ -55,6 +57,9 @@ console_urls = [
     path("projects/<int:project_id>/schedule", training_console.schedule_page, name="schedule"),
     path("projects/<int:project_id>/webhooks", webhooks_console.webhooks_page, name="webhooks"),
     path("webhooks/<int:hook_id>", webhooks_console.webhook_page, name="webhook"),
+    path("projects/<int:project_id>/erasure", erasure_console.project_erasure, name="erasure"),
+    path("prompts/<int:prompt_id>/erase", erasure_console.erase_prompt, name="erase-prompt"),
+    path("accounts/erasure", erasure_console.accounts_erasure, name="erasure-accounts"),
     path("items/<int:item_id>", review.adjudicate, name="adjudicate"),
     path("audit", review.audit_log, name="audit"),
     path("guidelines/", guideline_views.guideline_list, name="guidelines"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from django.http import FileResponse, Http404
+from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
@@ -150,10 +151,11 @@ class SnapshotOutput(serializers.ModelSerializer):
     class Meta:
         model = DatasetSnapshot
         fields = ["id", "project", "kinds", "formats", "filters", "options", "status", "progress",
-                  "counts", "files", "error", "created_at", "finished_at", "manifest"]
+                  "counts", "files", "error", "created_at", "finished_at", "manifest",
+                  "contains_erased"]
 
     def get_manifest(self, snapshot: DatasetSnapshot) -> dict | None:
-        if snapshot.status != "done":
+        if snapshot.status != "done" or snapshot.contains_erased:
             return None
         try:
             with artifact_open(snapshot_dir(snapshot) / "manifest.json") as manifest:
@@ -215,11 +217,30 @@ class SnapshotDetail(APIView):
         return Response(SnapshotOutput(snapshot_for(request.user, snapshot_id)).data)
 
 
+class SnapshotGoneOutput(serializers.Serializer):
+    detail = serializers.CharField()
+    code = serializers.CharField()
+    rebuild = serializers.CharField(help_text="POST here to build a new snapshot without the erased data.")
+
+
+def snapshot_gone(snapshot: DatasetSnapshot) -> Response:
+    """410 Gone: the files were deleted by an erasure; the answer says where to rebuild."""
+    rebuild = reverse("snapshot-rebuild", kwargs={"snapshot_id": snapshot.pk})
+    response = Response(SnapshotGoneOutput({
+        "detail": f"Snapshot {snapshot.pk} held data that was erased; its files are deleted. "
+                  f"POST {rebuild} to build a new snapshot without it.",
+        "code": "gone", "rebuild": rebuild}).data, status=status.HTTP_410_GONE)
+    response["Link"] = f'<{rebuild}>; rel="rebuild"'
+    return response
+
+
 class SnapshotFile(APIView):
-    @extend_schema(responses={(200, "application/octet-stream"): bytes})
-    def get(self, request: Request, snapshot_id: int, name: str) -> FileResponse:
+    @extend_schema(responses={(200, "application/octet-stream"): bytes, 410: SnapshotGoneOutput})
+    def get(self, request: Request, snapshot_id: int, name: str) -> FileResponse | Response:
         """Download one file as an attachment (streamed; never from a static path)."""
         snapshot = snapshot_for(request.user, snapshot_id)
+        if snapshot.contains_erased:
+            return snapshot_gone(snapshot)
         if snapshot.status != "done" or name not in snapshot.files:
             raise Http404("No such file in this snapshot.")
         try:
@@ -251,7 +272,7 @@ class ModelVersionOutput(serializers.ModelSerializer):
         model = ModelVersion
         fields = ["id", "project", "kind", "name", "version", "base_model", "adapter_path",
                   "merged_path", "metrics", "source_run", "snapshot", "guideline_versions",
-                  "warnings", "is_current", "created_at"]
+                  "warnings", "is_current", "trained_on_erased", "created_at"]
 
 
 def training_run_for(user, run_id: int, *, min_role: str = Role.REVIEWER) -> TrainingRun:  # noqa: ANN001

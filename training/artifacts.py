@@ -142,3 +142,26 @@ def artifact_local(path: str | Path) -> Path:
 def artifact_local_model(name: str) -> str:
     """A model reference (hub id or path) with artifact folders fetched when missing."""
     return str(artifact_local(name)) if name else name
+
+
+def artifact_delete(path: str | Path) -> int:
+    """Delete an artifact folder (or file) here and in storage; returns the storage
+    objects removed. Idempotent: what is already gone is skipped. Erasure uses it
+    (erasure/services.py); nothing else deletes a finished artifact."""
+    local = Path(path)
+    if local.is_dir():
+        shutil.rmtree(local)
+    elif local.exists():
+        local.unlink()
+    if not storage_enabled():
+        return 0
+    fs, root = _filesystem()
+    target = f"{root}/{artifact_key(local)}"
+    if not fs.exists(target):
+        return 0
+    removed = len(fs.find(target)) if fs.isdir(target) else 1
+    fs.rm(target, recursive=True)
+    fs.invalidate_cache()
+    logger.info("deleted %s objects of %s from %s", removed, artifact_key(local),
+                settings.ARTIFACT_STORAGE_URL)
+    return removed

@@ -79,6 +79,9 @@ class DatasetSnapshot(Run):
     counts = models.JSONField(default=dict, blank=True)
     files = models.JSONField(default=dict, blank=True, help_text="name -> rows, sha256, bytes")
     path = models.CharField(max_length=500, blank=True)
+    # Set by an erasure (erasure/services.py): a prompt in it was erased, so its files
+    # are deleted and a download answers 410 Gone; rebuilding makes a new snapshot.
+    contains_erased = models.BooleanField(default=False)
 
 
 class TrainingRun(Run):
@@ -167,6 +170,8 @@ class ModelVersion(models.Model):
         help_text="Why the run may have learned nothing (training.engine.reward.learning_warnings); "
                   "promoting a version that has any needs a confirmation.")
     is_current = models.BooleanField(default=False)
+    trained_on_erased = models.BooleanField(
+        default=False, help_text="Trained on a snapshot that held data erased since (kept, flagged).")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -85,6 +85,9 @@ def training_run_create(
         raise DomainError(f"kind must be one of {', '.join(TrainingRun.Kind.values)}")
     if snapshot is None or snapshot.project_id != project.pk or snapshot.status != "done":
         raise DomainError("a training run needs a built dataset snapshot of this project")
+    if snapshot.contains_erased:
+        raise DomainError(f"snapshot {snapshot.pk} held data erased since and its files are deleted; "
+                          "rebuild it and train on the new one")
     train_file, _ = data_file_names(snapshot, kind)
     _check_policy_data(snapshot, kind)
     if snapshot.files[train_file]["rows"] == 0:

@@ -36,6 +36,10 @@ from training.models import DatasetSnapshot
 KINDS = ("pairs", "dpo", "sft", "kto", "raw")
 FORMATS = ("jsonl", "parquet")
 BATCH = 500
+# Items per prefetch query. Django prefetches candidates with one OR term per id, and
+# SQLite refuses an expression tree deeper than 1000: 50 items of at most K=16 answers
+# stay under it ("Expression tree is too large" at ~300 items of K=4 with BATCH).
+PREFETCH_BATCH = 50
 Progress = Callable[[int, int], None]
 
 
@@ -147,8 +151,8 @@ def snapshot_items(snapshot: DatasetSnapshot) -> Iterator[Any]:
     from training.engine.datasets import SnapshotItem
 
     ids = list(accepted_items(snapshot).values_list("id", flat=True).distinct())
-    for start in range(0, len(ids), BATCH):
-        batch = (Item.objects.filter(pk__in=ids[start:start + BATCH]).select_related("prompt")
+    for start in range(0, len(ids), PREFETCH_BATCH):
+        batch = (Item.objects.filter(pk__in=ids[start:start + PREFETCH_BATCH]).select_related("prompt")
                  .prefetch_related("item_candidates__candidate", "rankings__guideline_version")
                  .order_by("id"))
         for item in batch:
@@ -187,6 +191,7 @@ def snapshot_demonstrations(snapshot: DatasetSnapshot) -> Iterator[Any]:
 
     demonstrations = (Demonstration.objects.filter(
         item__project=snapshot.project, item__status=Item.Status.ACCEPTED)
+        .exclude(candidate__text="")  # removed when its author's account was erased
         .select_related("item__prompt", "candidate", "guideline_version").order_by("id"))
     for demonstration in _labelled_in(demonstrations, snapshot.filters).iterator(chunk_size=BATCH):
         version = demonstration.guideline_version
@@ -223,7 +228,7 @@ def snapshot_raw(snapshot: DatasetSnapshot) -> Iterator[Any]:
                                        superseded_by__isnull=True)
                 .select_related("item__prompt", "guideline_version", "assignment")
                 .prefetch_related("item__item_candidates__candidate").order_by("id"))
-    for ranking in _labelled_in(rankings, snapshot.filters).iterator(chunk_size=BATCH):
+    for ranking in _labelled_in(rankings, snapshot.filters).iterator(chunk_size=PREFETCH_BATCH):
         item = ranking.item
         flags = [name for name in ("unsafe", "all_bad", "needs_expert") if getattr(ranking, name)]
         yield RawRanking(

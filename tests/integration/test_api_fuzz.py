@@ -73,6 +73,8 @@ class World:
     spare_webhook: int
     webhook_delivery: int
     hub_push: int
+    spare_prompt: int
+    spare_user: int
     tokens: dict[str, str] = field(default_factory=dict)
     # Per role, the id of a second token of theirs: what DELETE /api/auth/tokens/{id} revokes.
     spare_tokens: dict[str, int] = field(default_factory=dict)
@@ -110,6 +112,7 @@ def seed_world(artifact_root: Path) -> World:
     users["staff"] = UserFactory(username=f"fuzz-staff-{suffix}", is_staff=True)
     scratch_member = UserFactory(username=f"fuzz-scratch-{suffix}")
     MembershipFactory(user=scratch_member, project=scratch, role=Role.ANNOTATOR)
+    spare_user = UserFactory(username=f"fuzz-erasable-{suffix}")  # what account erasure may erase
 
     guideline = Guideline.objects.create(slug=f"fuzz-{suffix}", title="Fuzz", project=project)
     version = version_publish(version=draft_create(guideline=guideline, body="Rank by usefulness."),
@@ -134,6 +137,7 @@ def seed_world(artifact_root: Path) -> World:
     on_screen = next_item(annotator=users["annotator"], project=project)
 
     prompt = items[0].prompt_id
+    spare_prompt = make_items(project, 1, k=3)[-1].prompt_id  # what prompt erasure may erase
     job = ImportJob.objects.create(project=project, created_by=users["admin"], file_path="/nonexistent",
                                    original_name="prompts.jsonl", status="done",
                                    report={"added": 0, "skipped": 0})
@@ -160,6 +164,7 @@ def seed_world(artifact_root: Path) -> World:
     push = HubPush.objects.create(project=project, snapshot=snapshot, repo_id="acme/fuzz", status="done")
     return World(
         webhook=hooks[0].pk, spare_webhook=hooks[1].pk, webhook_delivery=delivery.pk, hub_push=push.pk,
+        spare_prompt=spare_prompt, spare_user=spare_user.pk,
         project=project.pk, scratch_project=scratch.pk, scratch_member=scratch_member.pk, prompt=prompt,
         item=items[0].pk, assignment=on_screen.pk, import_job=job.pk, generation_run=generation.pk,
         snapshot=snapshot.pk, training_run=training.pk, model_version=model.pk,
@@ -293,6 +298,10 @@ def fuzz_config(world: World, role: str, *, base_url: str, max_examples: int, se
              "parameters": {"project_id": world.scratch_project, "user_id": world.scratch_member}},
             # Deleting the webhook the other operations use would turn them into 404s.
             {"include-name": "DELETE /api/webhooks/{hook_id}", "parameters": {"hook_id": world.spare_webhook}},
+            # Erasing the seeded prompt, or an account whose token signs the requests, would
+            # turn the later calls into 404s and 401s: erasure gets rows of its own.
+            {"include-path-regex": "^/api/prompts/[^/]+/erasure$", "parameters": {"prompt_id": world.spare_prompt}},
+            {"include-path-regex": "^/api/users/[^/]+/erasure$", "parameters": {"user_id": world.spare_user}},
             # Revoking the token the fuzzer signs in with would turn every later call into a 403.
             {"include-name": "DELETE /api/auth/tokens/{token_id}",
              "parameters": {"token_id": world.spare_tokens[role]}},
@@ -300,14 +309,17 @@ def fuzz_config(world: World, role: str, *, base_url: str, max_examples: int, se
             # taken); which candidate ids an item holds and whether it asks for a ranking or
             # a written answer; which backends need a model; that a snapshot id is a built
             # snapshot of this project; that `since` is before `until`; which file names
-            # are importable; which hosts webhooks may reach; whether Hub pushes are on.
+            # are importable; which hosts webhooks may reach; whether Hub pushes are on; that
+            # an erasure's confirmation names the prompt, that a snapshot to rebuild held
+            # erased data, that an account is not erased already.
             *({"include-name": name, "checks": domain_rule_400} for name in (
                 "POST /api/auth/token", "POST /api/users/", "PUT /api/projects/{project_id}/members/",
                 "POST /api/assignments/{assignment_id}/ranking", "POST /api/assignments/{assignment_id}/demonstration",
                 "POST /api/projects/{project_id}/generation-runs", "POST /api/projects/{project_id}/training-runs",
                 "POST /api/projects/{project_id}/datasets", "POST /api/projects/{project_id}/imports",
                 "POST /api/projects/{project_id}/webhooks", "PATCH /api/webhooks/{hook_id}",
-                "POST /api/datasets/{snapshot_id}/hub-push")),
+                "POST /api/datasets/{snapshot_id}/hub-push", "POST /api/prompts/{prompt_id}/erasure",
+                "POST /api/datasets/{snapshot_id}/rebuild", "POST /api/users/{user_id}/erasure")),
             *([] if role == "annotator" else [{
                 # Fetch and authorize first: someone else's assignment answers 404 before
                 # its headers are read, so a missing Idempotency-Key cannot get a 400 there.

@@ -58,7 +58,7 @@ def ids(project, disputed_item, annotator) -> dict[str, int]:  # noqa: ANN001
     job = ImportJob.objects.create(project=project, file_path="/x", original_name="a.jsonl")
     return {"project_id": project.pk, "item_id": disputed_item.pk, "user_id": annotator.pk,
             "guideline_id": guideline.pk, "version_id": version.pk, "hook_id": hook.pk,
-            "job_id": job.pk, "what": "generate"}
+            "job_id": job.pk, "what": "generate", "prompt_id": disputed_item.prompt_id}
 
 
 def console_urls(ids: dict[str, int]) -> list[tuple[str, bool]]:
@@ -96,7 +96,8 @@ def test_every_project_console_url_is_404_for_another_projects_reviewer(ids, oth
 
 STAFF_ONLY = {"/console/projects/new"}
 ADMIN_ONLY = {"/console/guidelines/versions/{version_id}/edit", "/console/projects/{project_id}/webhooks",
-              "/console/webhooks/{hook_id}", "/console/projects/{project_id}/settings",
+              "/console/webhooks/{hook_id}", "/console/projects/{project_id}/erasure",
+              "/console/prompts/{prompt_id}/erase", "/console/projects/{project_id}/settings",
               "/console/projects/{project_id}/upload", "/console/projects/{project_id}/upload/{job_id}",
               "/console/projects/{project_id}/upload/{job_id}/status", "/console/projects/{project_id}/members",
               "/console/projects/{project_id}/runs/launch/{what}", *STAFF_ONLY}

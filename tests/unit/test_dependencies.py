@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("config", "core", "accounts", "labeling", "guidelines", "training", "webhooks")
+PACKAGES = ("config", "core", "accounts", "labeling", "guidelines", "training", "webhooks", "erasure")
 
 
 def first_party_modules() -> dict[str, Path]:
