@@ -47,13 +47,21 @@ from training.engine.datasets import (  # noqa: E402 - after the sys.path fix ab
     SnapshotItem,
     build_pairs,
 )
-from training.engine.writers import parquet_schema, write_jsonl, write_parquet  # noqa: E402
+from training.engine.pair_export import write_pair_files  # noqa: E402
+from training.engine.writers import (  # noqa: E402
+    JsonlWriter,
+    ParquetRowWriter,
+    parquet_schema,
+    write_jsonl,
+    write_parquet,
+)
 
 SEED = 20261127
 PROMPT_CHARS = 200
 ANSWER_CHARS = 1000
 CORPUS_CHARS = 16 * 1024 * 1024
 FORMATS = ("jsonl", "parquet")
+EXPORTERS = ("fast", "rows")
 GOAL_SECONDS, GOAL_RSS_MB = 20.0, 500.0
 
 
@@ -124,18 +132,27 @@ def measure(args: argparse.Namespace) -> dict:
     source_seconds = time.perf_counter() - started
     rss_before = _peak_rss_mb()
 
-    path = Path(args.workdir) / f"pairs.{args.measure}"
-    rows = build_pairs(source(n_items, args.k, SEED), options)
+    path = Path(args.workdir) / f"pairs-{args.exporter}.{args.measure}"
+    schema = parquet_schema("pairs", conversational=options.conversational_for("pairs"))
     started, cpu_started = time.perf_counter(), time.process_time()
-    if args.measure == "jsonl":
-        stats = write_jsonl(rows, path)
-    else:
-        stats = write_parquet(rows, path, parquet_schema("pairs", conversational=args.conversational))
+    if args.exporter == "fast":  # what a snapshot runs (training.engine.pair_export)
+        def open_writer(split: str) -> JsonlWriter | ParquetRowWriter:
+            return JsonlWriter(path) if args.measure == "jsonl" else ParquetRowWriter(path, schema)
+
+        stats = write_pair_files(source(n_items, args.k, SEED), options, "pairs", open_writer,
+                                 splits=("train",))["train"]
+    else:  # the row builders: one dict per pair (the export before issue #19)
+        rows = build_pairs(source(n_items, args.k, SEED), options)
+        if args.measure == "jsonl":
+            stats = write_jsonl(rows, path)
+        else:
+            stats = write_parquet(rows, path, schema)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     if not args.keep:
         path.unlink()
     return {
-        "format": args.measure, "rows": stats.rows, "bytes": stats.bytes, "sha256": stats.sha256,
+        "format": args.measure, "exporter": args.exporter, "rows": stats.rows, "bytes": stats.bytes,
+        "sha256": stats.sha256,
         "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2),
         "source_seconds": round(source_seconds, 2), "rows_per_s": round(stats.rows / seconds),
         "peak_rss_mb": round(_peak_rss_mb(), 1), "rss_before_mb": round(rss_before, 1),
@@ -157,10 +174,11 @@ def python_speed_seconds() -> float:
     return round(best, 3)
 
 
-def run_child(args: argparse.Namespace, fmt: str, workdir: Path) -> dict:
+def run_child(args: argparse.Namespace, fmt: str, workdir: Path, exporter: str) -> dict:
     command = [sys.executable, __file__, "--measure", fmt, "--pairs", str(args.pairs), "--k", str(args.k),
                "--source", args.source, "--workdir", str(workdir)]
     command += ["--conversational"] * args.conversational + ["--keep"] * args.keep
+    command += ["--exporter", exporter]
     child = subprocess.run(command, check=True, capture_output=True, text=True, cwd=REPO_ROOT)
     return json.loads(child.stdout.strip().splitlines()[-1])
 
@@ -175,6 +193,11 @@ def main() -> None:
     parser.add_argument("--conversational", action="store_true", help="message-list rows")
     parser.add_argument("--workdir", help="where the files go (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the exported files")
+    parser.add_argument("--exporters", default="fast",
+                        help="comma-separated: fast (pair_export, what snapshots run), rows (the "
+                             "row builders, before #19); with both, each format alternates them "
+                             "and the JSON line carries the ratio")
+    parser.add_argument("--exporter", choices=EXPORTERS, default="fast", help=argparse.SUPPRESS)
     parser.add_argument("--measure", choices=FORMATS, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -188,22 +211,38 @@ def main() -> None:
     print(f"exporting {args.pairs:,} pairs (K={args.k}, {args.source} source) to {workdir}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
           f"sum(range(10**7)) takes {yardstick:.2f} s CPU here")
-    results = {}
-    for fmt in args.formats.split(","):
-        result = results[fmt] = run_child(args, fmt, workdir)
+    results, exporters = {}, args.exporters.split(",")
+    runs = [(fmt, exporter) for fmt in args.formats.split(",") for exporter in exporters]
+    for fmt, exporter in runs:
+        name = fmt if len(exporters) == 1 else f"{fmt}/{exporter}"
+        result = results[name] = run_child(args, fmt, workdir, exporter)
+        result["load_average"] = round(os.getloadavg()[0], 1)
         within = result["seconds"] <= GOAL_SECONDS and result["peak_rss_mb"] <= GOAL_RSS_MB
-        print(f"{fmt:8} {result['rows']:>9,} rows  {result['seconds']:6.1f} s "
+        print(f"{name:15} {result['rows']:>9,} rows  {result['seconds']:6.1f} s "
               f"(CPU {result['cpu_seconds']:.1f} s, source alone {result['source_seconds']:.1f} s)  "
               f"{result['rows_per_s']:>7,} rows/s  {result['bytes'] / 1e6:7.1f} MB  "
-              f"peak RSS {result['peak_rss_mb']:5.1f} MB  {'within goal' if within else 'OVER GOAL'}")
+              f"peak RSS {result['peak_rss_mb']:5.1f} MB  load {result['load_average']}  "
+              f"{'within goal' if within else 'OVER GOAL'}")
+    comparison = {}
+    if {"fast", "rows"} <= set(exporters):
+        for fmt in args.formats.split(","):
+            fast, rows = results[f"{fmt}/fast"], results[f"{fmt}/rows"]
+            comparison[fmt] = {
+                "same_sha256": fast["sha256"] == rows["sha256"],
+                "wall_ratio": round(rows["seconds"] / fast["seconds"], 2),
+                "cpu_ratio": round(rows["cpu_seconds"] / fast["cpu_seconds"], 2),
+            }
+            print(f"{fmt}: rows/fast {comparison[fmt]['wall_ratio']}x wall, "
+                  f"{comparison[fmt]['cpu_ratio']}x CPU, same bytes: {comparison[fmt]['same_sha256']}")
     if not args.keep and not args.workdir:
         workdir.rmdir()
-    keys = ("rows", "seconds", "cpu_seconds", "source_seconds", "rows_per_s", "bytes", "peak_rss_mb")
+    keys = ("rows", "seconds", "cpu_seconds", "source_seconds", "rows_per_s", "bytes", "peak_rss_mb",
+            "load_average")
     print(json.dumps({
         "bench": "export", "pairs": args.pairs, "k": args.k, "source": args.source,
         "conversational": args.conversational, "prompt_chars": PROMPT_CHARS, "answer_chars": ANSWER_CHARS,
         "results": {fmt: {key: r[key] for key in keys} for fmt, r in results.items()},
-        "goal": {"seconds": GOAL_SECONDS, "peak_rss_mb": GOAL_RSS_MB},
+        "comparison": comparison, "goal": {"seconds": GOAL_SECONDS, "peak_rss_mb": GOAL_RSS_MB},
         "load_average": round(os.getloadavg()[0], 1), "python_speed_seconds": yardstick,
         "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}",
     }))

@@ -29,6 +29,7 @@ app.conf.task_queues = (
 app.conf.task_routes = {
     "training.tasks.generate_*": {"queue": "generate"},
     "training.tasks.train_*": {"queue": "train"},
+    "judges.tasks.generate_*": {"queue": "generate"},
 }
 # One task at a time per process: generation and training hold a GPU for minutes, and
 # a prefetched message would sit unacked behind it.

@@ -218,6 +218,7 @@ INSTALLED_APPS = [
     "guidelines",
     "training",
     "webhooks",
+    "judges",
     "erasure",
 ]
 
@@ -396,6 +397,11 @@ ORDINAL_COMMIT = env_str("ORDINAL_COMMIT", "")  # recorded in dataset manifests
 
 # Generation and training workers.
 GENERATION_CHUNK_PROMPTS = env_int("GENERATION_CHUNK_PROMPTS", 8, minimum=1)
+# AI judges (judges/): seconds one request to a judge endpoint may take, and how often a
+# throttled (429), failing (5xx) or timed-out request is retried before the run stops
+# (a stopped run resumes where it was when started again).
+JUDGE_REQUEST_TIMEOUT_SECONDS = env_int("JUDGE_REQUEST_TIMEOUT_SECONDS", 120, minimum=1)
+JUDGE_MAX_RETRIES = env_int("JUDGE_MAX_RETRIES", 5, minimum=0)
 # Where the built-in tiny model is built on first use (no downloads).
 BUILTIN_TINY_DIR = Path(env_str("BUILTIN_TINY_DIR", str(ARTIFACT_ROOT / "models" / "builtin-tiny")))
 # CPU threads per worker process for torch. 1 by default: on a shared CPU, two threads
@@ -475,6 +481,7 @@ SPECTACULAR_SETTINGS = {
         "TrainingKindEnum": "training.models.TrainingRun.Kind",
         "ModelKindEnum": "training.models.ModelVersion.Kind",
         "WebhookEventTypeEnum": "webhooks.models.EventType",
+        "JudgeKindEnum": "judges.models.Judge.Kind",
     },
 }
 
@@ -535,6 +542,7 @@ RUN_SOFT_TIME_LIMITS = {
                                                   minimum=1),
     "training.tasks.train_run": env_int("TRAINING_TIME_LIMIT_SECONDS", 47 * 3600, minimum=1),
     "training.tasks.push_to_hub": env_int("HUB_PUSH_TIME_LIMIT_SECONDS", 3600, minimum=1),
+    "judges.tasks.generate_judgements": env_int("JUDGE_RUN_TIME_LIMIT_SECONDS", 24 * 3600, minimum=1),
 }
 RUN_TIME_LIMIT_GRACE_SECONDS = env_int("RUN_TIME_LIMIT_GRACE_SECONDS", 60, minimum=1)
 CELERY_TASK_ANNOTATIONS = {

@@ -13,6 +13,7 @@ from accounts import views as accounts_views
 from core import health, pages
 from erasure import console as erasure_console
 from guidelines import views as guideline_views
+from judges import console as judges_console
 from labeling.web import annotate, console, feedback, home, project_admin, review
 from training import console as training_console
 from training import console_models, launcher
@@ -25,6 +26,7 @@ api = [
     path("", include("labeling.api.urls")),
     path("", include("training.urls_api")),
     path("", include("webhooks.urls_api")),
+    path("", include("judges.urls_api")),
     path("", include("erasure.urls_api")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its initializer as a file: no inline script for the CSP.
@@ -56,6 +58,7 @@ console_urls = [
     path("projects/<int:project_id>/reward-models", console_models.reward_models, name="reward-models"),
     path("projects/<int:project_id>/schedule", training_console.schedule_page, name="schedule"),
     path("projects/<int:project_id>/webhooks", webhooks_console.webhooks_page, name="webhooks"),
+    path("projects/<int:project_id>/judges", judges_console.judges_page, name="judges"),
     path("webhooks/<int:hook_id>", webhooks_console.webhook_page, name="webhook"),
     path("projects/<int:project_id>/erasure", erasure_console.project_erasure, name="erasure"),
     path("prompts/<int:prompt_id>/erase", erasure_console.erase_prompt, name="erase-prompt"),

@@ -24,6 +24,9 @@ UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 def unstorable_at(text: str) -> int | None:
     """Where `text` holds a character the database cannot store, or None."""
+    if text.isascii():  # known without a scan; only NUL can be there (a memchr, not a regex)
+        position = text.find("\x00")
+        return None if position < 0 else position
     found = UNSTORABLE.search(text)
     return None if found is None else found.start()
 

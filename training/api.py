@@ -175,6 +175,13 @@ class SnapshotListCreate(APIView):
         formats = serializers.ListField(child=serializers.ChoiceField(choices=FORMATS),
                                         default=["parquet", "jsonl"])
         include_external = serializers.BooleanField(default=False)
+        include_ai = serializers.BooleanField(
+            default=False, help_text="Also AI judges' rankings: raw rows with source \"ai\" and the judge "
+                                     "id (people's: \"human\"); pairs and dpo rows with source \"ai\" "
+                                     "and the judge id (people's consensus: \"consensus\").")
+        judges = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=2**63 - 1),
+                                       required=False, min_length=1,
+                                       max_length=100, help_text="With include_ai: only these judges.")
         exclude_flagged = serializers.BooleanField(default=True)
         min_agreement = serializers.FloatField(required=False, min_value=0, max_value=1)
         guideline_versions = serializers.ListField(child=serializers.IntegerField(),

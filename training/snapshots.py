@@ -53,7 +53,7 @@ def export_salt() -> bytes:
 
 def _clean_filters(project: Project, filters: dict[str, Any]) -> dict[str, Any]:
     allowed = {"include_external", "guideline_versions", "min_agreement", "since", "until",
-               "exclude_flagged"}
+               "exclude_flagged", "include_ai", "judges"}
     unknown = sorted(set(filters) - allowed)
     if unknown:
         raise DomainError(f"unknown filters {unknown}; use {sorted(allowed)}")
@@ -64,7 +64,23 @@ def _clean_filters(project: Project, filters: dict[str, Any]) -> dict[str, Any]:
         "guideline_versions": filters.get("guideline_versions"),
         "since": filters.get("since"),
         "until": filters.get("until"),
+        # AI judges' rankings (judges/) go into raw exports only when asked, each row
+        # marked source "ai" with its judge id; `judges` narrows them to some judges.
+        "include_ai": bool(filters.get("include_ai", False)),
+        "judges": filters.get("judges"),
     }
+    judges = clean["judges"]
+    if judges is not None:
+        if not isinstance(judges, list) or not all(isinstance(j, int) for j in judges) or not judges:
+            raise DomainError("judges must be a non-empty list of judge ids")
+        from judges.models import Judge
+
+        unknown = sorted(set(judges) - set(Judge.objects.filter(project=project, pk__in=judges)
+                                           .values_list("id", flat=True)))
+        if unknown:
+            raise DomainError(f"judges not in this project: {unknown}")
+        if not clean["include_ai"]:
+            raise DomainError("judges picks AI rankings: set include_ai too")
     threshold = clean["min_agreement"]
     if threshold is not None and not (isinstance(threshold, int | float) and 0 <= threshold <= 1):
         raise DomainError("min_agreement must be a number between 0 and 1")
@@ -220,6 +236,39 @@ def snapshot_external(snapshot: DatasetSnapshot) -> Iterator[Any]:
         )
 
 
+def snapshot_items_ai(snapshot: DatasetSnapshot) -> Iterator[Any]:
+    """With `include_ai`: the AI judges' rankings (current versions, non-gold items) as
+    items whose pairs carry source "ai" and the judge's id. Items only judges ranked are
+    included too: that is what RLAIF data is."""
+    from training.engine.datasets import SnapshotItem
+
+    if not snapshot.filters.get("include_ai"):
+        return
+    for row in _ai_rankings(snapshot).iterator(chunk_size=BATCH):
+        if row.judge_version != row.judge.version:
+            continue
+        item = row.item
+        yield SnapshotItem(
+            item_id=item.pk, prompt=item.prompt.messages,
+            candidates={ic.candidate_id: _candidate_info(ic.candidate) for ic in item.item_candidates.all()},
+            tiers=row.tiers, group_id=item.prompt.content_hash, agreement=row.confidence,
+            guideline_versions=[row.guideline_version.number] if row.guideline_version else [],
+            flags=[] if row.consistent else ["inconsistent"], judge=row.judge_id,
+        )
+
+
+def _ai_rankings(snapshot: DatasetSnapshot) -> Any:
+    from judges.models import JudgeRanking
+
+    rows = (JudgeRanking.objects.filter(judge__project=snapshot.project, status=JudgeRanking.Status.RANKED,
+                                        item__is_gold=False)
+            .select_related("item__prompt", "guideline_version", "judge")
+            .prefetch_related("item__item_candidates__candidate").order_by("id"))
+    if snapshot.filters.get("judges"):
+        rows = rows.filter(judge_id__in=snapshot.filters["judges"])
+    return _labelled_in(rows, snapshot.filters)
+
+
 def snapshot_raw(snapshot: DatasetSnapshot) -> Iterator[Any]:
     from training.engine.datasets import RawRanking, pseudonym
 
@@ -242,6 +291,27 @@ def snapshot_raw(snapshot: DatasetSnapshot) -> Iterator[Any]:
             created_at=ranking.created_at.isoformat(),
             display_order=ranking.assignment.display_order,
         )
+    if snapshot.filters.get("include_ai"):
+        yield from snapshot_raw_ai(snapshot)
+
+
+def snapshot_raw_ai(snapshot: DatasetSnapshot) -> Iterator[Any]:
+    """The AI judges' rankings (current versions), as raw rows with source "ai"."""
+    from training.engine.datasets import RawRanking
+
+    for row in _ai_rankings(snapshot).iterator(chunk_size=BATCH):
+        if row.judge_version != row.judge.version:
+            continue  # an earlier version of the judge: superseded, like a corrected ranking
+        item = row.item
+        yield RawRanking(
+            ranking_id=row.pk, item_id=item.pk, annotator=f"ai:{row.judge_id}", prompt=item.prompt.messages,
+            candidates={ic.candidate_id: _candidate_info(ic.candidate) for ic in item.item_candidates.all()},
+            tiers=row.tiers, group_id=item.prompt.content_hash,
+            guideline_version=row.guideline_version.number if row.guideline_version else None,
+            flags=[] if row.consistent else ["inconsistent"], created_at=row.created_at.isoformat(),
+            display_order=row.judgements[0]["order"] if row.judgements else [],
+            source="ai", judge=row.judge_id,
+        )
 
 
 # --------------------------------------------------------------------------- writing
@@ -263,7 +333,8 @@ def _rows(snapshot: DatasetSnapshot, kind: str, options: Any) -> Iterator[dict[s
         return builders.build_raw(snapshot_raw(snapshot), options)
     if kind in {"pairs", "dpo"}:
         build = builders.build_pairs if kind == "pairs" else builders.build_dpo
-        return build(snapshot_items(snapshot), options, external=snapshot_external(snapshot))
+        return build(itertools.chain(snapshot_items(snapshot), snapshot_items_ai(snapshot)), options,
+                     external=snapshot_external(snapshot))
     if kind == "sft":  # consensus winners, then people's own written answers
         return itertools.chain(builders.build_sft(snapshot_items(snapshot), options),
                                builders.build_sft(snapshot_demonstrations(snapshot), options))
@@ -298,8 +369,15 @@ def snapshot_build(snapshot: DatasetSnapshot, *, progress: Progress | None = Non
                 return writers.JsonlWriter(path)
             return writers.ParquetRowWriter(path, schema)
 
-        stats = writers.write_split_files(_rows(snapshot, kind, options), open_writer,
-                                          splits=splits)
+        if kind in {"pairs", "dpo"}:  # the same bytes as the row builders, without a dict per pair
+            from training.engine.pair_export import write_pair_files
+
+            items = itertools.chain(snapshot_items(snapshot), snapshot_items_ai(snapshot))
+            stats = write_pair_files(items, options, kind, open_writer, splits=splits,
+                                     external=snapshot_external(snapshot))
+        else:
+            stats = writers.write_split_files(_rows(snapshot, kind, options), open_writer,
+                                              splits=splits)
         for split, stat in stats.items():
             files[f"{kind}-{split}.{fmt}"] = stat
             counts[f"{kind}-{split}"] = stat.rows

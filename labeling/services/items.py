@@ -7,7 +7,7 @@ import itertools
 import random
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 
 from core.audit import audit
@@ -43,6 +43,8 @@ def items_create_bulk(*, project: Project, candidate_sets: list[tuple[int, list[
         return 0
     # Adaptive overlap starts at two rankings and escalates only on disagreement.
     required = min(2, project.overlap) if project.adaptive_overlap else project.overlap
+    if connection.vendor == "postgresql":
+        return _items_insert(project, groups, required)
     items = Item.objects.bulk_create(
         [Item(project=project, prompt_id=prompt_id, required_rankings=required)
          for prompt_id, _ in groups]
@@ -55,6 +57,35 @@ def items_create_bulk(*, project: Project, candidate_sets: list[tuple[int, list[
         ]
     )
     return len(items)
+
+
+def _items_insert(project: Project, groups: list[tuple[int, list[int]]], required: int) -> int:
+    """PostgreSQL: the items in one INSERT ... SELECT over an array of prompt ids and their
+    candidates in one more, with every other column as a new Item has it (its defaults,
+    read from the model, so a field added later is filled too), without a model instance
+    per row: Django's bulk_create was a third of an import's Python time."""
+    template = Item(project=project, prompt_id=0, required_rankings=required)
+    fields = [f for f in Item._meta.concrete_fields if not f.primary_key and f.attname != "prompt_id"]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    values = [f.get_db_prep_save(f.pre_save(template, add=True), connection) for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO labeling_item ({columns}, prompt_id) "  # noqa: S608 - column names from the model
+            f"SELECT {', '.join(['%s'] * len(fields))}, prompt FROM unnest(%s::bigint[]) "
+            "WITH ORDINALITY AS rows (prompt, n) ORDER BY n RETURNING id",
+            [*values, [prompt_id for prompt_id, _ in groups]],
+        )
+        # Ids come from the sequence in insertion order (the ORDER BY): sorted, they
+        # follow the groups even if a concurrent insert interleaved.
+        ids = sorted(item_id for (item_id,) in cursor.fetchall())
+        links = [(item_id, candidate_id, position) for item_id, (_, group) in zip(ids, groups, strict=True)
+                 for position, candidate_id in enumerate(group)]
+        cursor.execute(
+            "INSERT INTO labeling_itemcandidate (item_id, candidate_id, position) "
+            "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::smallint[])",
+            [[link[0] for link in links], [link[1] for link in links], [link[2] for link in links]],
+        )
+    return len(ids)
 
 
 @transaction.atomic

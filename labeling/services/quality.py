@@ -24,6 +24,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from config.celery import app
+from judges.routing import trusted_judge_agrees
 from labeling.models import AnnotatorQuality, Candidate, Item, Project, Ranking
 from labeling.selectors.review import live_rankings
 from labeling.stats.agreement import (
@@ -57,8 +58,9 @@ def item_decide(*, item_id: int) -> str:
     consensus = borda_consensus(tiers)
     fields: dict[str, Any] = {"agreement": agreement, "consensus": consensus}
     escalate = (
-        project.adaptive_overlap and agreement < 1.0
-        and item.required_rankings < project.overlap
+        project.adaptive_overlap and item.required_rankings < project.overlap
+        # One ranking is enough only where a trusted AI judge agrees with it (judges/routing.py).
+        and (agreement < 1.0 or (len(tiers) == 1 and not trusted_judge_agrees(item=item, tiers=tiers[0])))
     )
     if escalate:
         fields.update(status=Item.Status.OPEN, required_rankings=F("required_rankings") + 1)

@@ -17,7 +17,7 @@ from django.db import transaction
 from core.audit import audit
 from labeling.blind import shown_ids
 from labeling.models import Assignment, Item, Project, Ranking
-from labeling.services.assignment import SubmissionConflict
+from labeling.services.assignment import InvalidRanking, SubmissionConflict
 from labeling.services.quality import quality_refresh_soon
 from labeling.services.rankings import RankingInput, _validate_pairwise, validate_tiers
 from labeling.services.submission import locked_item_of
@@ -48,8 +48,7 @@ def ranking_revise(*, annotator: AbstractBaseUser, assignment_id: int, data: Ran
     A retry with the same Idempotency-Key returns the stored one. SubmissionConflict (409)
     when the item is decided, the ranking is not among their last few, or nothing was sent."""
     if not idempotency_key or len(idempotency_key) > 100:
-        raise SubmissionConflict("an Idempotency-Key of 1 to 100 characters is required",
-                                 code="idempotency_key_required")
+        raise InvalidRanking("an Idempotency-Key of 1 to 100 characters is required")
     with transaction.atomic():
         item = locked_item_of(annotator, assignment_id)  # lock order: the item, then the rest
         assignment = Assignment.objects.select_for_update().get(pk=assignment_id)

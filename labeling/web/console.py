@@ -30,6 +30,7 @@ def index(request: HttpRequest) -> HttpResponse:
 def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
     """The project dashboard: progress, throughput, agreement, annotators."""
     from core import charts
+    from judges.metrics import judges_by_period
     from labeling.selectors import dashboard
     from labeling.selectors.dashboard import project_agreement_summary
 
@@ -45,6 +46,7 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
         "imports": project.imports.order_by("-id")[:10],
         "per_version": dashboard.agreement_per_guideline_version(project),
         "annotators": dashboard.annotator_table(project),
+        "judge_agreement": judges_by_period(project),
         "agreement_chart": charts.line_chart(
             "Agreement per day (95% bootstrap band)", [r["day"][5:] for r in per_day],
             [r["agreement"] for r in per_day],

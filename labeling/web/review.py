@@ -18,6 +18,7 @@ from core import access
 from core.audit import audit_events_for
 from core.console import console_project, console_view
 from core.errors import DomainError
+from judges.metrics import judges_table
 from labeling.models import AnnotatorQuality, Assignment, Item, Membership, Ranking, Role
 from labeling.selectors.dashboard import model_comparison
 from labeling.selectors.review import disputes_for, live_rankings
@@ -132,6 +133,8 @@ def annotators(request: HttpRequest, project_id: int) -> HttpResponse:
     return render(request, "console/annotators.html", {
         "project": project, "period": period, "periods": periods,
         "members": [(m, quality.get(m.user_id), sent.get(m.user_id, 0)) for m in members],
+        # AI judges beside the people, measured the same way (judges/metrics.py).
+        "judges": judges_table(project, period),
         "roles": Role.choices, "can_admin": access.is_admin_of(request.user, project.pk),
     })
 

@@ -75,6 +75,8 @@ class World:
     hub_push: int
     spare_prompt: int
     spare_user: int
+    judge: int = 0
+    judge_run: int = 0
     tokens: dict[str, str] = field(default_factory=dict)
     # Per role, the id of a second token of theirs: what DELETE /api/auth/tokens/{id} revokes.
     spare_tokens: dict[str, int] = field(default_factory=dict)
@@ -88,6 +90,7 @@ def seed_world(artifact_root: Path) -> World:
     from accounts.tokens import token_create
     from guidelines.models import Acknowledgement, Guideline
     from guidelines.services import draft_create, version_publish
+    from judges.models import Judge, JudgeRun
     from labeling.blind import tiers_as_shown
     from labeling.models import ImportJob, Role
     from labeling.services.assignment import next_item
@@ -162,7 +165,10 @@ def seed_world(artifact_root: Path) -> World:
     event = WebhookEvent.objects.create(project=project, type="snapshot.ready", payload={"id": "x"})
     delivery = WebhookDelivery.objects.create(hook=hooks[0], event=event, status="failed", attempts=6)
     push = HubPush.objects.create(project=project, snapshot=snapshot, repo_id="acme/fuzz", status="done")
+    judge = Judge.objects.create(project=project, name="fuzz-judge", kind="reward_model", reward_version=model)
+    judge_run = JudgeRun.objects.create(judge=judge, judge_version=1, status="done")
     return World(
+        judge=judge.pk, judge_run=judge_run.pk,
         webhook=hooks[0].pk, spare_webhook=hooks[1].pk, webhook_delivery=delivery.pk, hub_push=push.pk,
         spare_prompt=spare_prompt, spare_user=spare_user.pk,
         project=project.pk, scratch_project=scratch.pk, scratch_member=scratch_member.pk, prompt=prompt,
@@ -288,12 +294,14 @@ def fuzz_config(world: World, role: str, *, base_url: str, max_examples: int, se
             "assignment_id": world.assignment, "import_id": world.import_job,
             "snapshot_id": world.snapshot, "version_id": world.model_version, "name": SNAPSHOT_FILE,
             "hook_id": world.webhook, "delivery_id": world.webhook_delivery, "push_id": world.hub_push,
+            "judge_id": world.judge,
         },
         # One entry per operation, matched by its name: Schemathesis ORs the include-*
         # filters of an entry, so include-path + include-method would match either.
         "operations": [
             {"include-path-regex": "^/api/generation-runs/", "parameters": {"run_id": world.generation_run}},
             {"include-path-regex": "^/api/training-runs/", "parameters": {"run_id": world.training_run}},
+            {"include-path-regex": "^/api/judge-runs/", "parameters": {"run_id": world.judge_run}},
             {"include-name": "DELETE /api/projects/{project_id}/members/{user_id}/",
              "parameters": {"project_id": world.scratch_project, "user_id": world.scratch_member}},
             # Deleting the webhook the other operations use would turn them into 404s.
@@ -319,11 +327,16 @@ def fuzz_config(world: World, role: str, *, base_url: str, max_examples: int, se
                 "POST /api/invites/{invite_id}/revoke",
                 "POST /api/auth/token", "POST /api/users/", "PUT /api/projects/{project_id}/members/",
                 "POST /api/assignments/{assignment_id}/ranking", "POST /api/assignments/{assignment_id}/demonstration",
+                "POST /api/assignments/{assignment_id}/revision",
                 "POST /api/projects/{project_id}/generation-runs", "POST /api/projects/{project_id}/training-runs",
                 "POST /api/projects/{project_id}/datasets", "POST /api/projects/{project_id}/imports",
                 "POST /api/projects/{project_id}/webhooks", "PATCH /api/webhooks/{hook_id}",
                 "POST /api/datasets/{snapshot_id}/hub-push", "POST /api/prompts/{prompt_id}/erasure",
-                "POST /api/datasets/{snapshot_id}/rebuild", "POST /api/users/{user_id}/erasure")),
+                "POST /api/datasets/{snapshot_id}/rebuild", "POST /api/users/{user_id}/erasure",
+                # Which endpoints the operator configured and what a judge may name; a run
+                # of a paused judge; items of this project.
+                "POST /api/projects/{project_id}/judges", "PATCH /api/judges/{judge_id}",
+                "POST /api/judges/{judge_id}/runs")),
             *([] if role == "annotator" else [{
                 # Fetch and authorize first: someone else's assignment answers 404 before
                 # its headers are read, so a missing Idempotency-Key cannot get a 400 there.

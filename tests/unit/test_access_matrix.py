@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from accounts.models import ApiToken
 from accounts.tokens import token_create
+from judges.models import Judge, JudgeRun
 from labeling.models import (
     Assignment,
     AuditEvent,
@@ -67,7 +68,10 @@ def other_ids(other_project: Project) -> dict[str, object]:
     delivery = WebhookDelivery.objects.create(hook=hook, event=event, status="failed")
     invite = Invite.objects.create(project=other_project, role="annotator", token_hash="b" * 64,
                                    expires_at=timezone.now() + timedelta(days=1))
-    return {"invite_id": invite.pk, "job_id": job.pk, "what": "generate", "push_id": push.pk,
+    judge = Judge.objects.create(project=other_project, name="theirs", kind="reward_model", reward_version=version)
+    # Judge runs share the `run_id` converter: the other project's judge run gets the same id.
+    JudgeRun.objects.create(pk=run.pk, judge=judge, judge_version=1)
+    return {"judge_id": judge.pk, "invite_id": invite.pk, "job_id": job.pk, "what": "generate", "push_id": push.pk,
             "hook_id": hook.pk, "delivery_id": delivery.pk,
             "version_id": version.pk, "project_id": other_project.pk, "prompt_id": prompt.pk, "import_id": job.pk,
             "assignment_id": assignment.pk, "item_id": item.pk, "run_id": run.pk,
@@ -89,6 +93,8 @@ def state() -> tuple:
         list(WebhookDelivery.objects.values_list("status", "attempts")),
         list(Invite.objects.values_list("revoked_at", "used_at")),
         list(Project.objects.order_by("id").values_list("guideline", "lease_minutes", "k")),
+        list(Judge.objects.values_list("name", "version", "active")),
+        list(JudgeRun.objects.values_list("status", flat=True)),
     )
 
 
@@ -118,7 +124,8 @@ def test_the_matrix_covers_every_id_route() -> None:
     assert {"project-detail", "prompt-list", "candidate-list", "import-detail", "next-item",
             "ranking-create", "assignment-skip", "item-agreement", "generation-run-detail",
             "snapshot-file", "member-remove", "training-run-detail", "training-run-cancel",
-            "model-version-promote", "api-token-revoke"} <= names
+            "model-version-promote", "api-token-revoke", "judge-detail", "judge-run-list",
+            "judge-run-cancel", "judge-figures"} <= names
 
 
 def console_patterns() -> list[tuple[str, URLPattern]]:

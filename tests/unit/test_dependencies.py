@@ -12,7 +12,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("config", "core", "accounts", "labeling", "guidelines", "training", "webhooks", "erasure")
+PACKAGES = ("config", "core", "accounts", "labeling", "guidelines", "training", "webhooks", "judges",
+            "erasure")
 
 
 def first_party_modules() -> dict[str, Path]:

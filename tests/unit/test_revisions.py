@@ -96,3 +96,16 @@ def test_the_api_changes_a_sent_ranking(as_user, project, annotator) -> None:  #
 
     assert response.status_code == 201 and response.json()["tiers"] == tiers
     assert unknown.status_code == 400
+
+
+def test_a_revision_without_an_idempotency_key_is_a_bad_request_like_a_submit(as_user, project, annotator) -> None:  # noqa: ANN001
+    make_items(project, 1)
+    assignment, _ = _send(annotator, project, "k1")
+    tiers = tiers_as_shown(assignment, [[c] for c in sorted(assignment.display_order, reverse=True)])
+
+    response = as_user(annotator).post(f"/api/assignments/{assignment.pk}/revision", {"tiers": tiers},
+                                       format="json")
+
+    assert response.status_code == 400, response.content
+    assert "Idempotency-Key" in response.json()["detail"]
+    assert Ranking.objects.filter(annotator=annotator).count() == 1  # the sent one, unchanged

@@ -167,6 +167,7 @@ def no_markdown(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("markdown rendered during a page view")
 
     monkeypatch.setattr(nh3, "clean", boom)  # every render ends in the sanitizer
+    monkeypatch.setattr(rendering, "_cleaner", boom)  # (built once, core.rendering._cleaner)
     monkeypatch.setattr(rendering, "_cmark_html", boom, raising=False)  # and starts here
 
 

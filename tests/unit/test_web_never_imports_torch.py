@@ -18,7 +18,7 @@ import config.wsgi, config.urls
 from django.urls import get_resolver
 get_resolver().url_patterns
 WEB = {"views", "api", "web", "tasks", "console", "urls", "generation", "health", "runs", "registry"}
-for app in ("core", "accounts", "labeling", "guidelines", "training", "webhooks", "erasure"):
+for app in ("core", "accounts", "labeling", "guidelines", "training", "webhooks", "judges", "erasure"):
     package = importlib.import_module(app)
     for info in pkgutil.walk_packages(package.__path__, app + "."):
         parts = info.name.split(".")

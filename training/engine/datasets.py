@@ -132,6 +132,7 @@ class SnapshotItem:
     guideline_versions: Sequence[int] = ()
     strength: int | None = None
     flags: Sequence[str] = ()
+    judge: int | None = None  # set: an AI judge's ranking (judges/), not people's consensus
 
     def __post_init__(self) -> None:
         if not self.group_id:
@@ -179,8 +180,12 @@ class RawRanking:
     duration_ms: int | None = None
     created_at: str | None = None  # ISO 8601
     display_order: Sequence[int] = ()
+    source: str = "human"  # "human", or "ai": an AI judge's ranking (judges/), then `judge` is its id
+    judge: int | None = None
 
     def __post_init__(self) -> None:
+        if self.source not in ("human", "ai") or (self.source == "ai") != (self.judge is not None):
+            raise ValueError(f"ranking {self.ranking_id}: source is human (no judge) or ai (with its judge id)")
         if not self.group_id:
             object.__setattr__(self, "group_id", prompt_hash(self.prompt))
         _check_strength(self.strength)
@@ -276,7 +281,9 @@ def build_raw(rankings: Iterable[RawRanking], options: ExportOptions | None = No
     the pseudonymous annotator id. Raises ValueError if an annotator id is not a pseudonym."""
     options = options or ExportOptions()
     for ranking in rankings:
-        if not _PSEUDONYM.fullmatch(ranking.annotator):
+        if ranking.source == "ai" and ranking.annotator == f"ai:{ranking.judge}":
+            pass  # a judge is named by its id: no person behind it
+        elif not _PSEUDONYM.fullmatch(ranking.annotator):
             raise ValueError(f"ranking {ranking.ranking_id}: annotator must be a pseudonym(), not a name")
         check_tiers(ranking.tiers)
         _check_known(ranking.item_id, ranking.tiers, ranking.candidates)
@@ -298,6 +305,8 @@ def build_raw(rankings: Iterable[RawRanking], options: ExportOptions | None = No
             "strength": ranking.strength,
             "duration_ms": ranking.duration_ms,
             "created_at": ranking.created_at,
+            "source": ranking.source,
+            "judge": ranking.judge,
             "split": _split(ranking.group_id, options),
         }
 
@@ -363,7 +372,9 @@ def _item_pairs(item: SnapshotItem, options: ExportOptions, conversational: bool
         "group_id": item.group_id,
         "item_id": item.item_id,
         "preference_id": None,
-        "source": "consensus",
+        # People's consensus, or "ai" for an AI judge's ranking (only when a snapshot asks).
+        "source": "consensus" if item.judge is None else "ai",
+        "judge": item.judge,
         "strength": item.strength,
         "guideline_versions": list(item.guideline_versions),
         "item_agreement": item.agreement,
@@ -415,6 +426,7 @@ def _external_pair_row(pair: ExternalPair, options: ExportOptions, conversationa
         "item_id": None,
         "preference_id": pair.preference_id,
         "source": f"external:{pair.source}" if pair.source else "external",
+        "judge": None,
         "strength": None,
         "guideline_versions": [],
         "item_agreement": None,

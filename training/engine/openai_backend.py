@@ -144,6 +144,19 @@ class OpenAIBackend:
             for i in range(len(conversations))
         ]
 
+    def complete(self, conversation: Conversation, *, temperature: float, max_tokens: int,
+                 seed: int) -> Sample | str:
+        """One answer (n=1) to one conversation, for an AI judge: the Sample, or the reason
+        the endpoint rejected the request. Throttling and timeouts are retried as for
+        sampling; BackendError when the retries run out."""
+        payload = {"model": self.model_id, "messages": conversation, "n": 1,
+                   "temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+        try:
+            body = self._post(payload)
+        except PromptRejected as exc:
+            return f"rejected: {exc}"
+        return self._samples(body, _Job(prompt=0, n=1, seed=seed, first_index=0))[0]
+
     def _jobs(self, prompt: int, seed: int, k: int) -> list[_Job]:
         if self.n_per_request:
             return [_Job(prompt=prompt, n=k, seed=seed, first_index=0)]

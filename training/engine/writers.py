@@ -74,6 +74,8 @@ class JsonlWriter:
         self._background = _Background(self._sink.write)
         self._encode = _json_encoder()
         self._lines: list[str] = []
+        self._parts: list[bytes] = []  # `write_parts`' rows not yet handed to the background
+        self._part_rows = 0
         self._buffer_rows = buffer_rows
         self.rows = 0
 
@@ -82,6 +84,18 @@ class JsonlWriter:
         self.rows += 1
         if len(self._lines) >= self._buffer_rows:
             self._flush()
+
+    def write_parts(self, parts: Iterable[bytes]) -> None:
+        """One row already encoded by this writer's encoder, as ASCII byte pieces ending in
+        its newline (``training.engine.pair_export``). Not mixed with `write` in one file."""
+        if self._lines:
+            raise ValueError("write_parts after write: one file takes rows one way")
+        self._parts.extend(parts)
+        self.rows += 1
+        self._part_rows += 1
+        if self._part_rows >= self._buffer_rows:
+            self._background.submit(b"".join(self._parts))
+            self._parts, self._part_rows = [], 0
 
     def close(self) -> FileStats:
         self._flush()
@@ -93,6 +107,9 @@ class JsonlWriter:
         self._sink.discard()
 
     def _flush(self) -> None:
+        if self._parts:
+            self._background.submit(b"".join(self._parts))
+            self._parts, self._part_rows = [], 0
         if self._lines:
             self._lines.append("")  # a newline after the last line too
             self._background.submit("\n".join(self._lines).encode("ascii"))
@@ -116,6 +133,8 @@ class ParquetRowWriter:
         self.rows = 0
         self._names = set(schema.names)
         self._batch: list[Mapping[str, Any]] = []
+        self._tables: list[pa.Table] = []  # `write_table`'s rows not yet in a batch
+        self._table_rows = 0
         self._batch_rows = batch_rows
         self._sink = _HashingSink(self.path)
         self._writer = pq.ParquetWriter(
@@ -135,8 +154,23 @@ class ParquetRowWriter:
         if len(self._batch) >= self._batch_rows:
             self._flush()
 
+    def write_table(self, table: pa.Table) -> None:
+        """Rows as an Arrow table of this schema, cut into the same ``batch_rows`` row
+        groups as `write` would make (so the file is the same bytes). Not mixed with
+        `write` in one file."""
+        if self._batch:
+            raise ValueError("write_table after write: one file takes rows one way")
+        if table.schema != self.schema:
+            raise ValueError(f"table does not match the {self.path.name} schema")
+        self._tables.append(table)
+        self._table_rows += table.num_rows
+        self.rows += table.num_rows
+        while self._table_rows >= self._batch_rows:
+            self._flush_tables(self._batch_rows)
+
     def close(self) -> FileStats:
         self._flush()
+        self._flush_tables(self._table_rows)
         self._background.finish()
         self._writer.close()
         return self._sink.commit(self.rows)
@@ -147,6 +181,18 @@ class ParquetRowWriter:
             self._writer.close()
         finally:
             self._sink.discard()
+
+    def _flush_tables(self, rows: int) -> None:
+        import pyarrow as pa
+
+        if not rows:
+            return
+        table = pa.concat_tables(self._tables)
+        head = table.slice(0, rows).combine_chunks()
+        rest = table.slice(rows)
+        self._tables, self._table_rows = ([rest] if rest.num_rows else []), rest.num_rows
+        for batch in head.to_batches(max_chunksize=rows):
+            self._background.submit(batch)
 
     def _flush(self) -> None:
         import pyarrow as pa
@@ -216,7 +262,7 @@ def parquet_schema(kind: str, *, conversational: bool) -> pa.Schema:
             fields += [(f"chosen_{column}", kind_type), (f"rejected_{column}", kind_type)]
         fields += [
             ("group_id", pa.string()), ("item_id", pa.int64()), ("preference_id", pa.int64()),
-            ("source", pa.string()), ("strength", pa.int64()), ("guideline_versions", ints),
+            ("source", pa.string()), ("judge", pa.int64()), ("strength", pa.int64()), ("guideline_versions", ints),
             ("item_agreement", pa.float64()), ("flags", strings), ("split", pa.string()),
         ]
     elif kind == "sft":
@@ -234,7 +280,8 @@ def parquet_schema(kind: str, *, conversational: bool) -> pa.Schema:
             ("annotator", pa.string()), ("prompt", messages), ("candidates", pa.list_(candidate)),
             ("tiers", pa.list_(ints)), ("display_order", ints), ("guideline_version", pa.int64()),
             ("flags", strings), ("strength", pa.int64()), ("duration_ms", pa.int64()),
-            ("created_at", pa.string()), ("split", pa.string()),
+            ("created_at", pa.string()), ("source", pa.string()), ("judge", pa.int64()),
+            ("split", pa.string()),
         ]
     else:
         raise ValueError(f"unknown dataset kind {kind!r}; expected one of {KINDS}")

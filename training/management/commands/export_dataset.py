@@ -25,6 +25,8 @@ class Command(BaseCommand):
         parser.add_argument("--kind", action="append", choices=KINDS, required=True)
         parser.add_argument("--format", action="append", choices=FORMATS)
         parser.add_argument("--include-external", action="store_true")
+        parser.add_argument("--include-ai", action="store_true",
+                            help="AI judges' rankings too (raw, pairs, dpo), rows marked source ai + judge id")
         parser.add_argument("--keep-flagged", action="store_true",
                             help="keep items flagged unsafe or needs-expert")
         parser.add_argument("--min-agreement", type=float)
@@ -41,7 +43,8 @@ class Command(BaseCommand):
         if project is None:
             raise CommandError(f"no project {options['project']!r}")
         filters: dict[str, Any] = {"include_external": options["include_external"],
-                                   "exclude_flagged": not options["keep_flagged"]}
+                                   "exclude_flagged": not options["keep_flagged"],
+                                   "include_ai": options["include_ai"]}
         if options["min_agreement"] is not None:
             filters["min_agreement"] = options["min_agreement"]
         try:
