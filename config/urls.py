@@ -14,8 +14,9 @@ from core import health, pages
 from erasure import console as erasure_console
 from guidelines import views as guideline_views
 from judges import console as judges_console
-from labeling.web import annotate, console, feedback, home, review
+from labeling.web import annotate, console, feedback, home, project_admin, review
 from training import console as training_console
+from training import console_models, launcher
 from webhooks import console as webhooks_console
 
 api = [
@@ -44,7 +45,17 @@ console_urls = [
          review.annotator_action, name="annotator-action"),
     path("projects/<int:project_id>/invite", review.invite, name="invite"),
     path("projects/<int:project_id>/models", review.models_page, name="models"),
+    path("projects/new", project_admin.project_new, name="project-new"),
+    path("projects/<int:project_id>/settings", project_admin.project_settings, name="settings"),
+    path("projects/<int:project_id>/upload", project_admin.upload, name="upload"),
+    path("projects/<int:project_id>/upload/<int:job_id>", project_admin.upload_job, name="upload-job"),
+    path("projects/<int:project_id>/upload/<int:job_id>/status", project_admin.upload_status,
+         name="upload-status"),
+    path("projects/<int:project_id>/members", project_admin.members_page, name="members"),
     path("projects/<int:project_id>/runs", training_console.runs, name="runs"),
+    path("projects/<int:project_id>/runs/status", launcher.runs_status, name="runs-status"),
+    path("projects/<int:project_id>/runs/launch/<slug:what>", launcher.launch, name="launch"),
+    path("projects/<int:project_id>/reward-models", console_models.reward_models, name="reward-models"),
     path("projects/<int:project_id>/schedule", training_console.schedule_page, name="schedule"),
     path("projects/<int:project_id>/webhooks", webhooks_console.webhooks_page, name="webhooks"),
     path("projects/<int:project_id>/judges", judges_console.judges_page, name="judges"),

@@ -441,6 +441,7 @@ class ImportJob(Run):
     prints (counts added/skipped, invalid rows with line numbers)."""
 
     task_name = "labeling.tasks.import_prompts"
+    audit_name = "import"  # audit actions: import.dry_run, import.start, import.cancel
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="imports")
     created_by = models.ForeignKey(
@@ -449,6 +450,12 @@ class ImportJob(Run):
     file_path = models.CharField(max_length=500)
     original_name = models.CharField(max_length=255)
     skip_invalid = models.BooleanField(default=False)
+    dry_run = models.BooleanField(
+        default=False, help_text="Validate only: the report lists every invalid row and nothing "
+                                 "is written; the upload is kept for the import that follows.")
+    dry_run_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="imports",
+        help_text="The dry run whose upload this import writes.")
     report = models.JSONField(default=dict, blank=True)
 
     @classmethod
@@ -457,7 +464,11 @@ class ImportJob(Run):
         rejected, cancelled. Only a queued or running job (or one the sweep re-queues)
         still reads it; the report keeps what a person needs to fix the file."""
         finished = [Run.Status.DONE, Run.Status.FAILED, Run.Status.CANCELLED]
-        for path in runs.filter(status__in=finished).values_list("file_path", flat=True):
+        # A finished dry run keeps its upload for the import that follows it (which then
+        # owns the file); a failed one (unreadable file) has nothing worth keeping.
+        done_dry_runs = runs.filter(dry_run=True, status=Run.Status.DONE)
+        for path in runs.filter(status__in=finished).exclude(pk__in=done_dry_runs).values_list(
+                "file_path", flat=True):
             try:
                 Path(path).unlink(missing_ok=True)
             except OSError as exc:  # the job's outcome stands; an operator can remove it
@@ -480,6 +491,18 @@ class Invite(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="+",
     )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    @property
+    def state(self) -> str:
+        """used, revoked, expired or open."""
+        from django.utils import timezone
+
+        if self.used_at is not None:
+            return "used"
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.expires_at <= timezone.now() else "open"
 
 
 class AnnotatorQuality(models.Model):

@@ -68,6 +68,9 @@ def _import(job: ImportJob) -> None:
         if not beat(job, bytes_done=done, bytes_total=total):
             raise RunStopped
 
+    if job.dry_run:
+        _dry_run(job, progress)
+        return
     try:
         report = prompts_import(
             project=job.project, path=Path(job.file_path), skip_invalid=job.skip_invalid,
@@ -97,6 +100,22 @@ def _import(job: ImportJob) -> None:
     else:
         size = Path(job.file_path).stat().st_size
         run_finish(job, status=Run.Status.DONE, bytes_done=2 * size, bytes_total=2 * size)
+
+
+def _dry_run(job: ImportJob, progress: object) -> None:
+    """Validate only (labeling/services/imports.py); the report lists every invalid row."""
+    from labeling.services.imports import import_validate
+
+    try:
+        report = import_validate(job=job, progress=progress)
+    except RunStopped:
+        return
+    except ImportFileError as exc:
+        _fail(job, str(exc), {**exc.report.as_dict(), "dry_run": True})
+        return
+    ImportJob.objects.filter(pk=job.pk).update(report={**report.as_dict(), "dry_run": True})
+    size = Path(job.file_path).stat().st_size
+    run_finish(job, status=Run.Status.DONE, bytes_done=size, bytes_total=size)
 
 
 def _fail(job: ImportJob, reason: str, report: dict) -> None:

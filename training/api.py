@@ -8,6 +8,7 @@ from django.http import FileResponse, Http404
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -41,7 +42,13 @@ def generation_run_for(user, run_id: int, *, min_role: str = Role.REVIEWER) -> G
 
 class GenerationRunListCreate(APIView):
     class GenerationRunInput(StrictJSONInput, serializers.Serializer):
-        backend = serializers.ChoiceField(choices=GenerationRun.Backend.choices)
+        backend = serializers.ChoiceField(
+            choices=GenerationRun.Backend.choices, required=False,
+            help_text="Left out (with no policy): sample from the project's promoted policy.")
+        policy = serializers.IntegerField(
+            required=False, min_value=1, max_value=2**63 - 1,
+            help_text="A model version id of this project (kind policy) to sample from; "
+                      "default when no backend is given: the current promoted policy.")
         model = serializers.CharField(
             required=False, allow_blank=True, max_length=500,
             help_text="transformers, vllm: a hub id (owner/name) or a folder under MODEL_DIRS; "
@@ -74,8 +81,15 @@ class GenerationRunListCreate(APIView):
         data = self.GenerationRunInput(data=request.data)
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
+        policy = None
+        if "policy" in values:
+            policy = ModelVersion.objects.filter(project=project, pk=values.pop("policy"),
+                                                 kind=ModelVersion.Kind.POLICY).first()
+            if policy is None:
+                raise ValidationError({"policy": ["no registered policy of this project has this id"]})
         run = generation_run_create(
-            project=project, backend=values.pop("backend"), model=values.pop("model", ""),
+            project=project, backend=values.pop("backend", ""), model=values.pop("model", ""),
+            policy=policy,
             endpoint=values.pop("endpoint", ""), prompt_ids=values.pop("prompt_ids", None),
             params=values, user=request.user,
         )

@@ -92,16 +92,20 @@ def runs(request: HttpRequest, project_id: int) -> HttpResponse:
     imports = project.imports.order_by("-id")[:50]
     active = any(r.status in {"queued", "running"}
                  for r in [*generation, *snapshots, *imports, *training])
+    can_admin = access.is_admin_of(request.user, project.pk)
+    from training.launcher import launcher_forms
+
     return render(request, "console/runs.html", {
+        **(launcher_forms(project) if can_admin else {}),
         "project": project, "generation": generation, "snapshots": snapshots,
         "imports": imports, "training": training, "curves": curves,
         "versions": ModelVersion.objects.filter(project=project),
-        "active": active, "can_admin": access.is_admin_of(request.user, project.pk),
+        "active": active, "can_admin": can_admin,
     })
 
 
 def _runs_action(request: HttpRequest, project_id: int) -> HttpResponse:
-    """Cancel a generation or training run, or promote a model version (admins); a version
+    """Cancel a generation, snapshot, import or training run, or promote a model version (admins); a version
     whose run may have learned nothing is promoted only from the confirmation page."""
     from training.models import GenerationRun, ModelVersion, TrainingRun
     from training.registry import PromotionNeedsConfirmation, model_version_promote
@@ -114,11 +118,15 @@ def _runs_action(request: HttpRequest, project_id: int) -> HttpResponse:
             try:
                 model_version_promote(version=version, actor=request.user,
                                       confirm=request.POST.get("confirm") == "1")
-            except PromotionNeedsConfirmation:
+            except PromotionNeedsConfirmation as exc:
                 return render(request, "console/promote_confirm.html",
-                              {"project": project, "version": version})
+                              {"project": project, "version": version, "reason": str(exc)})
             messages.success(request, f"{version} is now the current {version.kind} model.")
-    for model, field in ((GenerationRun, "run"), (TrainingRun, "training_run")):
+    from labeling.models import ImportJob
+    from training.models import DatasetSnapshot
+
+    for model, field in ((GenerationRun, "run"), (TrainingRun, "training_run"), (DatasetSnapshot, "snapshot"),
+                         (ImportJob, "import_job")):
         run = model.objects.filter(project=project, pk=request.POST.get(field) or 0).first()
         if run is not None and run_stop(run=run, actor=request.user):
             messages.success(request, f"Run {run.pk} will stop at its next step.")

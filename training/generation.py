@@ -84,7 +84,13 @@ def generation_run_create(
 ) -> GenerationRun:
     """A run sampling K candidates per prompt. `endpoint` names a GENERATION_ENDPOINTS
     entry (openai backend; may be left out when only one is configured); `policy` is a
-    registered policy of this project to sample from (transformers backend)."""
+    registered policy of this project to sample from (transformers backend). With neither a
+    backend nor a policy, the run samples from the project's current promoted policy."""
+    if policy is None and not backend:
+        policy = ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.POLICY,
+                                             is_current=True).first()
+        if policy is None:
+            raise DomainError("choose a backend: this project has no promoted policy to sample from")
     if policy is not None:
         # Closing the loop: sample from a registered policy (merged weights when LoRA).
         if policy.project_id != project.pk or policy.kind != "policy":

@@ -60,6 +60,8 @@ class DatasetSnapshot(Run):
     Files live under ARTIFACT_ROOT/datasets/<id>/ with a manifest.json written last;
     once built, nothing about the snapshot changes."""
 
+    audit_name = "snapshot"  # audit actions: snapshot.create, snapshot.cancel
+
     task_name = "training.tasks.build_snapshot"
 
     project = models.ForeignKey(

@@ -70,16 +70,39 @@ def _merge_policy(run: TrainingRun, adapter: Path) -> Path:
     return target
 
 
+RESCORE_TASK = "training.tasks.generate_item_scores"  # on the generate queue (config/celery.py)
+RESCORE_CHUNK = 256
+
+
 class PromotionNeedsConfirmation(DomainError):
     """The version's run may have learned nothing; promote it only when confirmed (HTTP 409)."""
 
     code = "confirmation_required"
     http_status = 409
 
-    def __init__(self, version: ModelVersion) -> None:
-        super().__init__(f"{version} may have learned nothing: {'; '.join(version.warnings)}. "
-                         "Promote it anyway only with confirmation (API: {\"confirm\": true}).")
+    def __init__(self, version: ModelVersion, worse_than: ModelVersion | None = None) -> None:
+        reasons = []
+        if version.warnings:
+            reasons.append(f"{version} may have learned nothing: {'; '.join(version.warnings)}")
+        if worse_than is not None:
+            reasons.append(f"{version} is worse than the current {worse_than} on held-out accuracy "
+                           f"({version.metrics.get('eval_accuracy'):.3f} < "
+                           f"{worse_than.metrics.get('eval_accuracy'):.3f})")
+        super().__init__(". ".join(reasons) + ". Promote it anyway only with confirmation "
+                         "(API: {\"confirm\": true}).")
         self.warnings = list(version.warnings)
+        self.worse_than = worse_than
+
+
+def worse_than_current(version: ModelVersion) -> ModelVersion | None:
+    """The current reward model when `version` scores below it on held-out accuracy."""
+    if version.kind != ModelVersion.Kind.REWARD or version.metrics.get("eval_accuracy") is None:
+        return None
+    current = ModelVersion.objects.filter(project=version.project_id, kind=version.kind,
+                                          is_current=True).exclude(pk=version.pk).first()
+    if current is None or current.metrics.get("eval_accuracy") is None:
+        return None
+    return current if version.metrics["eval_accuracy"] < current.metrics["eval_accuracy"] else None
 
 
 @transaction.atomic
@@ -87,9 +110,11 @@ def model_version_promote(*, version: ModelVersion, actor: AbstractBaseUser | No
                           confirm: bool = False) -> ModelVersion:
     """Make `version` the project's current model of its kind (one transaction). A version
     with warnings (its run may have learned nothing) needs ``confirm``; the audit event
-    records what was confirmed."""
-    if version.warnings and not confirm:
-        raise PromotionNeedsConfirmation(version)
+    records what was confirmed. So does a reward model worse than the current one on
+    held-out accuracy."""
+    worse_than = worse_than_current(version)
+    if (version.warnings or worse_than is not None) and not confirm:
+        raise PromotionNeedsConfirmation(version, worse_than)
     previous = ModelVersion.objects.select_for_update().filter(
         project=version.project, kind=version.kind, is_current=True).first()
     if previous is not None and previous.pk != version.pk:
@@ -98,7 +123,14 @@ def model_version_promote(*, version: ModelVersion, actor: AbstractBaseUser | No
     version.refresh_from_db()
     audit(actor=actor, project=version.project, action=f"model.promote_{version.kind}",
           target=version, before={"current": str(previous) if previous else None},
-          after={"current": str(version), **({"confirmed_warnings": version.warnings} if version.warnings else {})})
+          after={"current": str(version), **({"confirmed_warnings": version.warnings} if version.warnings else {}),
+                 **({"confirmed_worse_than": str(worse_than)} if worse_than is not None else {})})
+    if version.kind == ModelVersion.Kind.REWARD and (previous is None or previous.pk != version.pk):
+        # Re-score the open items with the new model (the RM column, uncertain_first).
+        from core.runs import send_run_task
+
+        version_id = version.pk
+        transaction.on_commit(lambda: send_run_task(RESCORE_TASK, version_id))
     event_emit(project=version.project, type=EventType.MODEL_PROMOTED,
                path=f"/api/projects/{version.project_id}/model-versions",
                data={"model_version": version.pk, "kind": version.kind, "name": version.name,
@@ -135,3 +167,58 @@ def candidates_score(*, version: ModelVersion, candidate_ids: list[int]) -> int:
         if len(top) >= 2:
             Item.objects.filter(pk=item.pk).update(uncertainty=top[0] - top[1])
     return len(scores)
+
+
+def undecided_items_rescore(*, version: ModelVersion) -> int:
+    """After a reward model is promoted: score the candidates of the project's undecided
+    items (open, complete, disputed) with it, chunk by chunk, refreshing each item's
+    uncertainty. Does nothing once another version is current; a candidate already scored
+    by this version is skipped, so a redelivered task only finishes the rest."""
+    undecided = Item.objects.filter(project=version.project, status__in=[
+        Item.Status.OPEN, Item.Status.COMPLETE, Item.Status.DISPUTED])
+    todo = list(Candidate.objects.filter(items__in=undecided).exclude(scores__model_version=version)
+                .distinct().order_by("id").values_list("id", flat=True))
+    scored = 0
+    for start in range(0, len(todo), RESCORE_CHUNK):
+        if not ModelVersion.objects.filter(pk=version.pk, is_current=True).exists():
+            break
+        scored += candidates_score(version=version, candidate_ids=todo[start:start + RESCORE_CHUNK])
+    return scored
+
+
+HEAD_TO_HEAD_MAX_PAIRS = 5000
+
+
+def compare_with_current(*, version: ModelVersion, validation_file: Path) -> dict[str, Any] | None:
+    """Head to head on the new reward model's held-out pairs (worker side): both it and the
+    project's current reward model score every pair; a "win" is a pair the new model orders
+    as the labels do and the current one does not. Stored in the version's metrics as
+    `vs_current` (the models page shows it). None when there is no current model to compare."""
+    import pyarrow.parquet as pq
+
+    from training.engine.reward import RewardScorer
+
+    current = ModelVersion.objects.filter(project=version.project_id, kind=ModelVersion.Kind.REWARD,
+                                          is_current=True).exclude(pk=version.pk).first()
+    if current is None or not str(validation_file).endswith(".parquet"):
+        return None
+    rows = pq.read_table(validation_file, columns=["prompt", "chosen", "rejected"]).to_pylist()
+    rows = rows[:HEAD_TO_HEAD_MAX_PAIRS]
+    if not rows:
+        return None
+    prompts = [r["prompt"] for r in rows]
+
+    def right(model_dir: str) -> list[bool]:
+        scorer = RewardScorer.load(artifact_local(model_dir))
+        chosen = scorer.score(prompts, [r["chosen"] for r in rows])
+        rejected = scorer.score(prompts, [r["rejected"] for r in rows])
+        return [c > r for c, r in zip(chosen, rejected, strict=True)]
+
+    new, old = right(version.adapter_path), right(current.adapter_path)
+    wins = sum(n and not o for n, o in zip(new, old, strict=True))
+    losses = sum(o and not n for n, o in zip(new, old, strict=True))
+    result = {"version": current.pk, "name": str(current), "pairs": len(rows), "wins": wins, "losses": losses,
+              "win_rate": wins / (wins + losses) if wins + losses else None,
+              "accuracy": sum(new) / len(rows), "current_accuracy": sum(old) / len(rows)}
+    ModelVersion.objects.filter(pk=version.pk).update(metrics={**version.metrics, "vs_current": result})
+    return result

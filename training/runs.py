@@ -32,12 +32,11 @@ from training.artifacts import artifact_local_model
 from training.model_refs import model_reference
 from training.models import (
     DatasetSnapshot,
-    GenerationRun,
     ModelVersion,
     TrainingMetric,
     TrainingRun,
 )
-from training.registry import model_version_register
+from training.registry import compare_with_current, model_version_register
 from training.snapshots import snapshot_local_dir
 from training.workers import torch_threads
 
@@ -203,6 +202,11 @@ def training_run_execute(run: TrainingRun, *, progress: Any = None) -> None:
     if results.get("status") == "cancelled":
         return  # the run row is already CANCELLED; no model is registered
     version = model_version_register(run=run, results=summary)
+    if run.kind == TrainingRun.Kind.REWARD and eval_file is not None:
+        try:  # a comparison that fails leaves the run and its model as they are
+            compare_with_current(version=version, validation_file=eval_file)
+        except Exception:
+            logger.exception("comparing reward model %s with the current one failed", version.pk)
     run_finish(run, status=Run.Status.DONE, model_version=version.pk)
 
 
@@ -261,9 +265,10 @@ def _launch_accelerate(run: TrainingRun, config: dict[str, Any], train_file: Pat
 # --------------------------------------------------------------------------- registry
 
 
-def run_stop(*, run: GenerationRun | TrainingRun, actor: AbstractBaseUser | None) -> bool:
-    """Cancel a queued or running generation or training run (the worker stops at its
-    next chunk or step; what it wrote is kept); audited. False when it had finished."""
+def run_stop(*, run: Run, actor: AbstractBaseUser | None) -> bool:
+    """Cancel a queued or running generation, training or snapshot run or import (the
+    worker stops at its next chunk or step; what it wrote is kept); audited. False when it
+    had finished."""
     cancelled = run_cancel(run)
     if cancelled:
         audit(actor=actor, project=run.project, action=f"{run.audit_name}.cancel", target=run)

@@ -23,6 +23,17 @@ def generate_candidates(run_id: int) -> None:
         run_finished_emit(run)
 
 
+@shared_task(name="training.tasks.generate_item_scores", ignore_result=True)
+def generate_item_scores(version_id: int) -> int:
+    """After a reward model's promotion: re-score the undecided items with it (generate
+    queue; idempotent, stops if another version is promoted meanwhile)."""
+    from training.models import ModelVersion
+    from training.registry import undecided_items_rescore
+
+    version = ModelVersion.objects.filter(pk=version_id, is_current=True).first()
+    return undecided_items_rescore(version=version) if version is not None else 0
+
+
 @shared_task(name="training.tasks.build_snapshot", ignore_result=True)
 def build_snapshot(snapshot_id: int) -> None:
     from training.models import DatasetSnapshot

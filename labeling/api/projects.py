@@ -23,9 +23,17 @@ from rest_framework.views import APIView
 from accounts.usernames import validate_username
 from core import access
 from core.api import ApiErrorSerializer, StrictJSONInput, StrictLimitOffsetPagination
-from labeling.models import Membership, Project, Role
-from labeling.services.members import invite_create, member_remove, membership_set, user_create
-from labeling.services.projects import project_create
+from core.errors import DomainError
+from guidelines.models import Guideline
+from labeling.models import Invite, Membership, Project, Role
+from labeling.services.members import (
+    invite_create,
+    invite_revoke,
+    member_add,
+    member_remove,
+    user_create,
+)
+from labeling.services.projects import project_create, project_update
 
 
 class ProjectOutput(serializers.ModelSerializer):
@@ -35,7 +43,7 @@ class ProjectOutput(serializers.ModelSerializer):
             "id", "name", "slug", "description", "k", "overlap", "agreement_threshold", "mode",
             "allow_ties", "gold_rate", "assignment_strategy", "generation_settings", "status",
             "demonstrations", "demonstrations_per_prompt", "mix_demonstrations",
-            "guideline", "created_at",
+            "lease_minutes", "adaptive_overlap", "guideline", "created_at",
         ]
 
 
@@ -58,6 +66,10 @@ class GenerationSettingsField(serializers.DictField):
 
 class ProjectInput(StrictJSONInput, serializers.ModelSerializer):
     generation_settings = GenerationSettingsField(required=False)
+    guideline = serializers.PrimaryKeyRelatedField(
+        queryset=Guideline.objects.all(), allow_null=True, required=False,
+        help_text="A shared guideline or one this project owns (another project's: 400); "
+                  "null: none. Changing it is audited.")
 
     class Meta:
         model = Project
@@ -65,8 +77,10 @@ class ProjectInput(StrictJSONInput, serializers.ModelSerializer):
             "name", "slug", "description", "k", "overlap", "agreement_threshold", "mode",
             "allow_ties", "gold_rate", "assignment_strategy", "generation_settings", "status",
             "demonstrations", "demonstrations_per_prompt", "mix_demonstrations",
+            "lease_minutes", "adaptive_overlap", "guideline",
         ]
         extra_kwargs = {
+            "lease_minutes": {"min_value": 1, "max_value": 24 * 60},
             "demonstrations_per_prompt": {"min_value": 1, "max_value": 50},
             "agreement_threshold": {"min_value": 0.0, "max_value": 1.0},
             "gold_rate": {"min_value": 0.0, "max_value": 1.0},
@@ -117,12 +131,7 @@ class ProjectDetail(APIView):
         project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
         data = ProjectInput(project, data=request.data, partial=True)
         data.is_valid(raise_exception=True)
-        project = data.save()
-        if project.demonstrations == Project.Demonstrations.ONLY:
-            # Switched to writing answers: every prompt without a demonstration item gets one.
-            from labeling.services.demonstrations import demonstration_items_create
-
-            demonstration_items_create(project=project)
+        project = project_update(project=project, actor=request.user, **data.validated_data)
         return Response(ProjectOutput(project).data)
 
     @extend_schema(responses={204: None, 409: ApiErrorSerializer})
@@ -165,13 +174,11 @@ class MemberListSet(APIView):
         project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
         data = self.MemberSetInput(data=request.data)
         data.is_valid(raise_exception=True)
-        user = get_user_model().objects.filter(
-            username=data.validated_data["username"], is_active=True
-        ).first()
-        if user is None:
-            raise ValidationError({"username": ["no active user with this username"]})
-        membership = membership_set(project=project, user=user, role=data.validated_data["role"],
-                                    actor=request.user)
+        try:
+            membership = member_add(project=project, username=data.validated_data["username"],
+                                    role=data.validated_data["role"], actor=request.user)
+        except DomainError as exc:
+            raise ValidationError({"username": [str(exc)]}) from None
         return Response(MemberOutput(membership).data)
 
 
@@ -185,9 +192,28 @@ class MemberRemove(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class InviteStateOutput(serializers.ModelSerializer):
+    state = serializers.CharField(help_text="open, used, revoked or expired")
+    created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True)
+    used_by = serializers.CharField(source="used_by.username", default=None, allow_null=True)
+
+    class Meta:
+        model = Invite
+        fields = ["id", "role", "state", "created_by", "created_at", "expires_at", "used_at",
+                  "used_by", "revoked_at"]
+
+
 class InviteCreate(APIView):
     class InviteInput(StrictJSONInput, serializers.Serializer):
         role = serializers.ChoiceField(choices=Role.choices)
+
+    @extend_schema(responses=InviteStateOutput(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        """The project's invites, newest first, with their state (admins only). The link
+        itself is shown once, when it is created: only its hash is stored."""
+        project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
+        invites = project.invites.select_related("created_by", "used_by").order_by("-id")[:200]
+        return Response(InviteStateOutput(invites, many=True).data)
 
     @extend_schema(
         request=InviteInput,
@@ -209,6 +235,14 @@ class InviteCreate(APIView):
             {"url": url, "role": invite.role, "expires_at": invite.expires_at},
             status=status.HTTP_201_CREATED,
         )
+
+
+class InviteRevoke(APIView):
+    @extend_schema(request=None, responses=InviteStateOutput)
+    def post(self, request: Request, invite_id: int) -> Response:
+        """The link stops working at once (audited). A used invite answers 400."""
+        invite = access.object_for(request.user, Invite, invite_id, min_role=Role.ADMIN, what="invite")
+        return Response(InviteStateOutput(invite_revoke(invite=invite, actor=request.user)).data)
 
 
 class UserCreate(APIView):

@@ -3,11 +3,8 @@ carry model names) and imports (admins)."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
-from django.conf import settings
-from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
@@ -18,13 +15,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core import access
-from core.api import StrictLimitOffsetPagination, query_text
-from core.runs import run_enqueue
+from core.api import StrictJSONInput, StrictLimitOffsetPagination, query_text
 from labeling.models import Candidate, ImportJob, Project, Prompt, Role
-from labeling.prompt_metadata import unstorable_at
-
-IMPORT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
-
+from labeling.services.imports import import_after_dry_run, import_upload, upload_name_problem
 
 PROMPT_ORDERINGS = ("id", "-id")
 
@@ -124,8 +117,8 @@ class ImportOutput(serializers.ModelSerializer):
     class Meta:
         model = ImportJob
         fields = [
-            "id", "project", "original_name", "skip_invalid", "status", "attempts", "progress",
-            "error", "report", "created_at", "started_at", "finished_at",
+            "id", "project", "original_name", "skip_invalid", "dry_run", "dry_run_of", "status",
+            "attempts", "progress", "error", "report", "created_at", "started_at", "finished_at",
         ]
 
 
@@ -135,6 +128,10 @@ class ImportListCreate(APIView):
     class ImportUploadInput(serializers.Serializer):
         file = serializers.FileField()
         skip_invalid = serializers.BooleanField(default=False)
+        dry_run = serializers.BooleanField(
+            default=False, help_text="Validate only: the report lists every invalid row with its "
+                                     "line and reason, nothing is written; then POST "
+                                     "/api/imports/{id}/import to import the same upload.")
 
     @extend_schema(responses=ImportOutput(many=True))
     def get(self, request: Request, project_id: int) -> Response:
@@ -144,40 +141,22 @@ class ImportListCreate(APIView):
     @extend_schema(request=ImportUploadInput, responses={202: ImportOutput})
     def post(self, request: Request, project_id: int) -> Response:
         """Upload a JSONL, CSV or Parquet file (optionally gzipped); a task on the
-        default queue imports it. Poll GET /api/imports/{id} for status and report."""
+        default queue imports it (or, with `dry_run`, validates it). Poll GET
+        /api/imports/{id} for status and report."""
         project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
+        unknown = sorted(set(request.data) - {"file", "skip_invalid", "dry_run"})
+        if unknown:
+            raise ValidationError({name: ["unknown field"] for name in unknown})
         data = self.ImportUploadInput(data=request.data)
         data.is_valid(raise_exception=True)
         upload = data.validated_data["file"]
         name = Path(upload.name or "").name
-        if not name.lower().removesuffix(".gz").endswith(IMPORT_SUFFIXES):
-            raise ValidationError({"file": ["use a .jsonl, .csv or .parquet file (optionally .gz)"]})
-        if unstorable_at(name) is not None:
-            raise ValidationError({"file": ["the file name holds a character that cannot be stored"]})
-        if upload.size > settings.IMPORT_MAX_UPLOAD_BYTES:
-            raise ValidationError(
-                {"file": [f"the file is {upload.size} bytes; the limit is "
-                          f"{settings.IMPORT_MAX_UPLOAD_BYTES}"]}
-            )
-        # Stored under a generated name outside any served path; the user's name is only
-        # kept as a label (and for the format), never used as a path.
-        settings.UPLOAD_ROOT.mkdir(parents=True, exist_ok=True)
-        path = settings.UPLOAD_ROOT / f"{uuid.uuid4().hex}.upload"
-        try:
-            with open(path, "wb") as fh:
-                for part in upload.chunks():
-                    fh.write(part)
-            with transaction.atomic():
-                job = ImportJob.objects.create(
-                    project=project, created_by=request.user, file_path=str(path),
-                    original_name=name[:255], skip_invalid=data.validated_data["skip_invalid"],
-                )
-                run_enqueue(job)
-        except BaseException:
-            # No job holds the file (a full disk, a failed insert): nothing else would
-            # ever delete it. Once a job exists, its task deletes it when the job ends.
-            path.unlink(missing_ok=True)
-            raise
+        problem = upload_name_problem(name, upload.size)
+        if problem:
+            raise ValidationError({"file": [problem]})
+        job = import_upload(project=project, name=name, size=upload.size, chunks=upload.chunks(),
+                            actor=request.user, dry_run=data.validated_data["dry_run"],
+                            skip_invalid=data.validated_data["skip_invalid"])
         return Response(ImportOutput(job).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -185,3 +164,20 @@ class ImportDetail(APIView):
     @extend_schema(responses=ImportOutput)
     def get(self, request: Request, import_id: int) -> Response:
         return Response(ImportOutput(access.import_job_for(request.user, import_id)).data)
+
+
+class ImportAfterDryRun(APIView):
+    class ImportAfterInput(StrictJSONInput, serializers.Serializer):
+        skip_invalid = serializers.BooleanField(
+            default=False, help_text="Import the valid rows of a file the dry run found invalid "
+                                     "rows in; without it such a file answers 400.")
+
+    @extend_schema(request=ImportAfterInput, responses={202: ImportOutput})
+    def post(self, request: Request, import_id: int) -> Response:
+        """Import the upload of a finished dry run (once)."""
+        dry_run = access.import_job_for(request.user, import_id)
+        data = self.ImportAfterInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = import_after_dry_run(dry_run=dry_run, skip_invalid=data.validated_data["skip_invalid"],
+                                   actor=request.user)
+        return Response(ImportOutput(job).data, status=status.HTTP_202_ACCEPTED)

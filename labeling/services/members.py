@@ -58,9 +58,35 @@ def invite_create(*, project: Project, role: str, created_by: AbstractUser) -> t
 def invite_lookup(*, token: str) -> Invite:
     digest = hashlib.sha256(token.encode()).hexdigest()
     invite = Invite.objects.filter(token_hash=digest).select_related("project").first()
-    if invite is None or invite.used_at is not None or invite.expires_at <= timezone.now():
-        raise DomainError("this invite link is invalid, expired or already used")
+    if (invite is None or invite.used_at is not None or invite.revoked_at is not None
+            or invite.expires_at <= timezone.now()):
+        raise DomainError("this invite link is invalid, expired, revoked or already used")
     return invite
+
+
+@transaction.atomic
+def invite_revoke(*, invite: Invite, actor: AbstractBaseUser) -> Invite:
+    """The link stops working at once (audited); a used invite is refused (its account
+    exists: remove the member instead)."""
+    revoked = Invite.objects.filter(pk=invite.pk, used_at__isnull=True, revoked_at__isnull=True).update(
+        revoked_at=timezone.now())
+    invite.refresh_from_db()
+    if not revoked:
+        if invite.used_at is not None:
+            raise DomainError("this invite was already used: remove the member instead")
+        return invite  # already revoked: nothing changes, nothing to audit
+    audit(actor=actor, project=invite.project, action="invite.revoke", target=invite,
+          before={"role": invite.role, "state": "open"}, after={"state": "revoked"})
+    return invite
+
+
+@transaction.atomic
+def member_add(*, project: Project, username: str, role: str, actor: AbstractBaseUser) -> Membership:
+    """Add an existing, active account to the project with `role` (or change its role)."""
+    user = get_user_model().objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise DomainError("no active user with this username")
+    return membership_set(project=project, user=user, role=role, actor=actor)
 
 
 def user_create(*, username: str, password: str) -> AbstractUser:

@@ -79,3 +79,46 @@ def test_stored_payloads_never_execute(page, live_server, reviewer) -> None:  # 
         assert page.evaluate("window.__xss") is None, url
     assert dialogs == []
     assert page.js_errors == []
+
+
+def test_payloads_on_the_pages_that_run_the_loop_never_execute(page, live_server, project_admin) -> None:  # noqa: ANN001
+    """Project settings, upload (file names, invalid rows' reasons), members and invites,
+    the launcher and reward models pages (model names, warnings, run errors), as an admin."""
+    from django.utils import timezone
+
+    from labeling.models import ImportJob, Invite
+    from training.models import DatasetSnapshot, GenerationRun, ModelVersion, TrainingRun
+
+    project = Project.objects.create(name=f"P {PAYLOADS[0]}", slug="xss-loop", description=CORPUS)
+    Membership.objects.create(user=project_admin, project=project, role=Role.ADMIN)
+    Guideline.objects.create(slug="xss-shared", title=CORPUS[:200])
+    make_items(project, 1, k=2)
+    errors = [{"line": n + 1, "reason": payload} for n, payload in enumerate(PAYLOADS)]
+    job = ImportJob.objects.create(project=project, file_path="/nonexistent", original_name=PAYLOADS[1][:255],
+                                   dry_run=True, status="done", report={"rows": 9, "invalid": 8, "errors": errors})
+    Invite.objects.create(project=project, role="annotator", token_hash="c" * 64, created_by=project_admin,
+                          expires_at=timezone.now())
+    GenerationRun.objects.create(project=project, backend="builtin-tiny", params={}, status="failed", error=CORPUS)
+    snapshot = DatasetSnapshot.objects.create(project=project, kinds=["pairs"], formats=["jsonl"], status="done",
+                                              files={"pairs-train.jsonl": {"rows": 1}}, error=CORPUS)
+    run = TrainingRun.objects.create(project=project, kind="reward", base_model=CORPUS[:200], snapshot=snapshot,
+                                     config={}, status="done", error=CORPUS,
+                                     results={"eval": {"calibration": {"0-0.25": {"pairs": 1, "accuracy": 1,
+                                                                                  "confidence": 0.5}}}})
+    ModelVersion.objects.create(project=project, kind="reward", name=PAYLOADS[6][:100], version=1,
+                                base_model=CORPUS[:200], snapshot=snapshot, source_run=run,
+                                metrics={"eval_accuracy": 0.5, "eval_pairs": 2}, warnings=PAYLOADS)
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    login(page, live_server, project_admin)
+    base = f"/console/projects/{project.pk}"
+    for url in [f"{base}/settings", f"{base}/upload", f"{base}/upload/{job.pk}", f"{base}/members",
+                f"{base}/runs", f"{base}/reward-models"]:
+        response = page.goto(f"{live_server.url}{url}")
+        assert response.status == 200, url
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+        assert page.locator("a[href^='javascript']").count() == 0, url
+        assert page.evaluate("window.__xss") is None, url
+    assert dialogs == []
+    assert page.js_errors == []

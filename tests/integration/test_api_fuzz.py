@@ -319,8 +319,12 @@ def fuzz_config(world: World, role: str, *, base_url: str, max_examples: int, se
             # snapshot of this project; that `since` is before `until`; which file names
             # are importable; which hosts webhooks may reach; whether Hub pushes are on; that
             # an erasure's confirmation names the prompt, that a snapshot to rebuild held
-            # erased data, that an account is not erased already.
+            # erased data, that an account is not erased already; that a guideline id exists
+            # and is shared or the project's own, that an import follows a finished dry run
+            # once, that an invite was not used.
             *({"include-name": name, "checks": domain_rule_400} for name in (
+                "POST /api/projects/", "PATCH /api/projects/{project_id}/", "POST /api/imports/{import_id}/import",
+                "POST /api/invites/{invite_id}/revoke",
                 "POST /api/auth/token", "POST /api/users/", "PUT /api/projects/{project_id}/members/",
                 "POST /api/assignments/{assignment_id}/ranking", "POST /api/assignments/{assignment_id}/demonstration",
                 "POST /api/assignments/{assignment_id}/revision",

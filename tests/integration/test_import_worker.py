@@ -175,3 +175,24 @@ def test_a_heartbeat_inside_the_write_transaction_is_committed_at_once(project) 
         other.join()
 
     assert seen == [({"bytes_done": 5}, 0)]  # the beat is committed; the import is not yet
+
+
+def test_worker_dry_run_then_import_of_the_same_upload(celery_worker, as_user, project, project_admin) -> None:  # noqa: ANN001
+    """The console's upload flow on a real worker: the dry run lists the bad line and writes
+    nothing, keeps the upload; the import (skipping it) writes the rest and deletes the file."""
+    client = as_user(project_admin)
+    response = client.post(f"/api/projects/{project.pk}/imports",
+                           {"file": SimpleUploadedFile("rows.jsonl", jsonl(ROWS[:5]) + b"{bad\n"),
+                            "dry_run": True}, format="multipart")
+    dry = response.json()["id"]
+    wait_until(lambda: finished(dry), what="dry run")
+    job = ImportJob.objects.get(pk=dry)
+    assert job.status == "done", celery_worker.output()[-2000:]
+    assert job.report["invalid"] == 1 and job.report["errors"][0]["line"] == 6
+    assert Prompt.objects.count() == 0 and Path(job.file_path).exists()
+    answer = client.post(f"/api/imports/{dry}/import", {"skip_invalid": True}, format="json")
+    assert answer.status_code == 202, answer.content
+    wait_until(lambda: finished(answer.json()["id"]), what="import")
+    imported = ImportJob.objects.get(pk=answer.json()["id"])
+    assert imported.status == "done" and imported.report["prompts_added"] == 5
+    assert Prompt.objects.count() == 5 and not Path(imported.file_path).exists()

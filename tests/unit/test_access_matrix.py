@@ -3,8 +3,12 @@ project B's ids and every method, answers 404 (or 403/405) and changes nothing."
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 
 from accounts.models import ApiToken
 from accounts.tokens import token_create
@@ -14,6 +18,7 @@ from labeling.models import (
     AuditEvent,
     Candidate,
     ImportJob,
+    Invite,
     Item,
     Membership,
     Project,
@@ -61,10 +66,13 @@ def other_ids(other_project: Project) -> dict[str, object]:
     hook = Webhook.objects.create(project=other_project, url="https://hooks.example.com/", events=["snapshot.ready"])
     event = WebhookEvent.objects.create(project=other_project, type="snapshot.ready", payload={})
     delivery = WebhookDelivery.objects.create(hook=hook, event=event, status="failed")
+    invite = Invite.objects.create(project=other_project, role="annotator", token_hash="b" * 64,
+                                   expires_at=timezone.now() + timedelta(days=1))
     judge = Judge.objects.create(project=other_project, name="theirs", kind="reward_model", reward_version=version)
     # Judge runs share the `run_id` converter: the other project's judge run gets the same id.
     JudgeRun.objects.create(pk=run.pk, judge=judge, judge_version=1)
-    return {"judge_id": judge.pk,"push_id": push.pk, "hook_id": hook.pk, "delivery_id": delivery.pk,
+    return {"judge_id": judge.pk, "invite_id": invite.pk, "job_id": job.pk, "what": "generate", "push_id": push.pk,
+            "hook_id": hook.pk, "delivery_id": delivery.pk,
             "version_id": version.pk, "project_id": other_project.pk, "prompt_id": prompt.pk, "import_id": job.pk,
             "assignment_id": assignment.pk, "item_id": item.pk, "run_id": run.pk,
             "snapshot_id": snapshot.pk, "user_id": stranger.pk, "name": "pairs-train.jsonl",
@@ -83,6 +91,8 @@ def state() -> tuple:
         ApiToken.objects.count(), HubPush.objects.count(),
         list(Webhook.objects.values_list("url", "active", "events")),
         list(WebhookDelivery.objects.values_list("status", "attempts")),
+        list(Invite.objects.values_list("revoked_at", "used_at")),
+        list(Project.objects.order_by("id").values_list("guideline", "lease_minutes", "k")),
         list(Judge.objects.values_list("name", "version", "active")),
         list(JudgeRun.objects.values_list("status", flat=True)),
     )
@@ -116,3 +126,43 @@ def test_the_matrix_covers_every_id_route() -> None:
             "snapshot-file", "member-remove", "training-run-detail", "training-run-cancel",
             "model-version-promote", "api-token-revoke", "judge-detail", "judge-run-list",
             "judge-run-cancel", "judge-figures"} <= names
+
+
+def console_patterns() -> list[tuple[str, URLPattern]]:
+    found = []
+
+    def walk(patterns: list, prefix: str, namespace: str) -> None:
+        for entry in patterns:
+            if isinstance(entry, URLResolver):
+                walk(entry.url_patterns, prefix + str(entry.pattern), entry.namespace or namespace)
+            elif isinstance(entry, URLPattern) and entry.name:
+                found.append((prefix + str(entry.pattern), f"{namespace}:{entry.name}" if namespace else entry.name,
+                              entry))
+
+    walk(get_resolver().url_patterns, "", "")
+    return [(name, p) for route, name, p in found if route.startswith("console/") and p.pattern.converters]
+
+
+@pytest.mark.parametrize("role", ["annotator", "reviewer", "project_admin"])
+def test_console_pages_of_other_projects_are_404_and_change_nothing(request, role, other_ids) -> None:  # noqa: ANN001
+    """The console's pages and their forms (settings, upload, members, launcher, reward
+    models...), GET and POST with the other project's ids: 403 or 404, nothing changes."""
+    client = Client()
+    client.force_login(request.getfixturevalue(role))
+    before = state()
+    checked = 0
+    for name, pattern in console_patterns():
+        kwargs = {k: other_ids.get(k, other_ids.get("project_id")) for k in pattern.pattern.converters}
+        url = reverse(name, kwargs=kwargs)
+        form = {"action": "remove", "user": other_ids["user_id"], "promote": other_ids["version_id"], "name": "x",
+                "slug": "x", "invite": other_ids["invite_id"], "k": 2, "source": "builtin:builtin-tiny"}
+        for method, data in (("get", {}), ("post", form)):
+            response = getattr(client, method)(url, data)
+            assert response.status_code in {403, 404, 405}, (role, method, url, response.status_code)
+            checked += 1
+    assert state() == before
+    assert AuditEvent.objects.exclude(action="token.create").count() == 0
+    names = {name for name, _ in console_patterns()}
+    assert {"console:settings", "console:upload", "console:upload-job", "console:upload-status", "console:members",
+            "console:runs-status", "console:launch", "console:reward-models"} <= names
+    assert checked >= 2 * 20

@@ -87,10 +87,12 @@ def best_of_3(text: str) -> float:
         render_markdown(text)  # untimed: the first render of a kind warms caches
     times = []
     for _ in range(3):
-        start = time.perf_counter()
+        # This process's CPU time, not the wall clock: on a shared machine (CI runs the
+        # suite beside other jobs) the wall clock of a 30 ms render varied 4x between runs.
+        start = time.process_time()
         with ceiling(CEILING_S):
             render_markdown(text)
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return min(times)
 
 
@@ -104,9 +106,10 @@ def test_pathological_markdown_renders_fast_and_linearly(make: Callable[[int], s
     full_s, half_s = best_of_3(full), best_of_3(half)
 
     assert full_s < BOUND_S, f"{full_s:.3f} s for {len(full)} characters"
-    # Doubling the text at most about doubles the time (below 50 ms it is all noise on a
-    # shared machine; a quadratic render is seconds here).
-    assert full_s < 4 * half_s or full_s < 0.05, f"{half_s:.4f} s -> {full_s:.4f} s"
+    # Doubling the text at most about doubles the time. Below 0.2 s the ratio is mostly
+    # noise on a shared machine (0.034 -> 0.140 s was seen under load), and such a render
+    # is no threat at the longest storable text; the quadratic renders were seconds here.
+    assert full_s < 4 * half_s or full_s < 0.2, f"{half_s:.4f} s -> {full_s:.4f} s"
 
 
 def test_rendering_does_not_leak_memory() -> None:

@@ -335,10 +335,15 @@ class Project(Resource):
 
     # runs
     def generate(self, *, backend: str = "builtin-tiny", model: str = "", endpoint: str = "", k: int | None = None,
-                 **params: Any) -> GenerationRun:
+                 policy: int | None = None, **params: Any) -> GenerationRun:
         """Sample K candidates per prompt (temperature, top_p, max_new_tokens, seed,
-        stop, system_prompt, prompt_ids: as the API takes them)."""
-        body: dict[str, Any] = {"backend": backend, "k": k or self.k, **params}
+        stop, system_prompt, prompt_ids: as the API takes them). `policy`: a model version id
+        of this project's policies to sample from instead of `backend`."""
+        body: dict[str, Any] = {"k": k or self.k, **params}
+        if policy is not None:
+            body["policy"] = policy
+        else:
+            body["backend"] = backend
         if model:
             body["model"] = model
         if endpoint:

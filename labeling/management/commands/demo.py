@@ -50,9 +50,25 @@ class Command(BaseCommand):
                           f"http://127.0.0.1:{port}/api/docs/")
         self.stdout.write(f"rank: http://127.0.0.1:{port}/annotate/demo/   write answers: "
                           f"http://127.0.0.1:{port}/annotate/demo-write/")
+        self.stdout.write(self.loop_hint(port))
         for username, password in passwords.items():
             self.stdout.write(f"  {username:<12} {password}")
         self.stdout.write("(passwords are new each time `make demo` starts)\n")
+
+    @staticmethod
+    def loop_hint(port: int) -> str:
+        """Where an admin starts the whole loop in the console (README: "The product, by role")."""
+        from labeling.demo import SIMULATED_SLUG
+        from labeling.models import Project
+
+        site = f"http://127.0.0.1:{port}"
+        simulated = Project.objects.filter(slug=SIMULATED_SLUG).values_list("pk", flat=True).first()
+        lines = [f"run the loop as admin: {site}/console/projects/new  (create a project, attach a guideline, "
+                 "upload prompts, generate, rank, snapshot, train, promote)"]
+        if simulated:
+            lines.append(f"  or with labels already there: {site}/console/projects/{simulated}/runs  "
+                         "(build a pairs snapshot, train a reward model, compare and promote it on Reward models)")
+        return "\n".join(lines)
 
     def _serve(self, port: int, passwords: dict[str, str]) -> None:
         python = sys.executable

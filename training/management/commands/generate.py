@@ -3,7 +3,8 @@
 Samples K candidates for every prompt that has fewer than K model-sampled candidates
 (or the --prompts given), in this process with a progress bar; `--enqueue` hands the
 run to a worker on the `generate` queue instead. Running it again adds nothing.
-The openai backend samples from a configured endpoint named with --endpoint
+--policy ID (or "current") samples from a registered policy of the project instead, the
+way the API's `policy` does. The openai backend samples from a configured endpoint named with --endpoint
 (GENERATION_ENDPOINTS), never from a URL; --model takes what the API takes.
 """
 
@@ -19,7 +20,7 @@ from core.errors import DomainError
 from core.runs import run_claim
 from labeling.models import Project
 from training.generation import generation_run_create, generation_run_execute
-from training.models import GenerationRun
+from training.models import GenerationRun, ModelVersion
 
 
 class Command(BaseCommand):
@@ -33,6 +34,9 @@ class Command(BaseCommand):
                             help="hub id, a folder under MODEL_DIRS, or the endpoint's model name")
         parser.add_argument("--endpoint", default="",
                             help="openai: a GENERATION_ENDPOINTS name (default: the only one)")
+        parser.add_argument("--policy", default="",
+                            help="a model version id of this project's policies, or 'current' "
+                                 "for the promoted one (replaces --backend and --model)")
         parser.add_argument("--k", type=int, default=4)
         parser.add_argument("--temperature", type=float, default=1.0)
         parser.add_argument("--top-p", type=float, default=1.0)
@@ -51,10 +55,21 @@ class Command(BaseCommand):
             prompt_ids = [int(p) for p in options["prompts"].split(",") if p.strip()] or None
         except ValueError:
             raise CommandError("--prompts takes comma-separated prompt ids") from None
+        policy = None
+        if options["policy"]:
+            policies = ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.POLICY)
+            if options["policy"] == "current":
+                policy = policies.filter(is_current=True).first()
+            elif options["policy"].isdigit():
+                policy = policies.filter(pk=int(options["policy"])).first()
+            if policy is None:
+                raise CommandError(f"no policy {options['policy']!r} in project {project.slug}: "
+                                   "give a model version id of its policies, or 'current'")
         try:
             with audit_origin("cli"):  # the run's audit event says it came from the CLI
                 run = generation_run_create(
-                    project=project, backend=options["backend"], model=options["model"],
+                    project=project, backend="" if policy else options["backend"],
+                    model="" if policy else options["model"], policy=policy,
                     params={"k": options["k"], "temperature": options["temperature"],
                             "top_p": options["top_p"], "max_new_tokens": options["max_new_tokens"],
                             "seed": options["seed"], "system_prompt": options["system_prompt"]},
