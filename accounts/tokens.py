@@ -6,6 +6,15 @@ database holds no usable key, and checking one is a single lookup on a unique in
 (API_TOKEN_TTL_DAYS after it was made), when its user's password changes by any path
 (the token keeps a hash of user.password, as Django's sessions keep a hash of it), when
 the user is deactivated, or when it is revoked.
+
+Checking a key costs one query, and on the annotators' hot path that query (the ORM
+compiling it, building a token and a user) was a tenth of a request's CPU. So each
+process keeps the token and its user for API_TOKEN_CACHE_SECONDS (default 5; 0: off)
+after a successful check, and drops them when this process saves or deletes the token or
+saves or deletes the user (revocation, deactivation, which revokes every token, a
+password change): after such a change no request of this process gets through with the
+old state. Other processes hold theirs at most API_TOKEN_CACHE_SECONDS longer; each hit
+still checks expiry, is_active and the password fingerprint of what it holds.
 """
 
 from __future__ import annotations
@@ -13,13 +22,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import QuerySet
 from django.db.models.functions import Coalesce
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
@@ -93,14 +106,118 @@ def token_is_live(token: ApiToken, *, user: AbstractBaseUser) -> bool:
 
 def token_authenticate(*, key: str) -> ApiToken | None:
     """The live token with this key (its user loaded), or None."""
-    token = ApiToken.objects.select_related("user").filter(key_hash=key_digest(key)).first()
-    if token is None or not token_is_live(token, user=token.user):
+    digest = key_digest(key)
+    token = _cache.get(digest)
+    if token is None:
+        generation = _cache.generation
+        token = ApiToken.objects.select_related("user").filter(key_hash=digest).first()
+        if token is None or not token_is_live(token, user=token.user):
+            return None
+        _cache.put(digest, token, generation)
+    elif not token_is_live(token, user=token.user):
+        _cache.drop(digest)
         return None
     now = timezone.now()
     if token.last_used_at is None or token.last_used_at < now - LAST_USED_GRANULARITY:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now
+        _cache.touch(digest, now)
     return token
+
+
+class _TokenCache:
+    """key digest -> (deadline, token's field values, user's field values). Every hit
+    builds a new token and user (a request may change its request.user). `generation`
+    moves on every invalidation, and a check that read the database before an
+    invalidation does not store what it read (it may be the state before the change)."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[float, tuple, tuple]] = {}
+        self.generation = 0
+        self.lock = threading.Lock()
+
+    def get(self, digest: str) -> ApiToken | None:
+        entry = self.entries.get(digest)
+        if entry is None:
+            return None
+        deadline, token_values, user_values = entry
+        if deadline < time.monotonic():
+            self.drop(digest)
+            return None
+        user_model = get_user_model()
+        user = user_model.from_db("default", _attnames(user_model), user_values)
+        token = ApiToken.from_db("default", _attnames(ApiToken), token_values)
+        token.user = user
+        return token
+
+    def put(self, digest: str, token: ApiToken, generation: int) -> None:
+        seconds = settings.API_TOKEN_CACHE_SECONDS
+        if not seconds:
+            return
+        entry = (time.monotonic() + seconds,
+                 tuple(getattr(token, name) for name in _attnames(ApiToken)),
+                 tuple(getattr(token.user, name) for name in _attnames(type(token.user))))
+        with self.lock:
+            if generation != self.generation:
+                return  # something changed while we read: the next check reads again
+            if len(self.entries) >= self.MAX_ENTRIES:
+                self.entries.clear()
+            self.entries[digest] = entry
+
+    def touch(self, digest: str, last_used_at: object) -> None:
+        with self.lock:
+            entry = self.entries.get(digest)
+            if entry is not None:
+                names = _attnames(ApiToken)
+                values = list(entry[1])
+                values[names.index("last_used_at")] = last_used_at
+                self.entries[digest] = (entry[0], tuple(values), entry[2])
+
+    def drop(self, digest: str) -> None:
+        with self.lock:
+            self.generation += 1
+            self.entries.pop(digest, None)
+
+    def drop_user(self, user_id: object) -> None:
+        user_index = _attnames(ApiToken).index("user_id")
+        with self.lock:
+            self.generation += 1
+            for digest, entry in list(self.entries.items()):
+                if entry[1][user_index] == user_id:
+                    del self.entries[digest]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.generation += 1
+            self.entries.clear()
+
+
+_cache = _TokenCache()
+_ATTNAMES: dict[type, list[str]] = {}
+
+
+def _attnames(model: type) -> list[str]:
+    names = _ATTNAMES.get(model)
+    if names is None:
+        names = _ATTNAMES[model] = [field.attname for field in model._meta.concrete_fields]
+    return names
+
+
+def _token_changed(sender: type, instance: ApiToken, **kwargs: object) -> None:
+    _cache.drop(instance.key_hash)
+    _cache.drop_user(instance.user_id)
+
+
+def _user_changed(sender: type, instance: AbstractBaseUser, **kwargs: object) -> None:
+    _cache.drop_user(instance.pk)
+
+
+post_save.connect(_token_changed, sender=ApiToken, dispatch_uid="api_token_cache_save")
+post_delete.connect(_token_changed, sender=ApiToken, dispatch_uid="api_token_cache_delete")
+post_save.connect(_user_changed, sender=settings.AUTH_USER_MODEL, dispatch_uid="api_token_cache_user_save")
+post_delete.connect(_user_changed, sender=settings.AUTH_USER_MODEL, dispatch_uid="api_token_cache_user_delete")
 
 
 def tokens_follow_rehash(*, user: AbstractBaseUser, old_password: str) -> int:

@@ -463,6 +463,9 @@ if not re.fullmatch(r"[1-9]\d*/(second|minute|hour|day)", REST_FRAMEWORK["DEFAUL
                                f"got {REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['token_signin']!r}")
 # API tokens (accounts/tokens.py) expire this many days after they are made.
 API_TOKEN_TTL_DAYS = env_int("API_TOKEN_TTL_DAYS", 90, minimum=1)
+# How long a process keeps a checked token and its user (accounts/tokens.py); changes
+# made in the same process drop them at once, other processes' copies age out.
+API_TOKEN_CACHE_SECONDS = env_int("API_TOKEN_CACHE_SECONDS", 5, minimum=0)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Ordinal API",
     "DESCRIPTION": "Human-preference labeling for RLHF: projects, prompts, rankings, runs.",

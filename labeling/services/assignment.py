@@ -105,10 +105,14 @@ def next_item(*, annotator: AbstractBaseUser, project: Project, prefetch: bool =
     pending = acknowledgement_needed(user=annotator, project=project)
     if pending is not None:
         raise GuidelineAckRequired(pending.number)
-    held = list(active_assignments(annotator=annotator, project=project)[:MAX_ACTIVE_LEASES])
+    # Ids first: after a submit nothing is held, and this narrow query costs a fraction
+    # of the joined one to build (#19); a refresh loads the one it shows.
+    held = list(active_assignments(annotator=annotator, project=project)
+                .values_list("pk", flat=True)[:MAX_ACTIVE_LEASES])
     wanted = 1 if prefetch else 0
     if len(held) > wanted:
-        assignment = held[wanted]
+        assignment = Assignment.objects.select_related("item__prompt", "guideline_version").get(
+            pk=held[wanted])
     elif prefetch and not held:
         return None  # nothing on screen: the caller asks for the current item first
     else:
@@ -139,14 +143,38 @@ def _claim(*, annotator: AbstractBaseUser, project: Project) -> Assignment | Non
             "candidate_id", "candidate__text", "candidate__text_html")}
         candidate_ids = list(texts)
         random.shuffle(candidate_ids)  # blind and shuffled per annotator; recorded
-        assignment = Assignment.objects.create(
+        assignment = Assignment(
             item=item, annotator=annotator, display_order=candidate_ids,
             guideline_version=guideline_current_version(project=project),
             leased_at=now, expires_at=now + timedelta(minutes=project.lease_minutes),
         )
+        if connection.vendor == "postgresql":
+            _insert_with_lease(assignment)
+        else:
+            assignment.save(force_insert=True)
+            Item.objects.filter(pk=item.pk).update(active_leases=F("active_leases") + 1)
         assignment.candidate_texts = texts  # the workspace shows them without a re-read
-        Item.objects.filter(pk=item.pk).update(active_leases=F("active_leases") + 1)
     return assignment
+
+
+def _insert_with_lease(assignment: Assignment) -> None:
+    """PostgreSQL: the assignment's INSERT and its item's `active_leases + 1` in one
+    statement (a data-modifying CTE: both or neither, the item row already locked by the
+    claim), with the model's own column values, so a field added later is written too."""
+    fields = [f for f in Assignment._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    values = [f.get_db_prep_save(f.pre_save(assignment, add=True), connection) for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "WITH lease AS (UPDATE labeling_item SET active_leases = active_leases + 1 "  # noqa: S608 - column names from the model
+            "WHERE id = %s) "
+            f"INSERT INTO labeling_assignment ({columns}) "
+            f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING id",
+            [assignment.item_id, *values],
+        )
+        assignment.pk = cursor.fetchone()[0]
+    assignment._state.adding = False
+    assignment._state.db = connection.alias
 
 
 def _lock_first(items: QuerySet[Item]) -> Item | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection
 from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -94,27 +95,64 @@ def _store(annotator: AbstractBaseUser, item: Item, assignment: Assignment, data
     holds_lease, conflict = submission_gate(assignment, item, what="ranking")
     if conflict is not None:
         return None, False, conflict
-    ranking = Ranking.objects.create(
+    ranking = Ranking(
         assignment=assignment, item=item, annotator=annotator, tiers=tiers,
         guideline_version_id=assignment.guideline_version_id, unsafe=data.unsafe,
         all_bad=data.all_bad, needs_expert=data.needs_expert, rationale=data.rationale,
         strength=data.strength, duration_ms=data.duration_ms, idempotency_key=idempotency_key,
     )
-    Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.SUBMITTED,
-                                                       finished_at=timezone.now())
+    finished_at = timezone.now()
     item.rankings_count += 1
-    updates = {"rankings_count": F("rankings_count") + 1}
-    if holds_lease:  # the lease goes back in the same UPDATE (the item row is locked)
-        updates["active_leases"] = Greatest(F("active_leases") - 1, 0)
+    complete = not item.is_gold and item.rankings_count >= item.required_rankings
+    if connection.vendor == "postgresql":
+        _write_in_one_statement(ranking, assignment, item, finished_at=finished_at,
+                                holds_lease=holds_lease, unsafe=data.unsafe, complete=complete)
+    else:
+        ranking.save(force_insert=True)
+        Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.SUBMITTED,
+                                                           finished_at=finished_at)
+        updates = {"rankings_count": F("rankings_count") + 1}
+        if holds_lease:  # the lease goes back in the same UPDATE (the item row is locked)
+            updates["active_leases"] = Greatest(F("active_leases") - 1, 0)
+        if data.unsafe:
+            updates["flagged_unsafe"] = True
+        if complete:
+            updates["status"] = Item.Status.COMPLETE
+        Item.objects.filter(pk=item.pk).update(**updates)
+    if holds_lease:
         item.active_leases = max(0, item.active_leases - 1)
-    if data.unsafe:
-        updates["flagged_unsafe"] = True
-    if not item.is_gold and item.rankings_count >= item.required_rankings:
-        updates["status"] = Item.Status.COMPLETE
-    Item.objects.filter(pk=item.pk).update(**updates)
-    if updates.get("status") == Item.Status.COMPLETE:
+    if complete:
         item_completed(item_id=item.pk)
     return ranking, True, None
+
+
+def _write_in_one_statement(ranking: Ranking, assignment: Assignment, item: Item, *,
+                            finished_at: object, holds_lease: bool, unsafe: bool,
+                            complete: bool) -> None:
+    """PostgreSQL: the ranking's INSERT, its assignment marked submitted and the item's
+    counts (the lease back, one more ranking, flagged, complete) in one statement
+    (data-modifying CTEs: all or nothing; the item and the assignment are locked by
+    the caller). The ranking's columns come from the model, so a field added later is
+    written too."""
+    fields = [f for f in Ranking._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    values = [f.get_db_prep_save(f.pre_save(ranking, add=True), connection) for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "WITH done AS (UPDATE labeling_assignment SET status = %s, finished_at = %s "  # noqa: S608 - column names from the model
+            "WHERE id = %s), "
+            "counts AS (UPDATE labeling_item SET rankings_count = rankings_count + 1, "
+            "active_leases = GREATEST(active_leases - %s, 0), "
+            "flagged_unsafe = flagged_unsafe OR %s, "
+            "status = CASE WHEN %s THEN %s ELSE status END WHERE id = %s) "
+            f"INSERT INTO labeling_ranking ({columns}) "
+            f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING id",
+            [Assignment.Status.SUBMITTED, finished_at, assignment.pk,
+             int(holds_lease), unsafe, complete, Item.Status.COMPLETE, item.pk, *values],
+        )
+        ranking.pk = cursor.fetchone()[0]
+    ranking._state.adding = False
+    ranking._state.db = connection.alias
 
 
 def item_completed(*, item_id: int) -> None:

@@ -36,10 +36,15 @@ def submit_once(*, annotator: AbstractBaseUser, assignment_id: int, idempotency_
         stored, created, conflict = _submit_locked(annotator, assignment_id, idempotency_key, model, store)
     except IntegrityError:
         # A concurrent twin with the same key won the insert: return what it stored.
-        existing = model.objects.filter(annotator=annotator, idempotency_key=idempotency_key)
-        if existing.exists():
-            return existing.get(), False
-        raise
+        # (Or, on a leased assignment, whose key is not looked up first: the key was used
+        # for another item. Nothing was stored; the answer is the look-up's.)
+        existing = model.objects.filter(annotator=annotator, idempotency_key=idempotency_key).first()
+        if existing is None:
+            raise
+        if existing.assignment_id != assignment_id:
+            raise SubmissionConflict("this Idempotency-Key was used for another item",
+                                     code="idempotency_key_reused") from None
+        return existing, False
     if conflict is not None:
         raise conflict  # after the commit, so the lease release it made is kept
     return stored, created
@@ -53,6 +58,12 @@ def _submit_locked(annotator: AbstractBaseUser, assignment_id: int, idempotency_
     # caller's own assignment's item, locks it and brings its project along.
     item = locked_item_of(annotator, assignment_id)
     assignment = Assignment.objects.select_for_update().get(pk=assignment_id)
+    # A retry finds its assignment already submitted. On a leased assignment no row of
+    # this key can be for it, so the look-up is skipped (the hot path): a key already
+    # used for another item fails the insert on ranking_idempotent /
+    # demonstration_idempotent, and submit_once answers idempotency_key_reused.
+    if assignment.status == Assignment.Status.ACTIVE:
+        return store(item, assignment)
     existing = model.objects.filter(annotator=annotator, idempotency_key=idempotency_key).first()
     if existing is not None:
         if existing.assignment_id != assignment.pk:

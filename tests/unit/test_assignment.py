@@ -128,9 +128,16 @@ def test_key_reused_for_another_item_is_a_conflict(project, annotator) -> None: 
     make_items(project, 2)
     rank(annotator, next_item(annotator=annotator, project=project), key="once")
 
+    second = next_item(annotator=annotator, project=project)
     with pytest.raises(SubmissionConflict) as error:
-        rank(annotator, next_item(annotator=annotator, project=project), key="once")
+        rank(annotator, second, key="once")
     assert error.value.code == "idempotency_key_reused"
+    # The leased assignment's key is not looked up first: the insert's unique constraint
+    # refuses it, and its transaction (nothing stored, the lease kept) is rolled back.
+    second.refresh_from_db()
+    assert Ranking.objects.count() == 1 and second.status == Assignment.Status.ACTIVE
+    assert Item.objects.get(pk=second.item_id).active_leases == 1
+    assert Item.objects.get(pk=second.item_id).rankings_count == 0
 
 
 def test_late_submission_is_accepted_while_a_slot_is_free(project, annotator) -> None:  # noqa: ANN001
