@@ -25,12 +25,13 @@ from labeling.models import Candidate, Item, Ranking
 from labeling.stats.agreement import (
     AgreementUndefinedError,
     item_pairwise_agreement,
+    length_bias,
     pairwise_agreement,
     position_bias,
     tie_rate,
 )
 from labeling.stats.bootstrap import mean_with_ci
-from labeling.stats.consensus import borda_consensus, pairs_from_ranking
+from labeling.stats.consensus import borda_consensus
 from training.engine.judging import net_position_preference
 
 
@@ -149,7 +150,7 @@ def _figures(rows: list[_JudgedItem], humans: dict[int, list[_Human]], gold: dic
     if ordered:
         out.net_position_preference = float(np.mean([net_position_preference(r.tiers, r.orders)
                                                      for r in ordered]))
-    out.length_bias = _length_bias(rows, consensus_of, lengths)
+    out.length_bias = length_bias(((r.item_id, r.tiers) for r in rows), consensus_of, lengths)
     try:
         out.tie_rate = tie_rate([r.tiers for r in rows]) if rows else None
     except AgreementUndefinedError:
@@ -160,23 +161,6 @@ def _figures(rows: list[_JudgedItem], humans: dict[int, list[_Human]], gold: dic
     confidences = [r.confidence for r in rows if r.confidence is not None]
     out.mean_confidence = float(np.mean(confidences)) if confidences else None
     return out
-
-
-def _length_bias(rows: list[_JudgedItem], consensus_of: dict[int, list[list[int]]],
-                 lengths: dict[int, int]) -> float | None:
-    """As for people: among pairs where the judge's order disagrees with the human
-    consensus, the share in which it preferred the longer answer (0.5 = no length effect)."""
-    longer = total = 0
-    for row in rows:
-        agreed = consensus_of.get(row.item_id)
-        if not agreed:
-            continue
-        consensus_pairs = {(b, w) for b, w, _ in pairs_from_ranking(agreed)}
-        for better, worse, _ in pairs_from_ranking(row.tiers):
-            if (worse, better) in consensus_pairs and lengths.get(better) != lengths.get(worse):
-                total += 1
-                longer += lengths.get(better, 0) > lengths.get(worse, 0)
-    return longer / total if total else None
 
 
 def judges_table(project: Any, period: str = "all") -> list[tuple[Judge, JudgeFigures | None]]:

@@ -163,7 +163,7 @@ def _write_rows(project: Project, path: Path, fmt: str, source: str, report: Imp
     chunk: list[ParsedRow] = []
     size = settings.IMPORT_CHUNK_ROWS
     chunks = 0
-    for row in _parsed_rows(project, path, fmt, report, progress):
+    for row in parsed_rows(project, path, fmt, report, progress):
         if all_or_nothing and report.invalid:
             chunk = []
             continue
@@ -196,10 +196,13 @@ def _phase(progress: ProgressCallback | None, offset: int, total: int) -> Progre
     return lambda done, _total: progress(offset + done, 2 * total)
 
 
-def _parsed_rows(
+def parsed_rows(
     project: Project, path: Path, fmt: str, report: ImportReport,
     progress: ProgressCallback | None,
 ) -> Iterator[ParsedRow]:
+    """Each valid row of the file, parsed; every invalid one goes into `report` with its
+    line and reason. An unreadable file raises ImportFileError. (The import and its dry
+    run read through this one function, so they refuse the same rows.)"""
     counter = _CountingReader(open(path, "rb"))  # noqa: SIM115 - closed below
     total = path.stat().st_size
     max_chars = settings.IMPORT_MAX_TEXT_CHARS

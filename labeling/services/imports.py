@@ -10,9 +10,7 @@ loses its upload after DRY_RUN_KEEP."""
 
 from __future__ import annotations
 
-import csv
 import uuid
-import zlib
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,9 +23,8 @@ from django.utils import timezone
 from core.audit import audit
 from core.errors import DomainError
 from core.runs import Run, run_enqueue
-from labeling.importing import ImportFileError, ImportReport
-from labeling.importing.reading import InvalidRow, _CountingReader, detect_format, iter_records
-from labeling.importing.rows import parse_row
+from labeling.importing import ImportFileError, ImportReport, parsed_rows
+from labeling.importing.reading import detect_format
 from labeling.models import ImportJob, Project
 from labeling.prompt_metadata import unstorable_at
 
@@ -124,28 +121,11 @@ def import_validate(*, job: ImportJob, progress: Callable[[int, int], None] | No
     (line and reason); write nothing. An unreadable file raises ImportFileError with the
     report so far."""
     path = Path(job.file_path)
-    total = path.stat().st_size
     report = ImportReport()
     try:
         fmt = detect_format(path, job.original_name)
-        counter = _CountingReader(open(path, "rb"))  # noqa: SIM115 - closed below
-        try:
-            for line, record in iter_records(path, fmt, counter):
-                report.rows += 1
-                if progress and report.rows % 500 == 0:
-                    progress(counter.bytes_read if fmt != "parquet" else total, total)
-                if isinstance(record, InvalidRow):
-                    report.add_error(line, str(record))
-                    continue
-                try:
-                    parse_row(record, line, max_chars=settings.IMPORT_MAX_TEXT_CHARS,
-                              max_candidates=job.project.k)
-                except InvalidRow as exc:
-                    report.add_error(line, str(exc))
-        except (EOFError, OSError, zlib.error, csv.Error) as exc:
-            raise ImportFileError(f"the file could not be read to the end: {exc}") from None
-        finally:
-            counter.raw.close()
+        for _row in parsed_rows(job.project, path, fmt, report, progress):
+            pass  # a dry run writes nothing: the report holds what was refused
     except ImportFileError as exc:
         report.add_file_error(exc.line, str(exc))
         exc.report = report

@@ -31,13 +31,13 @@ from labeling.stats.agreement import (
     AgreementUndefinedError,
     item_pairwise_agreement,
     leave_one_out_agreement,
+    length_bias,
     pairwise_agreement,
     position_bias,
     tie_rate,
 )
 from labeling.stats.consensus import (
     borda_consensus,
-    pairs_from_ranking,
 )
 from webhooks.events import event_emit
 from webhooks.models import EventType
@@ -182,7 +182,7 @@ def _figures(rows: list[_Row], loo: dict, gold: dict, consensus: dict, lengths: 
         "tie_rate": _safe(tie_rate, [r.tiers for r in rows]),
         "position_bias": bias.rate if bias else None,
         "position_expected": bias.expected if bias else None,
-        "length_bias": _length_bias(regular, consensus, lengths),
+        "length_bias": length_bias(((r.item_id, r.tiers) for r in regular), consensus, lengths),
         "flags": [],
     }
 
@@ -192,22 +192,6 @@ def _safe(function: Any, *args: Any) -> float | None:
         return float(function(*args))
     except ValueError:
         return None
-
-
-def _length_bias(rows: list[_Row], consensus: dict, lengths: dict) -> float | None:
-    """Among pairs where the annotator's order disagrees with the consensus, the share
-    in which they preferred the longer answer (0.5 = no length effect)."""
-    longer = total = 0
-    for row in rows:
-        agreed = consensus.get(row.item_id)
-        if not agreed:
-            continue
-        consensus_pairs = {(b, w) for b, w, _ in pairs_from_ranking(agreed)}
-        for better, worse, _ in pairs_from_ranking(row.tiers):
-            if (worse, better) in consensus_pairs and lengths.get(better) != lengths.get(worse):
-                total += 1
-                longer += lengths.get(better, 0) > lengths.get(worse, 0)
-    return longer / total if total else None
 
 
 def _flag_outliers(figures: dict[tuple[int, str], dict[str, Any]]) -> None:

@@ -28,6 +28,7 @@ from labeling.stats.consensus import (
     InvalidRankingError,
     Tiers,
     borda_consensus,
+    pairs_from_ranking,
     rank_matrix,
     tier_ranks,
 )
@@ -175,6 +176,25 @@ def tie_rate(rankings: Sequence[Tiers]) -> float:
     if total == 0:
         raise AgreementUndefinedError("no candidate pairs: tie rate is undefined")
     return tied / total
+
+
+def length_bias(rankings: Iterable[tuple[int, Tiers]], consensus: dict[int, Tiers],
+                lengths: dict[int, int]) -> float | None:
+    """Among the pairs where a ranker's (item id, tiers) order disagrees with the item's
+    consensus, the share in which it preferred the longer answer (0.5 = no length
+    effect); None when it never disagreed on answers of different lengths. People and AI
+    judges are measured with this one function."""
+    longer = total = 0
+    for item_id, tiers in rankings:
+        agreed = consensus.get(item_id)
+        if not agreed:
+            continue
+        consensus_pairs = {(b, w) for b, w, _ in pairs_from_ranking(agreed)}
+        for better, worse, _ in pairs_from_ranking(tiers):
+            if (worse, better) in consensus_pairs and lengths.get(better) != lengths.get(worse):
+                total += 1
+                longer += lengths.get(better, 0) > lengths.get(worse, 0)
+    return longer / total if total else None
 
 
 # --------------------------------------------------------------------------- pairwise (A/B) mode

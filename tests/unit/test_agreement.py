@@ -26,6 +26,7 @@ from labeling.stats.agreement import (
     kendalls_w,
     krippendorff_alpha,
     leave_one_out_agreement,
+    length_bias,
     pairwise_agreement,
     pairwise_outcome,
     pairwise_outcome_table,
@@ -575,3 +576,17 @@ def test_all_pairs_of_annotators_are_used() -> None:
     same = sum(a == b for a, b in combinations(rankings, 2))
 
     assert item_pairwise_agreement(rankings) == pytest.approx(same / 6, abs=1e-12)
+
+
+def test_length_bias_counts_only_the_pairs_that_disagree_with_the_consensus() -> None:
+    consensus = {1: [[10], [11], [12]], 2: [[20], [21]]}
+    lengths = {10: 5, 11: 50, 12: 500, 20: 9, 21: 9}
+    # Item 1 reversed: three pairs flipped, each toward the longer answer. Item 2 flipped
+    # between answers of equal length: not counted.
+    assert length_bias([(1, [[12], [11], [10]]), (2, [[21], [20]])], consensus, lengths) == 1.0
+    assert length_bias([(1, [[10], [12], [11]])], consensus, lengths) == 1.0  # one flip, 12 over 11
+    assert length_bias([(1, [[10], [11], [12]])], consensus, lengths) is None  # agrees throughout
+    assert length_bias([(2, [[21], [20]])], consensus, lengths) is None  # equal lengths only
+    # Against the opposite consensus, every flip is toward the shorter answer.
+    assert length_bias([(1, [[10], [11], [12]]), (1, [[10], [12], [11]]), (1, [[11], [10], [12]])],
+                       {1: [[12], [11], [10]]}, lengths) == 0.0
