@@ -98,6 +98,9 @@ class Project(models.Model):
         "guidelines.Guideline", null=True, blank=True, on_delete=models.SET_NULL,
         related_name="projects",
     )
+    # What answers are judged on (labeling/axes.py): empty is the one implicit axis
+    # "overall". Validated by labeling.axes.axes_clean in project_create/project_update.
+    axes = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -247,6 +250,10 @@ class Item(models.Model):
     agreement = models.FloatField(null=True, blank=True,
                                   help_text="Mean pairwise agreement of its rankings.")
     consensus = models.JSONField(null=True, blank=True, help_text="Tiers, best first.")
+    # Per axis of a project with axes (labeling/axes.py): {key: {"agreement", "consensus",
+    # "status", and for a rating axis "scores" (mean per candidate)}}. `agreement` and
+    # `consensus` above are the primary (first) axis's; `status` combines the required axes.
+    axes = models.JSONField(default=dict, blank=True)
     decided_at = models.DateTimeField(null=True, blank=True)
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
@@ -318,6 +325,8 @@ class ExternalPreference(models.Model):
     rejected = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
     source = models.CharField(max_length=255, blank=True)
     margin = models.FloatField(null=True, blank=True)
+    axis = models.CharField(max_length=40, blank=True,
+                            help_text="The project axis it judges; empty: the primary axis.")
     dedupe_key = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -373,7 +382,12 @@ class Ranking(models.Model):
     annotator = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="rankings"
     )
-    tiers = models.JSONField()
+    tiers = models.JSONField()  # the primary axis's (labeling/axes.py)
+    # Every axis's labels when the project has axes: {key: {"tiers"} or {"scores", "tiers"}}
+    # in candidate ids; empty for a single-axis project (then `tiers` is all there is).
+    labels = models.JSONField(default=dict, blank=True)
+    # Llama 2's safety bin, asked with a harmlessness axis: {candidate id: safe?}.
+    safety = models.JSONField(null=True, blank=True)
     guideline_version = models.ForeignKey(
         "guidelines.GuidelineVersion", null=True, blank=True, on_delete=models.PROTECT,
         related_name="rankings",

@@ -25,6 +25,7 @@ from core import access
 from core.api import ApiErrorSerializer, StrictJSONInput, StrictLimitOffsetPagination
 from core.errors import DomainError
 from guidelines.models import Guideline
+from labeling import axes
 from labeling.models import Invite, Membership, Project, Role
 from labeling.services.members import (
     invite_create,
@@ -35,15 +36,59 @@ from labeling.services.members import (
 )
 from labeling.services.projects import project_create, project_update
 
+AXIS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "key": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,39}$"},
+        "name": {"type": "string", "maxLength": 100},
+        "kind": {"type": "string", "enum": list(axes.KINDS),
+                 "description": "ranking: order the answers (ties allowed); rating: 0..4 each."},
+        "purpose": {"type": "string", "enum": list(axes.PURPOSES),
+                    "description": "harmlessness: the safety axis (a safety bin per answer is "
+                                   "asked, and RL may use its reward model as the safety RM)."},
+        "required": {"type": "boolean", "description": "An item is accepted when every "
+                                                       "required axis is."},
+        "description": {"type": "string", "maxLength": 2000},
+        "anchors": {"type": "array", "items": {"type": "string"}, "minItems": 5, "maxItems": 5,
+                    "description": "Rating axes: what 0, 1, 2, 3 and 4 mean."},
+    },
+    "required": ["key"],
+    "additionalProperties": False,
+}
+
+
+@extend_schema_field({"type": "array", "items": AXIS_SCHEMA})
+class AxesOutputField(serializers.Field):
+    def to_representation(self, value: list) -> list[dict]:
+        return [axis.as_dict() for axis in axes.axes_from_config(value)]
+
+
+@extend_schema_field({"oneOf": [
+    {"type": "string", "enum": list(axes.PRESETS), "description": "A preset."},
+    {"type": "array", "items": AXIS_SCHEMA, "minItems": 1, "maxItems": axes.MAX_AXES},
+]})
+class AxesInputField(serializers.JSONField):
+    """What answers are judged on: a preset name or a list of axes (labeling/axes.py).
+    Fixed in keys and kinds once the project has rankings."""
+
+    def to_internal_value(self, data: object) -> object:
+        try:
+            return axes.axes_clean(super().to_internal_value(data))
+        except axes.AxisError as exc:
+            raise ValidationError(str(exc)) from None
+
 
 class ProjectOutput(serializers.ModelSerializer):
+    axes = AxesOutputField(read_only=True, help_text="What answers are judged on, in order "
+                                                     "(the first is the primary axis).")
+
     class Meta:
         model = Project
         fields = [
             "id", "name", "slug", "description", "k", "overlap", "agreement_threshold", "mode",
             "allow_ties", "gold_rate", "assignment_strategy", "generation_settings", "status",
             "demonstrations", "demonstrations_per_prompt", "mix_demonstrations",
-            "lease_minutes", "adaptive_overlap", "guideline", "created_at",
+            "lease_minutes", "adaptive_overlap", "guideline", "axes", "created_at",
         ]
 
 
@@ -70,6 +115,7 @@ class ProjectInput(StrictJSONInput, serializers.ModelSerializer):
         queryset=Guideline.objects.all(), allow_null=True, required=False,
         help_text="A shared guideline or one this project owns (another project's: 400); "
                   "null: none. Changing it is audited.")
+    axes = AxesInputField(required=False)
 
     class Meta:
         model = Project
@@ -77,7 +123,7 @@ class ProjectInput(StrictJSONInput, serializers.ModelSerializer):
             "name", "slug", "description", "k", "overlap", "agreement_threshold", "mode",
             "allow_ties", "gold_rate", "assignment_strategy", "generation_settings", "status",
             "demonstrations", "demonstrations_per_prompt", "mix_demonstrations",
-            "lease_minutes", "adaptive_overlap", "guideline",
+            "lease_minutes", "adaptive_overlap", "guideline", "axes",
         ]
         extra_kwargs = {
             "lease_minutes": {"min_value": 1, "max_value": 24 * 60},

@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 from core import access
 from core.api import StrictJSONInput
 from labeling.blind import shown_id, tiers_as_shown
+from labeling.models import Assignment, Ranking
 from labeling.selectors.workspace import assignment_for, assignment_payload
 from labeling.services.assignment import next_item
 from labeling.services.demonstrations import DemonstrationInput, demonstration_submit
@@ -33,6 +34,18 @@ class ShownCandidateOutput(serializers.Serializer):
     text = serializers.CharField()
 
 
+class AxisOutput(serializers.Serializer):
+    key = serializers.CharField()
+    name = serializers.CharField()
+    kind = serializers.ChoiceField(choices=["ranking", "rating"],
+                                   help_text="ranking: order the answers; rating: 0..4 each.")
+    purpose = serializers.CharField()
+    required = serializers.BooleanField()
+    description = serializers.CharField()
+    anchors = serializers.ListField(child=serializers.CharField(),
+                                    help_text="Rating axes: what 0, 1, 2, 3 and 4 mean.")
+
+
 class AssignmentOutput(serializers.Serializer):
     id = serializers.IntegerField()
     item = serializers.IntegerField()
@@ -48,6 +61,9 @@ class AssignmentOutput(serializers.Serializer):
     guideline_version = serializers.IntegerField(allow_null=True)
     messages = MessageOutput(many=True)
     candidates = ShownCandidateOutput(many=True)
+    axes = AxisOutput(many=True, help_text="Label every axis (the first is `tiers`' axis).")
+    ask_safety = serializers.BooleanField(
+        help_text="Mark each answer safe or unsafe in `safety` (the project has a harmlessness axis).")
 
 
 IDEMPOTENCY_KEY = OpenApiParameter(
@@ -81,13 +97,37 @@ class NextItem(APIView):
         return Response(AssignmentOutput(assignment_payload(assignment)).data)
 
 
+def _ranking_shown(assignment: Assignment, ranking: Ranking) -> dict:
+    """A stored ranking in the ids its annotator was shown."""
+    def axis_shown(entry: dict) -> dict:
+        if "scores" in entry:
+            return {"scores": {shown_id(assignment.pk, int(c)): v for c, v in entry["scores"].items()}}
+        return {"tiers": tiers_as_shown(assignment, entry["tiers"])}
+
+    return {"id": ranking.pk, "assignment_id": ranking.assignment_id,
+            "tiers": tiers_as_shown(assignment, ranking.tiers),
+            "axes": {key: axis_shown(entry) for key, entry in ranking.labels.items()},
+            "safety": None if ranking.safety is None else
+            {shown_id(assignment.pk, int(c)): safe for c, safe in ranking.safety.items()},
+            "created_at": ranking.created_at}
+
+
 class RankingCreate(APIView):
     class RankingSubmitInput(StrictJSONInput, serializers.Serializer):
         tiers = serializers.ListField(
             child=serializers.ListField(child=serializers.CharField(max_length=64), min_length=1),
-            min_length=1, help_text="Best to worst, in the candidate ids this assignment showed "
-                                    "(GET .../next); candidates in one inner list are tied.",
+            min_length=1, required=False,
+            help_text="Best to worst, in the candidate ids this assignment showed "
+                      "(GET .../next); candidates in one inner list are tied. The primary "
+                      "axis's; a project with axes may send it in `axes` instead.",
         )
+        axes = serializers.DictField(
+            child=serializers.DictField(), required=False, allow_empty=False,
+            help_text='Projects with axes: every axis by key, {"tiers": [[id, ...], ...]} for '
+                      'a ranking axis, {"scores": {id: 0..4}} for a rating axis.')
+        safety = serializers.DictField(
+            child=serializers.BooleanField(), required=False, allow_null=True,
+            help_text="With a harmlessness axis: every answer's id -> safe (true) or not.")
         unsafe = serializers.BooleanField(default=False)
         all_bad = serializers.BooleanField(default=False)
         needs_expert = serializers.BooleanField(default=False)
@@ -102,6 +142,9 @@ class RankingCreate(APIView):
         assignment = serializers.IntegerField(source="assignment_id")
         tiers = serializers.ListField(child=serializers.ListField(child=serializers.CharField()),
                                       help_text="In the ids this assignment showed.")
+        axes = serializers.DictField(child=serializers.DictField(),
+                                     help_text="Every axis's labels (projects with axes).")
+        safety = serializers.DictField(child=serializers.BooleanField(), allow_null=True)
         created_at = serializers.DateTimeField()
 
     @extend_schema(
@@ -118,9 +161,8 @@ class RankingCreate(APIView):
             data=RankingInput(**data.validated_data),
             idempotency_key=request.headers.get("Idempotency-Key", ""),
         )
-        shown = {"id": ranking.pk, "assignment_id": ranking.assignment_id,
-                 "tiers": tiers_as_shown(assignment, ranking.tiers), "created_at": ranking.created_at}
-        return Response(self.RankingOutput(shown).data, status=201 if created else 200)
+        return Response(self.RankingOutput(_ranking_shown(assignment, ranking)).data,
+                        status=201 if created else 200)
 
 
 class DemonstrationCreate(APIView):
@@ -195,6 +237,5 @@ class RankingRevise(APIView):
             data=RankingInput(**data.validated_data),
             idempotency_key=request.headers.get("Idempotency-Key", ""),
         )
-        shown = {"id": ranking.pk, "assignment_id": ranking.assignment_id,
-                 "tiers": tiers_as_shown(assignment, ranking.tiers), "created_at": ranking.created_at}
-        return Response(RankingCreate.RankingOutput(shown).data, status=201 if created else 200)
+        return Response(RankingCreate.RankingOutput(_ranking_shown(assignment, ranking)).data,
+                        status=201 if created else 200)

@@ -12,6 +12,7 @@ from django.http import Http404
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
+from labeling.axes import asks_safety, axes_from_config
 from labeling.blind import shown_id
 from labeling.models import Assignment, Candidate, Demonstration, Item, Membership, Project, Ranking
 
@@ -71,6 +72,8 @@ def assignment_payload(assignment: Assignment) -> dict[str, Any]:
         "messages": item.prompt.messages,
         "candidates": [{"id": c.id, "label": c.label, "text": c.text}
                        for c in shown_candidates(assignment)],
+        "axes": [axis.as_dict() for axis in axes_from_config(project.axes)],
+        "ask_safety": asks_safety(axes_from_config(project.axes)),
     }
 
 

@@ -11,14 +11,15 @@ from django.db import transaction
 
 from core.audit import audit
 from core.errors import DomainError
-from labeling.models import Project
+from labeling.axes import AxisError, axes_clean, structure
+from labeling.models import Project, Ranking
 
 # What project_create and project_update accept; anything else is refused, never ignored.
 SETTINGS = (
     "name", "slug", "description", "k", "overlap", "agreement_threshold", "mode", "allow_ties",
     "gold_rate", "assignment_strategy", "generation_settings", "status", "lease_minutes",
     "adaptive_overlap", "demonstrations", "demonstrations_per_prompt", "mix_demonstrations",
-    "guideline", "top_k", "unsafe_daily_cap", "is_demo",
+    "guideline", "top_k", "unsafe_daily_cap", "is_demo", "axes",
 )
 
 
@@ -38,6 +39,22 @@ def _shown(value: object) -> object:
     return str(getattr(value, "pk", value))
 
 
+def _axes(value: object, project: Project | None) -> list[dict[str, Any]]:
+    """Axes as sent (a preset name or a list) made into what is stored. Once a project has
+    rankings its axes' keys and kinds are fixed (the rankings cover exactly those); names,
+    descriptions, anchors and which are required may still change."""
+    try:
+        axes = axes_clean(value)
+    except AxisError as exc:
+        raise DomainError(f"axes: {exc}") from None
+    if project is not None and structure(axes) != structure(project.axes) and (
+            Ranking.objects.filter(item__project=project).exists()):
+        raise DomainError("axes: this project already has rankings, so its axes' keys and "
+                          "kinds can't change (names, descriptions, anchors and required can); "
+                          "start a new project for other axes")
+    return axes
+
+
 def _clean(project: Project) -> None:
     try:
         project.full_clean()
@@ -53,6 +70,8 @@ def project_create(*, name: str, slug: str, actor: AbstractBaseUser | None = Non
     if unknown:
         raise DomainError(f"unknown project settings: {', '.join(unknown)}")
     guideline_check(fields.get("guideline"), None)
+    if "axes" in fields:
+        fields["axes"] = _axes(fields["axes"], None)
     project = Project(name=name, slug=slug, **fields)
     _clean(project)
     project.save()
@@ -71,6 +90,8 @@ def project_update(*, project: Project, actor: AbstractBaseUser | None, **fields
     project = Project.objects.select_for_update().get(pk=project.pk)
     if "guideline" in fields:
         guideline_check(fields["guideline"], project)
+    if "axes" in fields:
+        fields["axes"] = _axes(fields["axes"], project)
     before, after = {}, {}
     for name, value in fields.items():
         old = getattr(project, name)

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from config.celery import app
 from judges.routing import trusted_judge_agrees
+from labeling.axes import axes_from_config
 from labeling.models import AnnotatorQuality, Candidate, Item, Project, Ranking
 from labeling.selectors.review import live_rankings
 from labeling.stats.agreement import (
@@ -36,6 +37,7 @@ from labeling.stats.agreement import (
     position_bias,
     tie_rate,
 )
+from labeling.stats.axes import axis_figures, disputed_axes, item_status
 from labeling.stats.consensus import (
     borda_consensus,
 )
@@ -45,33 +47,60 @@ from webhooks.models import EventType
 QUALITY_DEBOUNCE_SECONDS = 30
 
 
+def item_figures(item: Item, rankings: list[Ranking]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The item's stored figures from its live rankings: (fields to write: agreement,
+    consensus and per-axis `axes`; the per-axis figures). For a project with axes,
+    `agreement` and `consensus` are the primary axis's (labeling/axes.py)."""
+    project = item.project
+    if not project.axes:  # one implicit axis: what it always was
+        tiers = [r.tiers for r in rankings]
+        try:
+            agreement = item_pairwise_agreement(tiers)
+        except AgreementUndefinedError:
+            agreement = 1.0  # a single ranking (overlap 1): nobody to disagree with
+        return {"agreement": agreement, "consensus": borda_consensus(tiers)}, {}
+    axes = axes_from_config(project.axes)
+    figures = axis_figures(axes, [(r.tiers, r.labels) for r in rankings], project.agreement_threshold)
+    primary = figures[axes[0].key]
+    return {"agreement": primary["agreement"], "consensus": primary["consensus"], "axes": figures}, figures
+
+
 def item_decide(*, item_id: int) -> str:
     """Decide a complete item from its rankings; returns its new status. Called in the
-    transaction that stored the last ranking (the item row is locked)."""
+    transaction that stored the last ranking (the item row is locked). With axes, each
+    axis is decided on its own and the item is accepted when every required one is."""
     item = Item.objects.select_related("project").get(pk=item_id)
     project = item.project
-    tiers = [r.tiers for r in live_rankings(item)]
-    try:
-        agreement = item_pairwise_agreement(tiers)
-    except AgreementUndefinedError:
-        agreement = 1.0  # a single ranking (overlap 1): nobody to disagree with
-    consensus = borda_consensus(tiers)
-    fields: dict[str, Any] = {"agreement": agreement, "consensus": consensus}
+    rankings = live_rankings(item)
+    tiers = [r.tiers for r in rankings]
+    fields, figures = item_figures(item, rankings)
+    agreement = fields["agreement"]
+    if figures:
+        axes = axes_from_config(project.axes)
+        unanimous = all(figures.get(a.key, {}).get("agreement", 1.0) >= 1.0 for a in axes if a.required)
+    else:
+        unanimous = agreement >= 1.0
     escalate = (
         project.adaptive_overlap and item.required_rankings < project.overlap
         # One ranking is enough only where a trusted AI judge agrees with it (judges/routing.py).
-        and (agreement < 1.0 or (len(tiers) == 1 and not trusted_judge_agrees(item=item, tiers=tiers[0])))
+        and (not unanimous or (len(tiers) == 1 and not trusted_judge_agrees(item=item, tiers=tiers[0])))
     )
     if escalate:
         fields.update(status=Item.Status.OPEN, required_rankings=F("required_rankings") + 1)
     else:
-        accepted = agreement >= project.agreement_threshold
+        if figures:
+            accepted = item_status(axes_from_config(project.axes), figures) == Item.Status.ACCEPTED
+        else:
+            accepted = agreement >= project.agreement_threshold
         fields.update(status=Item.Status.ACCEPTED if accepted else Item.Status.DISPUTED,
                       decided_at=timezone.now())
     Item.objects.filter(pk=item.pk).update(**fields)
     if fields["status"] == Item.Status.DISPUTED:
+        data = {"item": item.pk, "prompt": item.prompt_id, "agreement": agreement}
+        if figures:
+            data["axes"] = disputed_axes(axes_from_config(project.axes), figures)
         event_emit(project=project, type=EventType.ITEM_DISPUTED, path=f"/api/items/{item.pk}/agreement",
-                   data={"item": item.pk, "prompt": item.prompt_id, "agreement": agreement})
+                   data=data)
     quality_refresh_soon(project_id=project.pk)
     return str(fields["status"])
 

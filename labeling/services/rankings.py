@@ -6,6 +6,7 @@ that completes an item has it decided."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
@@ -13,6 +14,7 @@ from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from labeling.axes import AxisError, asks_safety, axes_from_config, check_ratings, tiers_from_ratings
 from labeling.blind import shown_ids
 from labeling.models import Assignment, Item, Project, Ranking
 from labeling.services.assignment import InvalidRanking, SubmissionConflict
@@ -23,7 +25,13 @@ from labeling.services.submission import submission_gate, submit_once
 
 @dataclass(frozen=True)
 class RankingInput:
-    tiers: list[list[str]]  # the annotator's opaque ids (labeling.blind), best first
+    # The primary axis, in the annotator's opaque ids (labeling.blind), best first. A
+    # project with axes may send it here or in `axes` (its first axis's key).
+    tiers: list[list[str]] | None = None
+    # {axis key: {"tiers": [[id, ...], ...]}} for ranking axes, {"scores": {id: 0..4}}
+    # for rating axes: every axis of a project with axes (labeling/axes.py).
+    axes: dict[str, Any] | None = None
+    safety: dict[str, bool] | None = None  # {id: safe?}: asked with a harmlessness axis
     unsafe: bool = False
     all_bad: bool = False
     needs_expert: bool = False
@@ -58,6 +66,81 @@ def validate_tiers(tiers: object, candidate_ids: set[int] | set[str], *, allow_t
     return [list(tier) for tier in tiers]
 
 
+@dataclass(frozen=True)
+class Labels:
+    """A submission's labels in candidate ids, as stored on the Ranking."""
+
+    tiers: list[list[int]]  # the primary axis's
+    labels: dict[str, Any]  # every axis's (empty for a project without axes)
+    safety: dict[str, bool] | None
+
+
+def resolve_labels(project: Project, data: RankingInput, shown: dict[str, int]) -> Labels:
+    """Validate a submission against the project's axes and map the annotator's ids to
+    candidate ids. InvalidRanking (400) names the axis and the ids that are wrong."""
+    allow_ties = project.allow_ties or project.mode == Project.Mode.PAIRWISE
+
+    def ranked(tiers: object) -> list[list[int]]:
+        return [[shown[sid] for sid in tier]
+                for tier in validate_tiers(tiers, set(shown), id_type=str, allow_ties=allow_ties)]
+
+    if not project.axes:  # the one implicit axis: tiers, as always
+        if data.axes:
+            raise InvalidRanking("this project has one axis: send `tiers` only (no `axes`)")
+        if data.safety is not None:
+            raise InvalidRanking("this project asks no safety bin (it has no harmlessness axis)")
+        if data.tiers is None:
+            raise InvalidRanking("tiers is required: the answers best to worst")
+        return Labels(ranked(data.tiers), {}, None)
+    axes = axes_from_config(project.axes)
+    given = dict(data.axes or {})
+    primary = axes[0]
+    if data.tiers is not None:
+        if primary.key in given:
+            raise InvalidRanking(f"axis {primary.key} was sent twice: in `tiers` and in `axes`")
+        if primary.is_rating:
+            raise InvalidRanking(f"axis {primary.key} is a rating axis: send its scores in `axes`")
+        given[primary.key] = {"tiers": data.tiers}
+    keys = [axis.key for axis in axes]
+    unknown, missing = sorted(set(given) - set(keys)), [k for k in keys if k not in given]
+    if unknown or missing:
+        raise InvalidRanking("label every axis of this project once (" + ", ".join(keys) + "); "
+                             + "; ".join(f"{what}: {names}" for what, names in
+                                         (("missing", missing), ("unknown", unknown)) if names))
+    labels: dict[str, Any] = {}
+    for axis in axes:
+        entry = given[axis.key]
+        field = "scores" if axis.is_rating else "tiers"
+        if not isinstance(entry, dict) or set(entry) != {field}:
+            raise InvalidRanking(f"axis {axis.key} is a {axis.kind} axis: send "
+                                 + ('{"scores": {answer id: 0..4}}' if axis.is_rating
+                                    else '{"tiers": [[answer id, ...], ...]}'))
+        if axis.is_rating:
+            try:
+                scores = {shown[sid]: v for sid, v in check_ratings(
+                    entry["scores"], set(shown), axis=axis.key).items()}
+            except AxisError as exc:
+                raise InvalidRanking(str(exc)) from None
+            labels[axis.key] = {"scores": {str(c): scores[c] for c in sorted(scores)},
+                                "tiers": tiers_from_ratings(scores)}
+        else:
+            try:
+                labels[axis.key] = {"tiers": ranked(entry["tiers"])}
+            except InvalidRanking as exc:
+                raise InvalidRanking(f"axis {axis.key}: {exc}") from None
+    safety = None
+    if asks_safety(axes):
+        marks = data.safety
+        if not isinstance(marks, dict) or set(marks) != set(shown) or not all(
+                isinstance(v, bool) for v in marks.values()):
+            raise InvalidRanking("mark every answer safe (true) or unsafe (false) in `safety`, "
+                                 "by the ids shown")
+        safety = {str(shown[sid]): marks[sid] for sid in sorted(marks, key=lambda s: shown[s])}
+    elif data.safety is not None:
+        raise InvalidRanking("this project asks no safety bin (it has no harmlessness axis)")
+    return Labels(labels[primary.key]["tiers"], labels, safety)
+
+
 def _validate_pairwise(data: RankingInput, tiers: list[list[int]]) -> None:
     tie = len(tiers) == 1
     if data.all_bad and not tie:
@@ -86,10 +169,8 @@ def _store(annotator: AbstractBaseUser, item: Item, assignment: Assignment, data
         raise InvalidRanking("this item asks for a written answer, not a ranking")
     # The annotator ranks the opaque ids they were shown; errors name only those.
     shown = shown_ids(assignment)  # from the recorded display order: no query
-    tiers = [[shown[sid] for sid in tier] for tier in validate_tiers(
-        data.tiers, set(shown), id_type=str,
-        allow_ties=project.allow_ties or project.mode == Project.Mode.PAIRWISE,
-    )]
+    resolved = resolve_labels(project, data, shown)
+    tiers = resolved.tiers
     if project.mode == Project.Mode.PAIRWISE:
         _validate_pairwise(data, tiers)
     holds_lease, conflict = submission_gate(assignment, item, what="ranking")
@@ -97,6 +178,7 @@ def _store(annotator: AbstractBaseUser, item: Item, assignment: Assignment, data
         return None, False, conflict
     ranking = Ranking(
         assignment=assignment, item=item, annotator=annotator, tiers=tiers,
+        labels=resolved.labels, safety=resolved.safety,
         guideline_version_id=assignment.guideline_version_id, unsafe=data.unsafe,
         all_bad=data.all_bad, needs_expert=data.needs_expert, rationale=data.rationale,
         strength=data.strength, duration_ms=data.duration_ms, idempotency_key=idempotency_key,

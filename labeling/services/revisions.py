@@ -18,11 +18,9 @@ from core.audit import audit
 from labeling.blind import shown_ids
 from labeling.models import Assignment, Item, Project, Ranking
 from labeling.services.assignment import InvalidRanking, SubmissionConflict
-from labeling.services.quality import quality_refresh_soon
-from labeling.services.rankings import RankingInput, _validate_pairwise, validate_tiers
+from labeling.services.quality import item_figures, quality_refresh_soon
+from labeling.services.rankings import RankingInput, _validate_pairwise, resolve_labels
 from labeling.services.submission import locked_item_of
-from labeling.stats.agreement import AgreementUndefinedError, item_pairwise_agreement
-from labeling.stats.consensus import borda_consensus
 
 REVISABLE_LAST = 5  # how many of their latest submissions an annotator can go back to
 
@@ -74,9 +72,8 @@ def ranking_revise(*, annotator: AbstractBaseUser, assignment_id: int, data: Ran
                                      code="too_old")
         project = item.project
         shown = shown_ids(assignment)
-        tiers = [[shown[sid] for sid in tier] for tier in validate_tiers(
-            data.tiers, set(shown), id_type=str,
-            allow_ties=project.allow_ties or project.mode == Project.Mode.PAIRWISE)]
+        resolved = resolve_labels(project, data, shown)
+        tiers = resolved.tiers
         if project.mode == Project.Mode.PAIRWISE:
             _validate_pairwise(data, tiers)
         # One live ranking per (item, annotator) is a constraint: the old one steps aside
@@ -84,6 +81,7 @@ def ranking_revise(*, annotator: AbstractBaseUser, assignment_id: int, data: Ran
         Ranking.objects.filter(pk=old.pk).update(superseded_by=old.pk)
         new = Ranking.objects.create(
             assignment=assignment, item=item, annotator=annotator, tiers=tiers,
+            labels=resolved.labels, safety=resolved.safety,
             guideline_version_id=old.guideline_version_id, unsafe=data.unsafe,
             all_bad=data.all_bad, needs_expert=data.needs_expert, rationale=data.rationale,
             strength=data.strength, duration_ms=data.duration_ms, idempotency_key=idempotency_key,
@@ -93,8 +91,10 @@ def ranking_revise(*, annotator: AbstractBaseUser, assignment_id: int, data: Ran
             Item.objects.filter(pk=item.pk).update(flagged_unsafe=True)
         _agreement_refresh(item)
         audit(actor=annotator, project=project, action="ranking.revise", target=new,
-              before={"ranking": old.pk, "tiers": old.tiers, "strength": old.strength},
-              after={"ranking": new.pk, "tiers": new.tiers, "strength": new.strength})
+              before={"ranking": old.pk, "tiers": old.tiers, "strength": old.strength,
+                      **({"labels": old.labels} if old.labels else {})},
+              after={"ranking": new.pk, "tiers": new.tiers, "strength": new.strength,
+                     **({"labels": new.labels} if new.labels else {})})
     quality_refresh_soon(project_id=project.pk)
     return new, True
 
@@ -104,10 +104,6 @@ def _agreement_refresh(item: Item) -> None:
     ranking) gets them recomputed from its live rankings."""
     if item.agreement is None:
         return
-    tiers = list(Ranking.objects.filter(item=item, superseded_by__isnull=True)
-                 .order_by("id").values_list("tiers", flat=True))
-    try:
-        agreement = item_pairwise_agreement(tiers)
-    except AgreementUndefinedError:
-        agreement = 1.0
-    Item.objects.filter(pk=item.pk).update(agreement=agreement, consensus=borda_consensus(tiers))
+    rankings = list(Ranking.objects.filter(item=item, superseded_by__isnull=True).order_by("id"))
+    fields, _ = item_figures(item, rankings)
+    Item.objects.filter(pk=item.pk).update(**fields)
