@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Any
 
 from django.conf import settings
 
@@ -31,3 +32,21 @@ def shown_ids(assignment: Assignment) -> dict[str, int]:
 def tiers_as_shown(assignment: Assignment, tiers: list[list[int]]) -> list[list[str]]:
     """A ranking in candidate ids, written in the ids this assignment's annotator sees."""
     return [[shown_id(assignment.pk, cid) for cid in tier] for tier in tiers]
+
+
+def labels_as_shown(assignment: Assignment, labels: dict[str, Any]) -> dict[str, dict]:
+    """A ranking's labels on every axis (Ranking.labels) in this assignment's ids: a rating
+    axis as its scores, a ranking axis as its tiers (what a submission sends back)."""
+    def shown(entry: dict) -> dict:
+        if "scores" in entry:
+            return {"scores": {shown_id(assignment.pk, int(c)): v for c, v in entry["scores"].items()}}
+        return {"tiers": tiers_as_shown(assignment, entry["tiers"])}
+
+    return {key: shown(entry) for key, entry in (labels or {}).items()}
+
+
+def safety_as_shown(assignment: Assignment, safety: dict[str, bool] | None) -> dict[str, bool] | None:
+    """Ranking.safety ({candidate id: safe?}) in this assignment's ids."""
+    if safety is None:
+        return None
+    return {shown_id(assignment.pk, int(c)): safe for c, safe in safety.items()}

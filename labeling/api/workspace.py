@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from core import access
 from core.api import StrictJSONInput
-from labeling.blind import shown_id, tiers_as_shown
+from labeling.blind import labels_as_shown, safety_as_shown, shown_id, tiers_as_shown
 from labeling.models import Assignment, Ranking
 from labeling.selectors.workspace import assignment_for, assignment_payload
 from labeling.services.assignment import next_item
@@ -99,16 +99,10 @@ class NextItem(APIView):
 
 def _ranking_shown(assignment: Assignment, ranking: Ranking) -> dict:
     """A stored ranking in the ids its annotator was shown."""
-    def axis_shown(entry: dict) -> dict:
-        if "scores" in entry:
-            return {"scores": {shown_id(assignment.pk, int(c)): v for c, v in entry["scores"].items()}}
-        return {"tiers": tiers_as_shown(assignment, entry["tiers"])}
-
     return {"id": ranking.pk, "assignment_id": ranking.assignment_id,
             "tiers": tiers_as_shown(assignment, ranking.tiers),
-            "axes": {key: axis_shown(entry) for key, entry in ranking.labels.items()},
-            "safety": None if ranking.safety is None else
-            {shown_id(assignment.pk, int(c)): safe for c, safe in ranking.safety.items()},
+            "axes": labels_as_shown(assignment, ranking.labels),
+            "safety": safety_as_shown(assignment, ranking.safety),
             "created_at": ranking.created_at}
 
 

@@ -10,8 +10,9 @@ from django.views.decorators.http import require_POST
 
 from core import access
 from core.rendering import render_markdown
-from labeling.blind import tiers_as_shown
-from labeling.models import Assignment
+from labeling.axes import asks_safety, axes_from_config
+from labeling.blind import labels_as_shown, safety_as_shown, tiers_as_shown
+from labeling.models import Assignment, Project, Ranking
 from labeling.selectors.workspace import annotator_progress, shown_candidates
 from labeling.services.assignment import GuidelineAckRequired, SubmissionConflict, next_item
 from labeling.services.revisions import recent_rankings
@@ -22,6 +23,36 @@ SKIP_REASONS = [
     "content I can't review",
     "other",
 ]
+
+
+def workspace_axes(project: Project) -> dict | None:
+    """The axes the page asks for, or None for the one-axis workspace as it always was: a
+    project without axes, or whose only axis is a ranking axis with no safety bin (its
+    `tiers` are that axis's labels, so the page need not change). The first axis is the
+    primary one (its pairwise strength is the ranking's `strength`)."""
+    axes = axes_from_config(project.axes)
+    safety = asks_safety(axes)
+    if len(axes) == 1 and not axes[0].is_rating and not safety:
+        return None
+    return {
+        "list": [{**axis.as_dict(), "primary": n == 0, "scores": list(enumerate(axis.anchors))}
+                 for n, axis in enumerate(axes)],
+        "ask_safety": safety,
+        "has_rating": any(axis.is_rating for axis in axes),
+        "has_ranking": any(not axis.is_rating for axis in axes),
+        # Llama 2's four bins, in pairwise mode: (key, label, safe A, safe B).
+        "bins": [("1", "Both safe", True, True), ("2", "Only A safe", True, False),
+                 ("3", "Only B safe", False, True), ("4", "Neither safe", False, False)],
+    }
+
+
+def sent_labels(assignment: Assignment, ranking: Ranking, project: Project) -> dict:
+    """Go back on a project with axes: what was sent on every axis, in the ids this
+    assignment shows, so the page places it all again and resends every axis."""
+    labels = ranking.labels or {axes_from_config(project.axes)[0].key: {"tiers": ranking.tiers}}
+    return {"axes": labels_as_shown(assignment, labels),
+            "safety": safety_as_shown(assignment, ranking.safety),
+            "strength": ranking.strength, "all_bad": ranking.all_bad}
 
 
 def _item_context(assignment: Assignment) -> dict:
@@ -36,6 +67,7 @@ def _item_context(assignment: Assignment) -> dict:
         "candidates": shown_candidates(assignment),
         "guideline": version,
         "skip_reasons": SKIP_REASONS,
+        "axes_ui": workspace_axes(assignment.item.project),
     }
 
 
@@ -49,7 +81,8 @@ def workspace(request: HttpRequest, slug: str) -> HttpResponse:
     except SubmissionConflict as exc:  # paused by an admin: say so (the API answers 409)
         return render(request, "annotator/paused.html", {"project": project, "reason": str(exc)},
                       status=409)
-    context = {"project": project, "progress": annotator_progress(request.user, project)}
+    context = {"project": project, "progress": annotator_progress(request.user, project),
+               "axes_ui": workspace_axes(project)}
     if assignment is not None:
         context.update(_item_context(assignment))
     return render(request, "annotator/workspace.html", context)
@@ -107,6 +140,7 @@ def revise(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
     assignment.item = sent.ranking.item
     assignment.item.project = project
     context = _item_context(assignment)
-    context.update(revising=sent.ranking, initial=tiers_as_shown(assignment, sent.ranking.tiers),
-                   revise_json_id=f"a{assignment.pk}-initial")
+    initial = (sent_labels(assignment, sent.ranking, project) if context["axes_ui"]
+               else tiers_as_shown(assignment, sent.ranking.tiers))
+    context.update(revising=sent.ranking, initial=initial, revise_json_id=f"a{assignment.pk}-initial")
     return render(request, "annotator/_item.html", context)

@@ -48,12 +48,15 @@
       labels: Array.from(article.dataset.labels || ""),
       key: newKey(),            // one key per item: a retry sends the same one
       started: Date.now(),
-      placed: [],               // [{id, label, tie}] best first
-      tieNext: false,
-      pairwise: null,           // {tiers, strength, allBad}
       sending: false,
       revise: article.dataset.revise === "1",  // Go back: a sent item ranked again
+      multi: article.dataset.axes === "1",     // a project with axes: one panel per axis
+      axes: [],                 // one entry per axis (and the safety bin); see axisOf
+      cur: null,                // the axis on screen: what the keys label
+      refused: false,           // a submit was refused for a missing axis
     };
+    state.axes = state.multi ? axisTabs().map((tab) => axisOf(tab)) : [axisOf(null)];
+    state.cur = state.axes[0];
     const reveal = el("reveal");
     if (reveal) reveal.addEventListener("click", revealAnswers);
     keyboardScroll(article);
@@ -64,24 +67,65 @@
       el("skip-confirm").addEventListener("click", skip);
     }
     if (el("revise-cancel")) el("revise-cancel").addEventListener("click", () => { announce("Kept what you sent."); restoreParked(); });
-    pairButtons().forEach((button) => {
-      button.addEventListener("click", () => choosePair(button.dataset.choice, Number(button.dataset.strength || 0)));
-    });
     cards().forEach((card) => {
       card.addEventListener("click", (event) => {
-        if (state.mode !== "pairwise" && !event.target.closest("a, button")) pick(card.dataset.label);
+        if (!event.target.closest("a, button")) cardChosen(card.dataset.label);
       });
       card.addEventListener("keydown", (event) => {  // Space on a focused answer places it (Enter submits)
-        if (event.target !== card || state.mode === "pairwise") return;
-        if (event.key === " ") {
+        if (event.target !== card || event.key !== " ") return;
+        if (cardChosen(card.dataset.label)) {
           event.preventDefault();
           event.stopPropagation();
-          pick(card.dataset.label);
         }
       });
       if (sideBySide()) card.addEventListener("scroll", () => syncScroll(card), { passive: true });
     });
-    chips().forEach((c) => {
+    state.axes.forEach(bindAxis);
+    axisTabs().forEach((tab, index) => {
+      tab.addEventListener("click", () => showAxis(index, false));
+      tab.addEventListener("keydown", (event) => {  // the tab list's arrow keys (ARIA tabs)
+        const step = { ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1 }[event.key];
+        if (!step) return;
+        event.preventDefault();
+        showAxis(index + step, true);
+      });
+    });
+    if (state.revise) placeSent();
+    render();
+  }
+
+  // One axis's labels. The one-axis workspace has one, without a panel, whose controls
+  // have the ids they always had; with axes, each axis's controls are "<item>-axis-<key>-…"
+  // and the safety bin's "<item>-safety-…".
+  function axisOf(tab) {
+    const panel = tab ? document.getElementById(tab.getAttribute("aria-controls")) : null;
+    const kind = panel ? panel.dataset.kind : "ranking";
+    return {
+      key: panel ? panel.dataset.axis : null,
+      name: panel ? panel.dataset.name : "",
+      kind: kind,               // ranking, rating or safety
+      primary: !panel || panel.dataset.primary === "1",
+      prefix: !panel ? "" : kind === "safety" ? "safety-" : "axis-" + panel.dataset.axis + "-",
+      tab: tab,
+      panel: panel,
+      placed: [],               // ranking: [{id, label, tie}] best first
+      tieNext: false,
+      pairwise: null,           // ranking in pairwise mode: {choice, tiers, strength, allBad}
+      scores: {},               // rating: {shown id: 0..4}; safety: {shown id: safe?}
+      cursor: 0,                // rating and safety: the highlighted answer's index
+    };
+  }
+
+  function axisTabs() {
+    const tabs = el("axis-tabs");
+    return tabs ? Array.from(tabs.children).filter((t) => t.getAttribute("role") === "tab") : [];
+  }
+
+  function bindAxis(a) {
+    pairButtons(a).forEach((button) => {
+      button.addEventListener("click", () => choosePair(button.dataset.choice, Number(button.dataset.strength || 0)));
+    });
+    chips(a).forEach((c) => {
       c.addEventListener("keydown", (event) => {
         if (event.target !== c) return;
         if (event.key === " ") {
@@ -92,34 +136,82 @@
       });
     });
     state.labels.forEach((label) => {
-      const toggle = chip(label) && chip(label).firstElementChild;
+      const toggle = chip(label, a) && chip(label, a).firstElementChild;
       if (toggle) toggle.addEventListener("click", () => toggleTie(label));
     });
-    const board = el("board");
+    const board = el(a.prefix + "board");
     if (board && window.Sortable) {
       window.Sortable.create(board, { animation: 120, onEnd: dragged });
     }
-    if (state.revise) placeSent();
-    render();
+    // Rating and safety radios: a click (or arrow keys inside a group) labels too.
+    state.labels.forEach((label, index) => {
+      const values = a.kind === "rating" ? [0, 1, 2, 3, 4] : a.kind === "safety" ? [true, false] : [];
+      values.forEach((value) => {
+        const radio = el(a.prefix + radioName(a, label, value));
+        if (radio) radio.addEventListener("change", () => {
+          a.cursor = index;
+          a.scores[idOf(label)] = value;
+          render();
+        });
+      });
+    });
+    safetyBins(a).forEach((button) => button.addEventListener("click", () => chooseBin(button)));
   }
 
-  // Go back: the ranking they sent, placed again (in the ids this item shows).
+  function radioName(a, label, value) {
+    return a.kind === "rating" ? "rate-" + label + "-" + value : label + (value ? "-safe" : "-unsafe");
+  }
+
+  // Go back: what they sent, placed again (in the ids this item shows).
   function placeSent() {
     const data = el("initial");
-    if (!data || state.mode === "pairwise") return;
-    const tiers = JSON.parse(data.textContent);
+    if (!data) return;
+    const sent = JSON.parse(data.textContent);
     const byId = {};
-    chips().forEach((c) => { byId[c.dataset.id] = c.dataset.label; });
+    state.labels.forEach((label) => { byId[idOf(label)] = label; });
+    if (!state.multi) {
+      if (state.mode === "pairwise") return;
+      placeTiers(state.cur, sent, byId);
+      return;
+    }
+    state.axes.forEach((a) => {
+      if (a.kind === "safety") { Object.assign(a.scores, sent.safety || {}); return; }
+      const entry = (sent.axes || {})[a.key];
+      if (!entry) return;
+      if (a.kind === "rating") Object.assign(a.scores, entry.scores);
+      else if (isPair(a)) setPair(a, sentChoice(a, entry.tiers, sent, byId), a.primary ? sent.strength || 0 : 0);
+      else placeTiers(a, entry.tiers, byId);
+    });
+  }
+
+  function placeTiers(a, tiers, byId) {
     tiers.forEach((tier) => tier.forEach((id, index) => {
-      if (byId[id]) state.placed.push({ id: id, label: byId[id], tie: index > 0 });
+      if (byId[id]) a.placed.push({ id: id, label: byId[id], tie: index > 0 });
     }));
   }
 
-  function pairButtons() {
-    const group = el("pairwise");
+  function sentChoice(a, tiers, sent, byId) {
+    if (tiers.length === 1) return a.primary && sent.all_bad ? "bad" : "tie";
+    return byId[tiers[0][0]];
+  }
+
+  function pairButtons(a) {
+    const group = el((a || state.cur).prefix + "pairwise");
     return group ? Array.from(group.children) : [];
   }
 
+  function safetyBins(a) {
+    const group = a.kind === "safety" ? el("safety-bins") : null;
+    return group ? Array.from(group.children) : [];
+  }
+
+  function isPair(a) {  // a ranking axis shown as the pairwise choice
+    return a.kind === "ranking" && state.mode === "pairwise";
+  }
+
+  function idOf(label) {  // the opaque id of the answer shown as `label`
+    return el("answer-" + label).dataset.id;
+  }
   // A code block wider than its answer scrolls sideways: it takes the focus, so the
   // keyboard can scroll it too.
   function keyboardScroll(article) {
@@ -188,29 +280,52 @@
 
   // ------------------------------------------------------------------ ranking
 
-  function chip(label) {
-    return state.labels.includes(label) ? el("chip-" + label) : null;
+  function chip(label, a) {
+    return state.labels.includes(label) ? el((a || state.cur).prefix + "chip-" + label) : null;
   }
 
-  function chips() {  // in the board's current order
-    const board = el("board");
-    return board ? Array.from(board.children).filter((c) => c.id.startsWith(state.article.id + "-chip-")) : [];
+  function chips(a) {  // in the board's current order
+    const prefix = (a || state.cur).prefix;
+    const board = el(prefix + "board");
+    return board ? Array.from(board.children).filter((c) => c.id.startsWith(state.article.id + "-" + prefix + "chip-")) : [];
+  }
+
+  // An answer clicked (or Space on it): placed next on a ranking board, highlighted on a
+  // rating or safety panel. False when that means nothing here (the pairwise choice).
+  function cardChosen(label) {
+    const a = state.cur;
+    if (a.kind === "ranking") {
+      if (isPair(a)) return false;
+      pick(label);
+      return true;
+    }
+    if (safetyBins(a).length) return false;
+    moveCursor(label);
+    return true;
   }
 
   function pick(label) {
-    if (!chip(label) || state.placed.some((p) => p.label === label)) return;
-    const tie = state.tieNext && state.placed.length > 0 && state.allowTies;
-    state.placed.push({ id: chip(label).dataset.id, label: label, tie: tie });
-    state.tieNext = false;
+    const a = state.cur;
+    if (!chip(label) || a.placed.some((p) => p.label === label)) return;
+    const tie = a.tieNext && a.placed.length > 0 && state.allowTies;
+    a.placed.push({ id: chip(label).dataset.id, label: label, tie: tie });
+    a.tieNext = false;
     render();
     announce("Answer " + label + " placed " + placeOf(label) + (tie ? ", tied with the one before" : "") +
-      (complete() ? ". Ranking complete: press Enter to submit." : "."));
+      (complete() ? ". Ranking complete: " + nextStep() : "."));
   }
 
-  function placeOf(label) {  // "1st", "2nd"... of a placed answer, ties sharing a place
+  // What to do once the axis on screen is done: submit, or the next axis to label.
+  function nextStep() {
+    const missing = state.axes.find((a) => !complete(a));
+    if (!state.multi || !missing) return "press Enter to submit.";
+    return "press ] for the next axis (" + missing.name + " is still to do).";
+  }
+
+  function placeOf(label, a) {  // "1st", "2nd"... of a placed answer, ties sharing a place
     let rank = 0;
     let found = "";
-    state.placed.forEach((p) => {
+    (a || state.cur).placed.forEach((p) => {
       if (!p.tie) rank += 1;
       if (p.label === label) found = ordinal(rank);
     });
@@ -228,102 +343,264 @@
   }
 
   function toggleTie(label) {
-    const index = state.placed.findIndex((p) => p.label === label);
+    const a = state.cur;
+    const index = a.placed.findIndex((p) => p.label === label);
     if (index > 0 && state.allowTies) {
-      state.placed[index].tie = !state.placed[index].tie;
+      a.placed[index].tie = !a.placed[index].tie;
       render();
     }
   }
 
   function undo() {
+    const a = state.cur;
     let removed = null;
-    if (state.tieNext) { state.tieNext = false; } else { removed = state.placed.pop(); }
+    if (a.tieNext) { a.tieNext = false; } else { removed = a.placed.pop(); }
     render();
     announce(removed ? "Answer " + removed.label + " taken back." : "Tie cancelled.");
   }
 
   function dragged() {
     // A drag sets the whole order: every chip counts as placed, ties kept by label.
-    const ties = new Set(state.placed.filter((p) => p.tie).map((p) => p.label));
-    state.placed = chips().map((c, i) => ({
+    const a = state.cur;
+    const ties = new Set(a.placed.filter((p) => p.tie).map((p) => p.label));
+    a.placed = chips(a).map((c, i) => ({
       id: c.dataset.id, label: c.dataset.label, tie: i > 0 && ties.has(c.dataset.label),
     }));
     render();
   }
 
-  function rankingTiers() {
+  function rankingTiers(a) {
+    a = a || state.cur;
     const tiers = [];
-    state.placed.forEach((p) => {
+    a.placed.forEach((p) => {
       if (p.tie && tiers.length) tiers[tiers.length - 1].push(p.id); else tiers.push([p.id]);
     });
-    const rest = chips()
+    const rest = chips(a)
       .map((c) => c.dataset.id)
-      .filter((id) => !state.placed.some((p) => p.id === id));
+      .filter((id) => !a.placed.some((p) => p.id === id));
     if (rest.length) tiers.push(rest);
     return tiers;
   }
 
-  function complete() {
-    if (state.mode === "pairwise") return state.pairwise !== null;
-    const left = state.count - state.placed.length;
+  function complete(a) {
+    a = a || state.cur;
+    if (a.kind === "rating" || a.kind === "safety") return state.labels.every((label) => idOf(label) in a.scores);
+    if (isPair(a)) return a.pairwise !== null;
+    const left = state.count - a.placed.length;
     if (left <= 1) return true;  // the last one ranks itself
-    return state.topK !== null && state.placed.length >= state.topK;
+    return state.topK !== null && a.placed.length >= state.topK;
   }
 
   function choosePair(choice, strength) {
-    const a = chipOrCard("A").dataset.id, b = chipOrCard("B").dataset.id;
-    if (choice === "A") state.pairwise = { tiers: [[a], [b]], strength: strength, allBad: false };
-    else if (choice === "B") state.pairwise = { tiers: [[b], [a]], strength: strength, allBad: false };
-    else state.pairwise = { tiers: [[a, b]], strength: null, allBad: choice === "bad" };
-    pairButtons().forEach((button) => {
-      button.classList.toggle("chosen", button.dataset.choice === choice &&
-        Number(button.dataset.strength || 0) === strength);
-    });
-    const summary = choice === "tie" ? "Tie: equally good" : choice === "bad" ? "Both bad" :
-      choice + " is better (strength " + strength + " of 4)";
-    el("choice").textContent = summary;
-    pairButtons().forEach((button) => button.setAttribute("aria-pressed", String(button.classList.contains("chosen"))));
+    const a = state.cur;
+    setPair(a, choice, strength);
     render();
+    if (state.multi) announce(a.name + ": " + pairSummary(a) + ". " + nextStep());
+  }
+
+  // The primary axis's choice carries the ranking's strength (1..4); the other axes' say
+  // only which answer is better (the API stores one strength per ranking).
+  function setPair(a, choice, strength) {
+    const first = chipOrCard("A").dataset.id, second = chipOrCard("B").dataset.id;
+    const kept = a.primary ? strength : null;
+    if (choice === "A") a.pairwise = { choice: choice, tiers: [[first], [second]], strength: kept, allBad: false };
+    else if (choice === "B") a.pairwise = { choice: choice, tiers: [[second], [first]], strength: kept, allBad: false };
+    else a.pairwise = { choice: choice, tiers: [[first, second]], strength: null, allBad: choice === "bad" };
+  }
+
+  function pairSummary(a) {
+    const p = a.pairwise;
+    if (p.choice === "tie") return "Tie: equally good";
+    if (p.choice === "bad") return "Both bad";
+    return p.choice + " is better" + (p.strength ? " (strength " + p.strength + " of 4)" : "");
   }
 
   function chipOrCard(label) {
     return chip(label) || el("answer-" + label);
   }
 
-  function render() {
-    if (!state) return;
-    const board = el("board");
-    if (board) {
-      const placedLabels = state.placed.map((p) => p.label);
-      placedLabels.forEach((label) => board.appendChild(chip(label)));
-      chips().forEach((c) => {
-        if (!placedLabels.includes(c.dataset.label)) board.appendChild(c);
-      });
-      chips().forEach((c) => {
-        const entry = state.placed.find((p) => p.label === c.dataset.label);
-        c.classList.toggle("placed", Boolean(entry));
-        c.classList.toggle("tied", Boolean(entry && entry.tie));
-      });
-      let rank = 0;
-      const badges = {};
-      state.placed.forEach((p) => {
-        if (!p.tie) rank += 1;
-        badges[p.label] = "#" + rank + (p.tie ? " (tie)" : "");
-      });
-      state.labels.forEach((label) => {
-        const badge = el("badge-" + label);
-        if (badge) badge.textContent = badges[label] || "";
-        const where = badges[label] ? "placed " + placeOf(label) + (badges[label].includes("tie") ? " (tie)" : "") : "not placed";
-        const card = el("answer-" + label);
-        if (card) card.setAttribute("aria-label", "Answer " + label + ", " + where);
-        const c = chip(label);
-        if (c) c.setAttribute("aria-label", "Answer " + label + ", " + where);
-      });
-      board.classList.toggle("tie-next", state.tieNext);
-    }
-    el("submit").disabled = !complete() || state.sending;
+  // ------------------------------------------------------------------ ratings and safety
+
+  function moveCursor(label) {
+    const a = state.cur;
+    const index = state.labels.indexOf(label);
+    if (index < 0) return;
+    a.cursor = index;
+    render();
+    announce("Answer " + label + (a.kind === "rating" ? ": type 0 to 4." : ": type Y (safe) or N (unsafe)."));
   }
 
+  // The highlighted answer gets `value` (a score, or safe?) and the next one without a
+  // label is highlighted, so "3 4 2" rates A, B and C.
+  function labelCurrent(value) {
+    const a = state.cur;
+    const label = state.labels[a.cursor];
+    a.scores[idOf(label)] = value;
+    const n = state.labels.length;
+    for (let step = 1; step <= n; step += 1) {
+      const next = (a.cursor + step) % n;
+      if (!(idOf(state.labels[next]) in a.scores)) { a.cursor = next; break; }
+    }
+    render();
+    const said = a.kind === "rating" ? "rated " + value + ": " + anchorOf(a, value) : value ? "safe" : "unsafe";
+    announce("Answer " + label + " " + said + ". " +
+      (complete(a) ? "Every answer done: " + nextStep() : "Now answer " + state.labels[a.cursor] + "."));
+  }
+
+  function clearCurrent() {
+    const a = state.cur;
+    const label = state.labels[a.cursor];
+    delete a.scores[idOf(label)];
+    render();
+    announce("Answer " + label + " cleared.");
+  }
+
+  function anchorOf(a, score) {
+    const radio = el(a.prefix + "rate-" + state.labels[0] + "-" + score);
+    return radio ? radio.parentElement.title : "";
+  }
+
+  function chooseBin(button) {
+    const a = state.cur;
+    a.scores = {};
+    a.scores[idOf("A")] = button.dataset.safeA === "1";
+    a.scores[idOf("B")] = button.dataset.safeB === "1";
+    render();
+    announce(button.textContent.replace(/^\s*\d\s*/, "") + ". " + nextStep());
+  }
+
+  function safetySummary(a) {
+    const bin = safetyBins(a).find((b) => b.getAttribute("aria-pressed") === "true");
+    if (bin) return bin.textContent.replace(/^\s*\d\s*/, "");
+    const marks = state.labels.map((label) => {
+      const safe = a.scores[idOf(label)];
+      return label + " " + (safe === undefined ? "not marked" : safe ? "safe" : "unsafe");
+    });
+    return marks.join(", ");
+  }
+
+  // ------------------------------------------------------------------ axes
+
+  function showAxis(index, focusTab, quiet) {
+    const n = state.axes.length;
+    state.cur = state.axes[(index + n) % n];
+    render();
+    const a = state.cur;
+    if (focusTab) a.tab.focus(); else a.panel.focus({ preventScroll: true });
+    if (!quiet) announce(a.name + ", " + (state.axes.indexOf(a) + 1) + " of " + n + (complete(a) ? ", done." : ": " + todo(a) + "."));
+  }
+
+  function todo(a) {  // what an axis still needs, in words
+    if (a.kind === "rating") {
+      const left = state.labels.filter((label) => !(idOf(label) in a.scores));
+      return "rate answer" + (left.length > 1 ? "s " : " ") + left.join(", ") + " from 0 to 4";
+    }
+    if (a.kind === "safety") {
+      if (safetyBins(a).length) return "choose which answers are safe (1 to 4)";
+      const left = state.labels.filter((label) => !(idOf(label) in a.scores));
+      return "mark answer" + (left.length > 1 ? "s " : " ") + left.join(", ") + " safe (Y) or unsafe (N)";
+    }
+    return isPair(a) ? "choose which answer is better" : "rank the answers, best first";
+  }
+
+  // ------------------------------------------------------------------ drawing
+
+  function render() {
+    if (!state) return;
+    state.axes.forEach(renderAxis);
+    renderAnswers();
+    if (state.multi) {
+      state.axes.forEach((a) => {
+        const on = a === state.cur;
+        a.tab.setAttribute("aria-selected", String(on));
+        a.tab.tabIndex = on ? 0 : -1;
+        a.tab.classList.toggle("done", complete(a));
+        el(a.prefix + "state").textContent = complete(a) ? "done" : "to do";
+        a.panel.hidden = !on;
+      });
+      if (state.refused && state.axes.every((a) => complete(a))) { state.refused = false; showError(""); }
+    }
+    // With axes the button stays on: pressed early, it says which axis is missing.
+    el("submit").disabled = (!state.multi && !complete()) || state.sending;
+  }
+
+  function renderAxis(a) {
+    const board = el(a.prefix + "board");
+    if (board) {
+      const placedLabels = a.placed.map((p) => p.label);
+      placedLabels.forEach((label) => board.appendChild(chip(label, a)));
+      chips(a).forEach((c) => {
+        if (!placedLabels.includes(c.dataset.label)) board.appendChild(c);
+      });
+      chips(a).forEach((c) => {
+        const entry = a.placed.find((p) => p.label === c.dataset.label);
+        c.classList.toggle("placed", Boolean(entry));
+        c.classList.toggle("tied", Boolean(entry && entry.tie));
+        c.setAttribute("aria-label", "Answer " + c.dataset.label + ", " + rankWhere(a, c.dataset.label));
+      });
+      board.classList.toggle("tie-next", a.tieNext);
+    }
+    if (a.pairwise) {
+      pairButtons(a).forEach((button) => {
+        const on = button.dataset.choice === a.pairwise.choice &&
+          (!a.primary || Number(button.dataset.strength || 0) === (a.pairwise.strength || 0));
+        button.classList.toggle("chosen", on);
+        button.setAttribute("aria-pressed", String(on));
+      });
+      el(a.prefix + "choice").textContent = pairSummary(a);
+    }
+    if (a.kind === "rating" || a.kind === "safety") {
+      const values = a.kind === "rating" ? [0, 1, 2, 3, 4] : [true, false];
+      state.labels.forEach((label, index) => {
+        const row = el(a.prefix + "row-" + label);
+        if (row) row.classList.toggle("current", index === a.cursor);
+        values.forEach((value) => {
+          const radio = el(a.prefix + radioName(a, label, value));
+          if (radio) radio.checked = a.scores[idOf(label)] === value;
+        });
+      });
+      safetyBins(a).forEach((button) => {
+        const on = (idOf("A") in a.scores) && a.scores[idOf("A")] === (button.dataset.safeA === "1") &&
+          a.scores[idOf("B")] === (button.dataset.safeB === "1");
+        button.classList.toggle("chosen", on);
+        button.setAttribute("aria-pressed", String(on));
+      });
+      const summary = el(a.prefix + "summary");
+      if (summary) summary.textContent = safetySummary(a);
+    }
+  }
+
+  function rankWhere(a, label) {
+    const entry = a.placed.find((p) => p.label === label);
+    return entry ? "placed " + placeOf(label, a) + (entry.tie ? " (tie)" : "") : "not placed";
+  }
+
+  // The answers' badges and names say where each stands on the axis on screen.
+  function renderAnswers() {
+    const a = state.cur;
+    if (isPair(a)) return;  // the choice says it
+    let rank = 0;
+    const badges = {};
+    a.placed.forEach((p) => {
+      if (!p.tie) rank += 1;
+      badges[p.label] = "#" + rank + (p.tie ? " (tie)" : "");
+    });
+    state.labels.forEach((label) => {
+      let badge = badges[label] || "";
+      let where = rankWhere(a, label);
+      if (a.kind !== "ranking") {
+        const value = a.scores[idOf(label)];
+        const marked = value !== undefined;
+        badge = !marked ? "" : a.kind === "rating" ? "score " + value : value ? "safe" : "unsafe";
+        where = !marked ? (a.kind === "rating" ? "not rated" : "not marked") :
+          a.kind === "rating" ? "rated " + value : "marked " + badge;
+      }
+      const shown = el("badge-" + label);
+      if (shown) shown.textContent = badge;
+      const card = el("answer-" + label);
+      if (card) card.setAttribute("aria-label", "Answer " + label + ", " + where);
+    });
+  }
   // ------------------------------------------------------------------ server
 
   function payload() {
@@ -336,13 +613,40 @@
       rationale: el("rationale").value,
       duration_ms: Date.now() - state.started,
     };
+    if (state.multi) return Object.assign(body, axesPayload(), state.mode === "pairwise" ? {} : { all_bad: flags("all_bad") });
     if (state.mode === "pairwise") {
-      body.tiers = state.pairwise.tiers;
-      body.strength = state.pairwise.strength;
-      body.all_bad = state.pairwise.allBad;
+      const pair = state.cur.pairwise;
+      body.tiers = pair.tiers;
+      body.strength = pair.strength;
+      body.all_bad = pair.allBad;
     } else {
       body.tiers = rankingTiers();
       body.all_bad = flags("all_bad");
+    }
+    return body;
+  }
+
+  // Every axis's labels (a revision resends them all) and the safety marks, in the ids
+  // shown. In pairwise mode the ranking's strength is the primary axis's; a rating primary
+  // axis gives the score gap (1..4) as the strength.
+  function axesPayload() {
+    const body = { axes: {} };
+    state.axes.forEach((a) => {
+      if (a.kind === "safety") body.safety = Object.assign({}, a.scores);
+      else if (a.kind === "rating") body.axes[a.key] = { scores: Object.assign({}, a.scores) };
+      else body.axes[a.key] = { tiers: isPair(a) ? a.pairwise.tiers : rankingTiers(a) };
+    });
+    if (state.mode === "pairwise") {
+      const primary = state.axes[0];
+      if (isPair(primary)) {
+        body.strength = primary.pairwise.strength;
+        body.all_bad = primary.pairwise.allBad;
+      } else {
+        const scores = Object.values(primary.scores);
+        const gap = Math.abs(scores[0] - scores[1]);
+        body.strength = gap ? Math.min(4, gap) : null;
+        body.all_bad = false;
+      }
     }
     return body;
   }
@@ -363,8 +667,20 @@
   }
 
   async function submit() {
-    if (!state || !complete() || state.sending) return;
+    if (!state || state.sending) return;
+    if (state.multi) {
+      const missing = state.axes.find((a) => !complete(a));
+      if (missing) { refuse(missing); return; }
+    } else if (!complete()) return;
     await sendWork(state.revise ? "revision" : "ranking", payload(), render, "ranking", "Enter");
+  }
+
+  // Not sent: the first axis without its labels comes up, with the focus on it, and the
+  // error (an alert) says what it needs.
+  function refuse(a) {
+    state.refused = true;
+    showAxis(state.axes.indexOf(a), false, true);
+    showError("Not sent: label every axis first. " + a.name + ": " + todo(a) + ".");
   }
 
   // Sends a ranking or a demonstration with this item's idempotency key; on success (or
@@ -711,18 +1027,41 @@
     }
     if (key === "Enter") { event.preventDefault(); submit(); return; }
     if ((key === "s" || key === "S") && !state.revise) { event.preventDefault(); openSkip(); return; }
-    if (state.mode === "pairwise") {
+    if (state.multi && (key === "]" || key === "[")) {
+      event.preventDefault();
+      showAxis(state.axes.indexOf(state.cur) + (key === "]" ? 1 : -1), false);
+      return;
+    }
+    const a = state.cur;
+    if (a.kind === "rating" || a.kind === "safety") { labelKey(event, a); return; }
+    if (isPair(a)) {
       if (/^[1-8]$/.test(key)) {
         const n = Number(key);
         choosePair(n <= 4 ? "A" : "B", n <= 4 ? 5 - n : n - 4);
       } else if (key === "t" || key === "T") choosePair("tie", 0);
-      else if (key === "x" || key === "X") choosePair("bad", 0);
+      else if ((key === "x" || key === "X") && a.primary) choosePair("bad", 0);
       return;
     }
     if (key === "Backspace") { event.preventDefault(); undo(); return; }
-    if (key === "=") { state.tieNext = state.allowTies && state.placed.length > 0; render(); return; }
+    if (key === "=") { a.tieNext = state.allowTies && a.placed.length > 0; render(); return; }
     if (/^[a-zA-Z]$/.test(key)) pick(key.toUpperCase());
   });
+
+  // A rating axis: 0..4 rates the highlighted answer. The safety bin: 1..4 pick the pair's
+  // bin, or Y / N mark the highlighted answer. A letter highlights that answer.
+  function labelKey(event, a) {
+    const key = event.key;
+    const bins = safetyBins(a);
+    if (bins.length) {
+      if (/^[1-4]$/.test(key)) chooseBin(bins[Number(key) - 1]);
+      return;
+    }
+    if (a.kind === "rating" && /^[0-4]$/.test(key)) labelCurrent(Number(key));
+    else if (a.kind === "safety" && (key === "y" || key === "Y")) labelCurrent(true);
+    else if (a.kind === "safety" && (key === "n" || key === "N")) labelCurrent(false);
+    else if (key === "Backspace") { event.preventDefault(); clearCurrent(); }
+    else if (/^[a-zA-Z]$/.test(key)) moveCursor(key.toUpperCase());
+  }
 
   setInterval(() => {
     const timer = document.getElementById("timer");
