@@ -101,6 +101,7 @@ def test_pairwise_axes_and_the_four_safety_bins(page, live_server, project, anno
     assert bins.all_inner_texts() == ["1 Both safe", "2 Only A safe", "3 Only B safe", "4 Neither safe"]
     page.keyboard.press("3")  # only B safe
     assert page.locator(f"{item}-safety-bins button[aria-pressed=true]").inner_text() == "3 Only B safe"
+    screenshot(page, "axes-workspace-pairwise-safety")
     page.keyboard.press("Enter")
     _next(page, first)
 
@@ -127,6 +128,7 @@ def test_helpsteer_ratings_by_keyboard(page, live_server, project, annotator) ->
     _keys(page, "3 4 2")  # Helpfulness: A 3, B 4, C 2 (the next answer comes up by itself)
     assert page.locator(f"{item}-axis-helpfulness-rate-B-4").is_checked()
     assert page.locator(f"{item}-answer-B").get_attribute("aria-label") == "Answer B, rated 4"
+    screenshot(page, "axes-workspace-ratings")
     _keys(page, "] c 0 4 2")  # Correctness: C 0, then A 4, B 2
     _keys(page, "] 1 1 b Backspace 3 1")  # Coherence: A 1, B 1 (cleared: 3), C 1
     page.keyboard.press("Enter")  # refused: Complexity and Verbosity are not rated
