@@ -150,3 +150,18 @@ def test_single_axis_project_refuses_axes_and_safety(as_user, project, annotator
         {"tiers": [[i] for i in ids], "safety": {i: True for i in ids}},
         format="json", HTTP_IDEMPOTENCY_KEY="s")
     assert response.status_code == 400 and "safety" in response.json()["detail"]
+
+
+def test_simulated_annotators_label_every_axis(project) -> None:  # noqa: ANN001
+    from labeling.simulate import SimulatedAnnotator, simulate_annotator
+
+    project = project_update(project=project, actor=None, axes="helpful_harmless", overlap=2, is_demo=True)
+    make_items(project, 3)
+    for n, user in enumerate(_members(project, 2)):
+        assert simulate_annotator(user=user, project=project, profile=SimulatedAnnotator(noise=0.1),
+                                  seed=n) == 3
+    for ranking in Ranking.objects.all():
+        assert set(ranking.labels) == {"helpful", "harmless"} and len(ranking.safety) == 3
+        assert ranking.tiers == ranking.labels["helpful"]["tiers"]
+    assert all(set(item.axes) == {"helpful", "harmless"} for item in Item.objects.all())
+    assert not Item.objects.filter(status=Item.Status.OPEN).exists()
