@@ -1,7 +1,7 @@
 """The workspace of a project with axes (issue #21) in a real browser: two ranking axes and
 Llama 2's safety bin by keyboard only, the pairwise four-bin choice, HelpSteer's 0..4
-ratings, a submit refused until every axis is labelled, Go back resending every axis, and
-axe-core on every panel."""
+ratings, a submit refused until every axis is labelled, Go back resending every axis, a
+lost answer retried with the same Idempotency-Key, and axe-core on every panel."""
 
 from __future__ import annotations
 
@@ -178,6 +178,37 @@ def test_go_back_resends_every_axis(page, live_server, project, annotator) -> No
     assert new.safety == {str(ids["A"]): True, str(ids["B"]): True}
     assert Ranking.objects.filter(assignment_id=int(first)).count() == 2
     assert page.js_errors == []
+
+
+def test_a_lost_answer_is_retried_with_the_same_key(page, live_server, project, annotator) -> None:  # noqa: ANN001
+    _with_axes(project, "helpful_harmless")
+    make_items(project, 2, k=2)
+    login(page, live_server, annotator)
+    first = _ready(page, live_server, project)
+    sent: list[dict] = []
+
+    def lose_the_first_answer(route) -> None:  # noqa: ANN001
+        sent.append({"key": route.request.headers.get("idempotency-key"),
+                     "body": route.request.post_data_json})
+        if len(sent) == 1:
+            route.fetch()  # the server stores it ...
+            route.abort()  # ... and the answer never arrives
+        else:
+            route.continue_()
+
+    page.route(f"**/api/assignments/{first}/ranking", lose_the_first_answer)
+    _keys(page, "b ] a ] n y Enter")
+    page.locator(f"#a{first}-error", has_text="Could not reach the server").wait_for()
+    assert Ranking.objects.count() == 1
+    page.keyboard.press("Enter")  # the retry
+    _next(page, first)
+
+    assert len(sent) == 2
+    assert sent[0]["key"] == sent[1]["key"] and sent[0]["key"]
+    assert {k: v for k, v in sent[0]["body"].items() if k != "duration_ms"} == \
+        {k: v for k, v in sent[1]["body"].items() if k != "duration_ms"}
+    assert set(sent[0]["body"]["axes"]) == {"helpful", "harmless"} and "tiers" not in sent[0]["body"]
+    assert Ranking.objects.count() == 1  # stored once
 
 
 @pytest.mark.parametrize(("preset", "mode"), [("helpful_harmless", "ranking"),
