@@ -225,3 +225,21 @@ def test_settings_show_axes_and_refuse_new_keys_once_ranked(as_user, project, pr
                                                                        "axes_custom": json.dumps(project.axes)})
     assert unchanged.status_code == 302 and AuditEvent.objects.filter(action="project.update",
                                                                      actor=project_admin).count() == 1
+
+
+def test_each_axis_description_is_shown_with_the_guideline(project, annotator, reviewer, other_project) -> None:  # noqa: ANN001
+    from guidelines.models import Guideline
+    from guidelines.services import draft_create, version_publish
+
+    guideline = Guideline.objects.create(slug="shared", title="Shared")
+    version_publish(version=draft_create(guideline=guideline, body="Be kind."), user=None)
+    project = project_update(project=project, actor=None, axes="helpful_harmless", guideline=guideline)
+    project_update(project=other_project, actor=None, axes="helpsteer", guideline=guideline)
+
+    ack = login(annotator).get(f"/annotate/{project.slug}/guideline").content.decode()
+    console = login(reviewer).get(f"/console/guidelines/{guideline.pk}/").content.decode()
+
+    description = project.axes[1]["description"]
+    assert "What each answer is judged on" in ack and description in ack and "mark each answer safe" in ack
+    assert description in console and "Alpha: what each answer" in console
+    assert "Beta" not in console and "Verbosity" not in console  # not this reviewer's project
