@@ -243,3 +243,24 @@ def test_each_axis_description_is_shown_with_the_guideline(project, annotator, r
     assert "What each answer is judged on" in ack and description in ack and "mark each answer safe" in ack
     assert description in console and "Alpha: what each answer" in console
     assert "Beta" not in console and "Verbosity" not in console  # not this reviewer's project
+
+
+def test_a_rating_axis_shows_each_score_and_the_mean(as_user, project, reviewer) -> None:  # noqa: ANN001
+    axes = [{"key": "overall"},
+            {"key": "verbosity", "kind": "rating", "required": False, "anchors": list("01234")}]
+    project = project_update(project=project, actor=None, axes=axes, overlap=2)
+    make_items(project, 1)
+    for n, person in enumerate(_members(project, 2)):
+        def build(assignment: dict, n: int = n) -> dict:
+            ids = _ids_by_text(assignment)
+            order = sorted(ids)
+            return {"tiers": [[ids[t]] for t in order],
+                    "axes": {"verbosity": {"scores": {ids[t]: (4 if n else 0) for t in order}}}}
+        _rank(as_user(person), project, build)
+    item = Item.objects.get()
+
+    page = login(reviewer).get(f"/console/items/{item.pk}?axis=verbosity").content.decode()
+
+    assert "Deciding <strong>Verbosity</strong> (a rating axis" in page and "Mean score" in page
+    assert page.count('<td class="rank">4</td>') == 3 and page.count('<td class="rank">0</td>') == 3
+    assert page.count("<td>2.00</td>") == 3  # the mean of 0 and 4 for each answer
