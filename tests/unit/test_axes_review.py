@@ -264,3 +264,18 @@ def test_a_rating_axis_shows_each_score_and_the_mean(as_user, project, reviewer)
     assert "Deciding <strong>Verbosity</strong> (a rating axis" in page and "Mean score" in page
     assert page.count('<td class="rank">4</td>') == 3 and page.count('<td class="rank">0</td>') == 3
     assert page.count("<td>2.00</td>") == 3  # the mean of 0 and 4 for each answer
+
+
+def test_the_queue_puts_the_least_agreed_required_axis_first(project) -> None:  # noqa: ANN001
+    from labeling.selectors.review import disputes_for
+
+    project = project_update(project=project, actor=None, axes="helpful_harmless")
+    first, second, third = make_items(project, 3)
+    figures = {  # item: (helpful, harmless) agreement; Item.agreement is helpful's
+        first: (0.5, 1.0), second: (1.0, -0.5), third: (0.2, 0.9)}
+    for item, (helpful, harmless) in figures.items():
+        Item.objects.filter(pk=item.pk).update(status=Item.Status.DISPUTED, agreement=helpful, axes={
+            "helpful": {"agreement": helpful, "status": "disputed" if helpful < 0.6 else "accepted"},
+            "harmless": {"agreement": harmless, "status": "disputed" if harmless < 0.6 else "accepted"}})
+
+    assert list(disputes_for(project=project)) == [second, third, first]
