@@ -105,8 +105,9 @@ class SnapshotForm(forms.Form):
     validation_fraction = forms.FloatField(min_value=0.0, max_value=0.9, initial=0.1,
                                            help_text="Share of prompts held out for validation "
                                                      "(reward accuracy is measured on them).")
-    axis = forms.ChoiceField(required=False, help_text="The axis whose consensus makes the pairs: items "
-                                                       "accepted on it, even if disputed on another.")
+    axis = forms.ChoiceField(required=False, widget=forms.Select(attrs={"id": "id_snapshot_axis"}),
+                             help_text="The axis whose consensus makes the pairs: items accepted on it, "
+                                       "even if disputed on another.")
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
