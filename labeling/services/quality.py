@@ -83,7 +83,9 @@ def item_decide(*, item_id: int) -> str:
     escalate = (
         project.adaptive_overlap and item.required_rankings < project.overlap
         # One ranking is enough only where a trusted AI judge agrees with it (judges/routing.py).
-        and (not unanimous or (len(tiers) == 1 and not trusted_judge_agrees(item=item, tiers=tiers[0])))
+        # A judge ranks the primary axis only, so it cannot vouch for a project's other axes.
+        and (not unanimous or (len(tiers) == 1 and (
+            len(figures) > 1 or not trusted_judge_agrees(item=item, tiers=tiers[0]))))
     )
     if escalate:
         fields.update(status=Item.Status.OPEN, required_rankings=F("required_rankings") + 1)
