@@ -23,7 +23,7 @@ from labeling.services.imports import import_after_dry_run
 from labeling.services.projects import project_update
 from tests.factories import UserFactory, make_items
 from training.models import DatasetSnapshot
-from training.snapshots import snapshot_build, snapshot_create, snapshot_dir
+from training.snapshots import accepted_items, snapshot_build, snapshot_create, snapshot_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -120,6 +120,39 @@ def test_each_axis_has_its_own_pairs_and_an_axis_column(hh: Project) -> None:
         pairs = [(r["chosen_id"], r["rejected_id"]) for r in jsonl(helpful, "pairs-train.jsonl")
                  if r["item_id"] == item.pk]
         assert pairs == [(a[0], b[0]) for i, a in enumerate(consensus) for b in consensus[i + 1:]]
+
+
+def test_min_agreement_reviewers_gold_and_discards_per_axis(hh: Project, reviewer: Any) -> None:  # noqa: ANN401
+    from labeling.services.review import item_adjudicate
+
+    first, second = Item.objects.order_by("id")
+
+    def items(axis: str, **filters: Any) -> set[int]:  # noqa: ANN401
+        snapshot = snapshot_create(project=hh, kinds=["pairs"], formats=["jsonl"], enqueue=False,
+                                   filters={"axis": axis, **filters})
+        return set(accepted_items(snapshot).values_list("id", flat=True))
+
+    # The axis's own agreement is what min_agreement compares (a JSON number in Item.axes).
+    figures = dict(second.axes)
+    figures["harmless"] = {**figures["harmless"], "agreement": 0.7}
+    Item.objects.filter(pk=second.pk).update(axes=figures)
+    assert items("harmless", min_agreement=0.6) == {second.pk}
+    assert items("harmless", min_agreement=0.8) == set()
+    assert items("helpful", min_agreement=0.8) == {first.pk, second.pk}
+
+    # A reviewer who accepts the disputed item accepts it on every axis, whatever its agreement.
+    item_adjudicate(item_id=first.pk, reviewer=reviewer, action="accept_consensus")
+    assert items("harmless", min_agreement=0.8) == {first.pk}
+    # Its harmless consensus is the people's: two reversed rankings tie every answer, so no
+    # harmless pair (the reviewer's word is on the primary axis only).
+    assert len(first.axes["harmless"]["consensus"]) == 1
+    harmless = build(hh, kinds=["pairs"], formats=["jsonl"], filters={"axis": "harmless"})
+    assert {r["item_id"] for r in jsonl(harmless, "pairs-train.jsonl")} == {second.pk}
+
+    # Gold and discarded items never.
+    item_adjudicate(item_id=first.pk, reviewer=reviewer, action="discard")
+    Item.objects.filter(pk=second.pk).update(is_gold=True)
+    assert items("helpful") == items("harmless") == set()
 
 
 def test_safety_bins_are_the_majority_marks(hh: Project) -> None:
