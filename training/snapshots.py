@@ -13,8 +13,9 @@ items whose status is accepted (every required axis accepted), `Item.consensus`.
 ``axis`` named, an item counts when that axis is decided "accepted" in `Item.axes`, even
 if the item as a whole is disputed on another axis: a helpfulness dataset should not lose
 pairs people agreed on because they disagreed on harmlessness. Such an item must still be
-decided (accepted or disputed, not open for more rankings); an item a reviewer accepted
-counts on every axis; gold and discarded items never. Its tiers are that axis's consensus
+decided (accepted or disputed, not open for more rankings); an axis a reviewer decided
+is accepted (labeling/services/review.py) and an item a reviewer accepted counts on every
+axis; gold and discarded items never. Its tiers are that axis's consensus
 (`Item.consensus` for the primary axis, which holds a reviewer's ranking), its agreement
 that axis's. External preferences follow the axis they were imported to (blank: the
 primary axis). AI judges rank on the primary axis only, so they join its snapshots only.
@@ -203,8 +204,11 @@ def accepted_items(snapshot: DatasetSnapshot):  # noqa: ANN201 - QuerySet[Item]
             project=snapshot.project, is_gold=False)
         agreement = f"axes__{axis}__agreement"
     if f.get("min_agreement") is not None:
-        # An adjudicated item's decision stands whatever its raw agreement was.
-        items = items.filter(Q(**{f"{agreement}__gte": f["min_agreement"]}) | Q(decided_by__isnull=False))
+        # An adjudicated item's (or axis's) decision stands whatever its raw agreement was.
+        adjudicated = Q(decided_by__isnull=False)
+        if axis is not None:
+            adjudicated |= Q(**{f"axes__{axis}__adjudicated": True})
+        items = items.filter(Q(**{f"{agreement}__gte": f["min_agreement"]}) | adjudicated)
     if f.get("since"):
         items = items.filter(decided_at__date__gte=f["since"])
     if f.get("until"):

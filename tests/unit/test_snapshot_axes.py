@@ -140,14 +140,17 @@ def test_min_agreement_reviewers_gold_and_discards_per_axis(hh: Project, reviewe
     assert items("harmless", min_agreement=0.8) == set()
     assert items("helpful", min_agreement=0.8) == {first.pk, second.pk}
 
-    # A reviewer who accepts the disputed item accepts it on every axis, whatever its agreement.
-    item_adjudicate(item_id=first.pk, reviewer=reviewer, action="accept_consensus")
+    # A reviewer who settles the disputed axis with their own ranking: that axis is accepted
+    # whatever its agreement, and its pairs are the reviewer's ranking.
+    candidates = sorted(first.candidates.values_list("id", flat=True))
+    item_adjudicate(item_id=first.pk, reviewer=reviewer, action="set_ranking", axis="harmless",
+                    tiers=[[candidates[2]], [candidates[0], candidates[1]]])
     assert items("harmless", min_agreement=0.8) == {first.pk}
-    # Its harmless consensus is the people's: two reversed rankings tie every answer, so no
-    # harmless pair (the reviewer's word is on the primary axis only).
-    assert len(first.axes["harmless"]["consensus"]) == 1
     harmless = build(hh, kinds=["pairs"], formats=["jsonl"], filters={"axis": "harmless"})
-    assert {r["item_id"] for r in jsonl(harmless, "pairs-train.jsonl")} == {second.pk}
+    assert [(r["chosen_id"], r["rejected_id"]) for r in jsonl(harmless, "pairs-train.jsonl")
+            if r["item_id"] == first.pk] == [(candidates[2], candidates[0]), (candidates[2], candidates[1])]
+    first.refresh_from_db()
+    assert first.status == Item.Status.ACCEPTED and first.decided_by == reviewer
 
     # Gold and discarded items never.
     item_adjudicate(item_id=first.pk, reviewer=reviewer, action="discard")
