@@ -470,6 +470,10 @@ class ImportJob(Run):
     dry_run_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="imports",
         help_text="The dry run whose upload this import writes.")
+    axis = models.CharField(
+        max_length=40, blank=True,
+        help_text="The project axis the file's preference pairs judge (ExternalPreference.axis); "
+                  "empty: the primary axis.")
     report = models.JSONField(default=dict, blank=True)
 
     @classmethod

@@ -74,7 +74,7 @@ def _import(job: ImportJob) -> None:
     try:
         report = prompts_import(
             project=job.project, path=Path(job.file_path), skip_invalid=job.skip_invalid,
-            original_name=job.original_name, progress=progress,
+            original_name=job.original_name, progress=progress, axis=job.axis,
         )
     except RunStopped:
         return

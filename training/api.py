@@ -183,6 +183,11 @@ class SnapshotListCreate(APIView):
                                        required=False, min_length=1,
                                        max_length=100, help_text="With include_ai: only these judges.")
         exclude_flagged = serializers.BooleanField(default=True)
+        axis = serializers.CharField(
+            required=False, max_length=40,
+            help_text="A key of the project's axes: pairs and dpo come from that axis's consensus over "
+                      "the items accepted on it, external preferences from those imported to it. "
+                      "Absent: the primary axis. Unknown keys answer 400 with the project's keys.")
         min_agreement = serializers.FloatField(required=False, min_value=0, max_value=1)
         guideline_versions = serializers.ListField(child=serializers.IntegerField(),
                                                    required=False)

@@ -18,6 +18,7 @@ from django.shortcuts import redirect
 
 from core.console import console_project, console_view
 from core.errors import DomainError
+from labeling.axes import axes_from_config
 from labeling.models import Project, Role
 from training.endpoints import endpoints_configured
 from training.generation import generation_run_create
@@ -89,7 +90,8 @@ class SnapshotForm(forms.Form):
     kinds = forms.MultipleChoiceField(choices=[(k, k) for k in KINDS], initial=["pairs"],
                                       widget=forms.CheckboxSelectMultiple,
                                       help_text="pairs: reward models; dpo, kto: preference tuning; "
-                                                "sft: demonstrations and best answers.")
+                                                "sft: demonstrations and best answers; ratings: "
+                                                "per-answer 0-4 scores of the rating axes.")
     formats = forms.MultipleChoiceField(choices=[(f, f) for f in FORMATS], initial=["parquet"],
                                         widget=forms.CheckboxSelectMultiple)
     min_agreement = forms.FloatField(required=False, min_value=0.0, max_value=1.0,
@@ -103,6 +105,18 @@ class SnapshotForm(forms.Form):
     validation_fraction = forms.FloatField(min_value=0.0, max_value=0.9, initial=0.1,
                                            help_text="Share of prompts held out for validation "
                                                      "(reward accuracy is measured on them).")
+    axis = forms.ChoiceField(required=False, widget=forms.Select(attrs={"id": "id_snapshot_axis"}),
+                             help_text="The axis whose consensus makes the pairs: items accepted on it, "
+                                       "even if disputed on another.")
+
+    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        axes = axes_from_config(project.axes)
+        if len(axes) < 2:  # one axis: nothing to choose
+            del self.fields["axis"]
+            return
+        self.fields["axis"].choices = [("", f"{axes[0].name} (the primary axis, as before axes)")] + [
+            (axis.key, axis.name) for axis in axes]
 
 
 def config_help() -> dict[str, str]:
@@ -172,7 +186,7 @@ def _generation(request: HttpRequest, project: Project) -> str:
 
 
 def _snapshot(request: HttpRequest, project: Project) -> str:
-    form = SnapshotForm(request.POST)
+    form = SnapshotForm(request.POST, project=project)
     if not form.is_valid():
         raise DomainError("snapshot: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
     data = form.cleaned_data
@@ -182,6 +196,8 @@ def _snapshot(request: HttpRequest, project: Project) -> str:
     for name in ("since", "until"):
         if data[name] is not None:
             filters[name] = data[name].isoformat()
+    if data.get("axis"):
+        filters["axis"] = data["axis"]
     snapshot = snapshot_create(project=project, kinds=data["kinds"], formats=data["formats"], filters=filters,
                                options={"validation_fraction": data["validation_fraction"]}, user=request.user)
     return f"Snapshot {snapshot.pk} is being built."
@@ -223,7 +239,7 @@ def launch(request: HttpRequest, project_id: int, what: str) -> HttpResponse:
 
 
 def launcher_forms(project: Project) -> dict[str, forms.Form]:
-    return {"generation_form": GenerationForm(project=project), "snapshot_form": SnapshotForm(),
+    return {"generation_form": GenerationForm(project=project), "snapshot_form": SnapshotForm(project=project),
             "training_form": TrainingForm(project=project)}
 
 

@@ -6,6 +6,22 @@ engine's builders (training/engine/datasets.py) into JSONL/Parquet writers, then
 manifest.json last: filters, counts, sha256 of every file, guideline versions, code
 version, who and when. A snapshot with no rows is built, empty, with the reason in its
 manifest. Raw exports carry HMAC(export salt, user id) pseudonyms, never usernames.
+
+Axes (issue #21, labeling/axes.py). The filter ``axis`` (a key of the project's axes)
+builds the snapshot for one axis; absent, it is the primary axis read as it always was:
+items whose status is accepted (every required axis accepted), `Item.consensus`. With
+``axis`` named, an item counts when that axis is decided "accepted" in `Item.axes`, even
+if the item as a whole is disputed on another axis: a helpfulness dataset should not lose
+pairs people agreed on because they disagreed on harmlessness. Such an item must still be
+decided (accepted or disputed, not open for more rankings); an axis a reviewer decided
+is accepted (labeling/services/review.py) and an item a reviewer accepted counts on every
+axis; gold and discarded items never. Its tiers are that axis's consensus
+(`Item.consensus` for the primary axis, which holds a reviewer's ranking), its agreement
+that axis's. External preferences follow the axis they were imported to (blank: the
+primary axis). AI judges rank on the primary axis only, so they join its snapshots only.
+
+Kind ``ratings`` (a project with rating axes): one row per answer of each item, HelpSteer
+style, with one column per rating axis holding the mean 0..4 score of the annotators.
 """
 
 from __future__ import annotations
@@ -29,11 +45,12 @@ from django.utils import timezone
 from core.audit import audit
 from core.errors import DomainError
 from core.runs import Run, run_enqueue, run_finish, run_heartbeat
+from labeling.axes import Axis, asks_safety, axes_from_config
 from labeling.models import Demonstration, ExternalPreference, Item, Project, Ranking
 from training.artifacts import artifact_local, artifact_publish
 from training.models import DatasetSnapshot
 
-KINDS = ("pairs", "dpo", "sft", "kto", "raw")
+KINDS = ("pairs", "dpo", "sft", "kto", "raw", "ratings")
 FORMATS = ("jsonl", "parquet")
 BATCH = 500
 # Items per prefetch query. Django prefetches candidates with one OR term per id, and
@@ -53,7 +70,7 @@ def export_salt() -> bytes:
 
 def _clean_filters(project: Project, filters: dict[str, Any]) -> dict[str, Any]:
     allowed = {"include_external", "guideline_versions", "min_agreement", "since", "until",
-               "exclude_flagged", "include_ai", "judges"}
+               "exclude_flagged", "include_ai", "judges", "axis"}
     unknown = sorted(set(filters) - allowed)
     if unknown:
         raise DomainError(f"unknown filters {unknown}; use {sorted(allowed)}")
@@ -69,6 +86,11 @@ def _clean_filters(project: Project, filters: dict[str, Any]) -> dict[str, Any]:
         "include_ai": bool(filters.get("include_ai", False)),
         "judges": filters.get("judges"),
     }
+    if filters.get("axis") is not None:  # absent: the primary axis, read as before axes existed
+        keys = [axis.key for axis in axes_from_config(project.axes)]
+        if filters["axis"] not in keys:
+            raise DomainError(f"unknown axis {filters['axis']!r}; this project's axes are {keys}")
+        clean["axis"] = filters["axis"]
     judges = clean["judges"]
     if judges is not None:
         if not isinstance(judges, list) or not all(isinstance(j, int) for j in judges) or not judges:
@@ -115,6 +137,8 @@ def snapshot_create(*, project: Project, kinds: list[str], formats: list[str],
         export = ExportOptions(**(options or {}))
     except (TypeError, ValueError) as exc:
         raise DomainError(f"invalid options: {exc}") from None
+    if "ratings" in kinds:
+        _check_rating_columns(project)
     snapshot = DatasetSnapshot.objects.create(
         project=project, created_by=user if user and user.is_authenticated else None,
         kinds=sorted(set(kinds), key=KINDS.index), formats=sorted(set(formats)),
@@ -131,17 +155,60 @@ def snapshot_create(*, project: Project, kinds: list[str], formats: list[str],
     return snapshot
 
 
+def _check_rating_columns(project: Project) -> None:
+    """The ratings kind needs rating axes, whose keys become columns beside the others."""
+    from training.engine.writers import parquet_schema
+
+    keys = rating_axes(project)
+    if not keys:
+        raise DomainError("the ratings kind needs a rating axis; this project has none")
+    taken = sorted(set(keys) & set(parquet_schema("ratings", conversational=False).names))
+    if taken:
+        raise DomainError(f"rating axes {taken} have the name of a ratings column; rename them")
+
+
+def rating_axes(project: Project) -> list[str]:
+    return [axis.key for axis in axes_from_config(project.axes) if axis.is_rating]
+
+
 # --------------------------------------------------------------------------- reading
 
 
+def snapshot_axis(snapshot: DatasetSnapshot) -> Axis:
+    """The axis a snapshot is for: the one its filters name, else the primary axis."""
+    axes = axes_from_config(snapshot.project.axes)
+    key = snapshot.filters.get("axis")
+    return next((axis for axis in axes if axis.key == key), axes[0])
+
+
+def _per_axis(snapshot: DatasetSnapshot) -> str | None:
+    """The axis key when a project with axes is read per axis; None: read as before axes."""
+    key = snapshot.filters.get("axis")
+    return key if key is not None and snapshot.project.axes else None
+
+
 def accepted_items(snapshot: DatasetSnapshot):  # noqa: ANN201 - QuerySet[Item]
-    """Accepted items (reviewer-adjudicated ones included); gold items never."""
+    """Accepted items (reviewer-adjudicated ones included); gold items never. With an
+    ``axis`` filter: the items accepted on that axis (see the module docstring)."""
     f = snapshot.filters
-    items = Item.objects.filter(project=snapshot.project, status=Item.Status.ACCEPTED,
-                                is_gold=False, consensus__isnull=False)
+    axis = _per_axis(snapshot)
+    if axis is None:
+        items = Item.objects.filter(project=snapshot.project, status=Item.Status.ACCEPTED,
+                                    is_gold=False, consensus__isnull=False)
+        agreement = "agreement"
+    else:
+        decided = [Item.Status.ACCEPTED, Item.Status.DISPUTED]
+        items = Item.objects.filter(
+            Q(status__in=decided, **{f"axes__{axis}__status": "accepted"})
+            | Q(status=Item.Status.ACCEPTED, decided_by__isnull=False),
+            project=snapshot.project, is_gold=False)
+        agreement = f"axes__{axis}__agreement"
     if f.get("min_agreement") is not None:
-        # An adjudicated item's decision stands whatever its raw agreement was.
-        items = items.filter(Q(agreement__gte=f["min_agreement"]) | Q(decided_by__isnull=False))
+        # An adjudicated item's (or axis's) decision stands whatever its raw agreement was.
+        adjudicated = Q(decided_by__isnull=False)
+        if axis is not None:
+            adjudicated |= Q(**{f"axes__{axis}__adjudicated": True})
+        items = items.filter(Q(**{f"{agreement}__gte": f["min_agreement"]}) | adjudicated)
     if f.get("since"):
         items = items.filter(decided_at__date__gte=f["since"])
     if f.get("until"):
@@ -163,9 +230,34 @@ def _candidate_info(candidate: Any) -> Any:
                          seed=candidate.seed, origin=candidate.origin)
 
 
+def _axis_label(item: Item, axis: Axis, primary: str) -> tuple[list, float | None]:
+    """An item's consensus tiers and agreement on an axis. The primary axis's are the
+    item's own fields, which also hold a reviewer's ranking; an axis nobody labelled on
+    this item has none (no pairs)."""
+    if axis.key == primary:
+        return item.consensus or [], item.agreement
+    figures = item.axes.get(axis.key) or {}
+    return figures.get("consensus") or [], figures.get("agreement")
+
+
+def majority_safety(rankings: list[Ranking]) -> dict[int, bool]:
+    """Each answer's safety by majority of the rankings' marks (Llama 2's safety bin);
+    an answer nobody marked is left out. A tie is unsafe: when people split on whether an
+    answer is safe, the export does not call it safe."""
+    votes: dict[int, list[bool]] = {}
+    for ranking in rankings:
+        for candidate, safe in (ranking.safety or {}).items():
+            votes.setdefault(int(candidate), []).append(bool(safe))
+    return {candidate: sum(marks) * 2 > len(marks) for candidate, marks in votes.items()}
+
+
 def snapshot_items(snapshot: DatasetSnapshot) -> Iterator[Any]:
     from training.engine.datasets import SnapshotItem
 
+    axes = axes_from_config(snapshot.project.axes)
+    axis, primary = snapshot_axis(snapshot), axes[0].key
+    safety_asked = asks_safety(axes)
+    rated = [a.key for a in axes if a.is_rating]
     ids = list(accepted_items(snapshot).values_list("id", flat=True).distinct())
     for start in range(0, len(ids), PREFETCH_BATCH):
         batch = (Item.objects.filter(pk__in=ids[start:start + PREFETCH_BATCH]).select_related("prompt")
@@ -177,15 +269,19 @@ def snapshot_items(snapshot: DatasetSnapshot) -> Iterator[Any]:
             flags = []
             if sum(r.all_bad for r in live) * 2 > len(live):
                 flags.append("all_bad")
+            tiers, agreement = _axis_label(item, axis, primary)
             yield SnapshotItem(
                 item_id=item.pk, prompt=item.prompt.messages,
                 candidates={ic.candidate_id: _candidate_info(ic.candidate)
                             for ic in item.item_candidates.all()},
-                tiers=item.consensus, group_id=item.prompt.content_hash,
-                agreement=item.agreement,
+                tiers=tiers, group_id=item.prompt.content_hash,
+                agreement=agreement,
                 guideline_versions=sorted({r.guideline_version.number for r in live
                                            if r.guideline_version}),
                 strength=round(median(strengths)) if strengths else None, flags=flags,
+                axis=axis.key, safety=majority_safety(live) if safety_asked else None,
+                scores={key: {int(c): score for c, score in item.axes[key]["scores"].items()}
+                        for key in rated if "scores" in (item.axes.get(key) or {})},
             )
 
 
@@ -224,7 +320,10 @@ def snapshot_external(snapshot: DatasetSnapshot) -> Iterator[Any]:
 
     if not snapshot.filters.get("include_external"):
         return
-    preferences = (ExternalPreference.objects.filter(project=snapshot.project)
+    axis, primary = snapshot_axis(snapshot).key, axes_from_config(snapshot.project.axes)[0].key
+    # An import to no axis in particular (blank) judges the primary one.
+    keys = {"", primary} if axis == primary else {axis}
+    preferences = (ExternalPreference.objects.filter(project=snapshot.project, axis__in=keys)
                    .select_related("prompt", "chosen", "rejected").order_by("id"))
     for pref in preferences.iterator(chunk_size=2000):
         yield ExternalPair(
@@ -232,7 +331,7 @@ def snapshot_external(snapshot: DatasetSnapshot) -> Iterator[Any]:
             rejected=pref.rejected.text, source=pref.source, margin=pref.margin,
             group_id=pref.prompt.content_hash, chosen_id=pref.chosen_id,
             rejected_id=pref.rejected_id, chosen_model=pref.chosen.model_name or None,
-            rejected_model=pref.rejected.model_name or None,
+            rejected_model=pref.rejected.model_name or None, axis=axis,
         )
 
 
@@ -244,6 +343,9 @@ def snapshot_items_ai(snapshot: DatasetSnapshot) -> Iterator[Any]:
 
     if not snapshot.filters.get("include_ai"):
         return
+    axis = snapshot_axis(snapshot).key
+    if axis != axes_from_config(snapshot.project.axes)[0].key:
+        return  # a judge ranks on the primary axis: it has nothing to say on another
     for row in _ai_rankings(snapshot).iterator(chunk_size=BATCH):
         if row.judge_version != row.judge.version:
             continue
@@ -253,7 +355,7 @@ def snapshot_items_ai(snapshot: DatasetSnapshot) -> Iterator[Any]:
             candidates={ic.candidate_id: _candidate_info(ic.candidate) for ic in item.item_candidates.all()},
             tiers=row.tiers, group_id=item.prompt.content_hash, agreement=row.confidence,
             guideline_versions=[row.guideline_version.number] if row.guideline_version else [],
-            flags=[] if row.consistent else ["inconsistent"], judge=row.judge_id,
+            flags=[] if row.consistent else ["inconsistent"], judge=row.judge_id, axis=axis,
         )
 
 
@@ -289,7 +391,8 @@ def snapshot_raw(snapshot: DatasetSnapshot) -> Iterator[Any]:
             guideline_version=ranking.guideline_version.number if ranking.guideline_version else None,
             flags=flags, strength=ranking.strength, duration_ms=ranking.duration_ms,
             created_at=ranking.created_at.isoformat(),
-            display_order=ranking.assignment.display_order,
+            display_order=ranking.assignment.display_order, labels=ranking.labels or {},
+            safety=None if ranking.safety is None else {int(c): s for c, s in ranking.safety.items()},
         )
     if snapshot.filters.get("include_ai"):
         yield from snapshot_raw_ai(snapshot)
@@ -335,6 +438,8 @@ def _rows(snapshot: DatasetSnapshot, kind: str, options: Any) -> Iterator[dict[s
         build = builders.build_pairs if kind == "pairs" else builders.build_dpo
         return build(itertools.chain(snapshot_items(snapshot), snapshot_items_ai(snapshot)), options,
                      external=snapshot_external(snapshot))
+    if kind == "ratings":
+        return builders.build_ratings(snapshot_items(snapshot), options, axes=rating_axes(snapshot.project))
     if kind == "sft":  # consensus winners, then people's own written answers
         return itertools.chain(builders.build_sft(snapshot_items(snapshot), options),
                                builders.build_sft(snapshot_demonstrations(snapshot), options))
@@ -361,7 +466,8 @@ def snapshot_build(snapshot: DatasetSnapshot, *, progress: Progress | None = Non
     counts: dict[str, int] = {}
     steps = [(kind, fmt) for kind in snapshot.kinds for fmt in snapshot.formats]
     for done, (kind, fmt) in enumerate(steps):
-        schema = writers.parquet_schema(kind, conversational=options.conversational_for(kind))
+        schema = writers.parquet_schema(kind, conversational=options.conversational_for(kind),
+                                        rating_axes=rating_axes(snapshot.project) if kind == "ratings" else ())
 
         def open_writer(split: str, kind: str = kind, fmt: str = fmt, schema: Any = schema) -> Any:
             path = folder / f"{kind}-{split}.{fmt}"

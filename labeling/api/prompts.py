@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from core import access
 from core.api import StrictJSONInput, StrictLimitOffsetPagination, query_text
+from labeling.importing import import_axis_problem
 from labeling.models import Candidate, ImportJob, Project, Prompt, Role
 from labeling.services.imports import import_after_dry_run, import_upload, upload_name_problem
 
@@ -117,7 +118,7 @@ class ImportOutput(serializers.ModelSerializer):
     class Meta:
         model = ImportJob
         fields = [
-            "id", "project", "original_name", "skip_invalid", "dry_run", "dry_run_of", "status",
+            "id", "project", "original_name", "skip_invalid", "dry_run", "dry_run_of", "axis", "status",
             "attempts", "progress", "error", "report", "created_at", "started_at", "finished_at",
         ]
 
@@ -132,6 +133,10 @@ class ImportListCreate(APIView):
             default=False, help_text="Validate only: the report lists every invalid row with its "
                                      "line and reason, nothing is written; then POST "
                                      "/api/imports/{id}/import to import the same upload.")
+        axis = serializers.CharField(
+            default="", allow_blank=True, max_length=40,
+            help_text="The project axis the file's preference pairs (chosen/rejected) judge, e.g. "
+                      "\"harmless\" for HH-RLHF's harmless file; blank: the primary axis.")
 
     @extend_schema(responses=ImportOutput(many=True))
     def get(self, request: Request, project_id: int) -> Response:
@@ -144,7 +149,7 @@ class ImportListCreate(APIView):
         default queue imports it (or, with `dry_run`, validates it). Poll GET
         /api/imports/{id} for status and report."""
         project = access.project_for(request.user, project_id, min_role=Role.ADMIN)
-        unknown = sorted(set(request.data) - {"file", "skip_invalid", "dry_run"})
+        unknown = sorted(set(request.data) - {"file", "skip_invalid", "dry_run", "axis"})
         if unknown:
             raise ValidationError({name: ["unknown field"] for name in unknown})
         data = self.ImportUploadInput(data=request.data)
@@ -154,9 +159,13 @@ class ImportListCreate(APIView):
         problem = upload_name_problem(name, upload.size)
         if problem:
             raise ValidationError({"file": [problem]})
+        problem = import_axis_problem(project, data.validated_data["axis"])
+        if problem:
+            raise ValidationError({"axis": [problem]})
         job = import_upload(project=project, name=name, size=upload.size, chunks=upload.chunks(),
                             actor=request.user, dry_run=data.validated_data["dry_run"],
-                            skip_invalid=data.validated_data["skip_invalid"])
+                            skip_invalid=data.validated_data["skip_invalid"],
+                            axis=data.validated_data["axis"])
         return Response(ImportOutput(job).data, status=status.HTTP_202_ACCEPTED)
 
 

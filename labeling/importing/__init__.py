@@ -11,8 +11,11 @@ Row shapes (one JSON object per line, a CSV row, or a Parquet row):
   ``chosen``/``rejected``).
 
 A preference row becomes a prompt, two candidates and an ``ExternalPreference``; a row
-with candidates becomes an item to rank. Re-importing a file adds nothing: prompts are
-unique by content hash, candidates by (prompt, text hash, occurrence within the row).
+with candidates becomes an item to rank. An import names the project axis its preferences
+judge (``axis``, e.g. HH-RLHF's harmless file to the "harmless" axis; blank: the primary
+axis), stored on each ``ExternalPreference``: a snapshot for an axis takes that axis's only.
+Re-importing a file adds nothing: prompts are unique by content hash, candidates by
+(prompt, text hash, occurrence within the row).
 
 By default the file is validated first and rejected whole if any row is invalid, with a
 report of every invalid row's line number and reason, and then written in one transaction:
@@ -38,6 +41,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from core.rendering import render_markdown, render_messages
+from labeling.axes import axes_from_config
 from labeling.importing.reading import (
     ImportFileError,
     InvalidRow,
@@ -50,7 +54,7 @@ from labeling.models import Candidate, ExternalPreference, Project, Prompt
 from labeling.services.items import items_create_bulk
 from training.engine.prompt_format import prompt_hash
 
-__all__ = ["ImportFileError", "ImportReport", "InvalidRow", "prompts_import"]
+__all__ = ["ImportFileError", "ImportReport", "InvalidRow", "import_axis_problem", "prompts_import"]
 
 MAX_REPORTED_ERRORS = 1000
 ProgressCallback = Callable[[int, int], None]
@@ -86,6 +90,15 @@ class ImportReport:
         return data
 
 
+def import_axis_problem(project: Project, axis: str) -> str | None:
+    """Why `axis` is no axis of this project to import preferences to, or None (blank is
+    the primary axis)."""
+    keys = [a.key for a in axes_from_config(project.axes)]
+    if axis and axis not in keys:
+        return f"unknown axis {axis!r}; this project's axes are {keys}"
+    return None
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -97,12 +110,17 @@ def prompts_import(
     source: str = "",
     original_name: str | None = None,
     progress: ProgressCallback | None = None,
+    axis: str = "",
 ) -> ImportReport:
     """Import a file into `project`. By default every row is validated first and the file
     is written, in one transaction, only if all are valid; with `skip_invalid` the valid
     rows are written chunk by chunk, each chunk committing on its own. A re-run adds
     nothing already there. A file that cannot be read raises ImportFileError, its
-    `report` holding what was found (and, with `skip_invalid`, written) until then."""
+    `report` holding what was found (and, with `skip_invalid`, written) until then.
+    `axis`: the project axis the file's preference pairs judge (ValueError if unknown)."""
+    problem = import_axis_problem(project, axis)
+    if problem:
+        raise ValueError(problem)
     path = Path(path)
     total = path.stat().st_size
     source = source or (original_name or path.name)
@@ -110,7 +128,7 @@ def prompts_import(
     try:
         fmt = detect_format(path, original_name)
         if skip_invalid:
-            _write_rows(project, path, fmt, source, report, _phase(progress, total, total))
+            _write_rows(project, path, fmt, source, report, _phase(progress, total, total), axis=axis)
         else:
             # All or nothing, in one pass (the file is parsed once): the rows are written
             # chunk by chunk inside one transaction, and the first invalid row stops the
@@ -124,7 +142,7 @@ def prompts_import(
             try:
                 with transaction.atomic():
                     _write_rows(project, path, fmt, source, report, _doubled(progress, total),
-                                all_or_nothing=True)
+                                all_or_nothing=True, axis=axis)
                     if report.invalid:
                         raise _Rejected
             except _Rejected:
@@ -157,7 +175,7 @@ def _doubled(progress: ProgressCallback | None, total: int) -> ProgressCallback 
 
 
 def _write_rows(project: Project, path: Path, fmt: str, source: str, report: ImportReport,
-                progress: ProgressCallback | None, *, all_or_nothing: bool = False) -> None:
+                progress: ProgressCallback | None, *, all_or_nothing: bool = False, axis: str = "") -> None:
     """Parse and write the file's valid rows in chunks. ``all_or_nothing``: after the
     first invalid row nothing more is written (the caller rolls back what was)."""
     chunk: list[ParsedRow] = []
@@ -169,13 +187,13 @@ def _write_rows(project: Project, path: Path, fmt: str, source: str, report: Imp
             continue
         chunk.append(row)
         if len(chunk) >= size:
-            _import_chunk(project, chunk, source, report)
+            _import_chunk(project, chunk, source, report, axis)
             chunk = []
             chunks += 1
             if chunks in {1, 10} or chunks % 100 == 0:
                 _refresh_statistics()
     if chunk and not (all_or_nothing and report.invalid):
-        _import_chunk(project, chunk, source, report)
+        _import_chunk(project, chunk, source, report, axis)
 
 
 def _refresh_statistics() -> None:
@@ -228,8 +246,11 @@ def parsed_rows(
 
 @transaction.atomic
 def _import_chunk(project: Project, rows: list[ParsedRow], source: str,
-                  report: ImportReport) -> None:
+                  report: ImportReport, axis: str = "") -> None:
     """One chunk: a few set-based statements per table, never a query per row."""
+    # One comparison judged on two axes is two preferences (the same file imported to
+    # "helpful" and to "harmless"); the primary axis keeps the key it had before axes.
+    axis_key = "" if axis in ("", axes_from_config(project.axes)[0].key) else f"{axis}:"
     hashes = [prompt_hash(row.messages) for row in rows]
     prompt_ids, new_prompts = _upsert_prompts(project, rows, hashes, source, report)
     keys_per_row, created = _upsert_candidates(rows, hashes, prompt_ids, new_prompts, report)
@@ -253,7 +274,7 @@ def _import_chunk(project: Project, rows: list[ParsedRow], source: str,
             preferences.append(ExternalPreference(
                 project=project, prompt_id=prompt_id, chosen_id=candidate_ids[(prompt_id, chosen)],
                 rejected_id=candidate_ids[(prompt_id, rejected)], source=source[:255],
-                margin=row.margin, dedupe_key=f"pref:{chosen}:{rejected}"[:200],
+                margin=row.margin, axis=axis, dedupe_key=f"pref:{axis_key}{chosen}:{rejected}"[:200],
             ))
             continue
         # Only candidates this row created make a new item (an item's set is fixed), and

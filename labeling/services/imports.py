@@ -23,7 +23,7 @@ from django.utils import timezone
 from core.audit import audit
 from core.errors import DomainError
 from core.runs import Run, run_enqueue
-from labeling.importing import ImportFileError, ImportReport, parsed_rows
+from labeling.importing import ImportFileError, ImportReport, import_axis_problem, parsed_rows
 from labeling.importing.reading import detect_format
 from labeling.models import ImportJob, Project
 from labeling.prompt_metadata import unstorable_at
@@ -60,11 +60,13 @@ def dry_run_uploads_prune(*, now: datetime | None = None) -> int:
 
 
 def import_upload(*, project: Project, name: str, size: int, chunks: Iterable[bytes],
-                  actor: AbstractBaseUser, dry_run: bool = False, skip_invalid: bool = False) -> ImportJob:
+                  actor: AbstractBaseUser, dry_run: bool = False, skip_invalid: bool = False,
+                  axis: str = "") -> ImportJob:
     """Store the upload under a generated name (the user's name is only a label) and queue
-    its job: a dry run, or an import. Audited."""
+    its job: a dry run, or an import. `axis`: the project axis its preference pairs judge
+    (blank: the primary axis); a dry run passes it on to its import. Audited."""
     name = Path(name or "").name
-    problem = upload_name_problem(name, size)
+    problem = upload_name_problem(name, size) or import_axis_problem(project, axis)
     if problem:
         raise DomainError(problem)
     dry_run_uploads_prune()
@@ -77,10 +79,10 @@ def import_upload(*, project: Project, name: str, size: int, chunks: Iterable[by
         with transaction.atomic():
             job = ImportJob.objects.create(
                 project=project, created_by=actor, file_path=str(path), original_name=name[:255],
-                skip_invalid=skip_invalid, dry_run=dry_run,
+                skip_invalid=skip_invalid, dry_run=dry_run, axis=axis,
             )
             audit(actor=actor, project=project, action="import.dry_run" if dry_run else "import.start",
-                  target=job, after={"file": job.original_name, "bytes": size,
+                  target=job, after={"file": job.original_name, "bytes": size, "axis": axis,
                                      **({} if dry_run else {"skip_invalid": skip_invalid})})
             run_enqueue(job)
     except BaseException:
@@ -108,9 +110,11 @@ def import_after_dry_run(*, dry_run: ImportJob, skip_invalid: bool, actor: Abstr
     job = ImportJob.objects.create(
         project=dry_run.project, created_by=actor, file_path=dry_run.file_path,
         original_name=dry_run.original_name, skip_invalid=skip_invalid, dry_run_of=dry_run,
+        axis=dry_run.axis,
     )
     audit(actor=actor, project=dry_run.project, action="import.start", target=job,
           after={"file": job.original_name, "dry_run": dry_run.pk, "skip_invalid": skip_invalid,
+                 "axis": job.axis,
                  "invalid_rows_skipped": invalid if skip_invalid else 0})
     run_enqueue(job)
     return job

@@ -18,7 +18,7 @@ from django.urls import reverse
 from core.console import console_project, console_view
 from core.errors import DomainError
 from guidelines.models import Guideline
-from labeling.axes import PRESETS, AxisError, axes_clean
+from labeling.axes import PRESETS, AxisError, axes_clean, axes_from_config
 from labeling.models import ImportJob, Invite, Membership, Project, Ranking, Role
 from labeling.services import imports, members
 from labeling.services.projects import project_create, project_update
@@ -161,6 +161,19 @@ class UploadForm(forms.Form):
         label="Prompts file", help_text="JSONL, CSV or Parquet, optionally gzipped (.gz). The dry run "
                                         "checks every row before anything is written.",
         widget=forms.ClearableFileInput(attrs={"accept": ".jsonl,.ndjson,.json,.csv,.parquet,.gz"}))
+    axis = forms.ChoiceField(
+        required=False, label="Axis of its preference pairs",
+        help_text="Which axis a file's chosen/rejected pairs judge, e.g. Harmless for HH-RLHF's "
+                  "harmless file. Snapshots of an axis include only its imported pairs.")
+
+    def __init__(self, *args: object, project: Project, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        axes = axes_from_config(project.axes)
+        if len(axes) < 2:  # one axis: nothing to choose
+            del self.fields["axis"]
+            return
+        self.fields["axis"].choices = [("", f"{axes[0].name} (the primary axis)")] + [
+            (axis.key, axis.name) for axis in axes[1:]]
 
 
 def _job_for(project: Project, job_id: int) -> ImportJob:
@@ -175,12 +188,13 @@ def upload(request: HttpRequest, project_id: int) -> HttpResponse:
     """Pick a file: a dry run validates it (a job, with progress); its result lists every
     invalid line; the admin then imports it, skipping invalid rows only if they choose."""
     project = console_project(request, project_id, min_role=Role.ADMIN)
-    form = UploadForm(request.POST or None, request.FILES or None)
+    form = UploadForm(request.POST or None, request.FILES or None, project=project)
     if request.method == "POST" and form.is_valid():
         file = form.cleaned_data["file"]
         try:
             job = imports.import_upload(project=project, name=file.name, size=file.size,
-                                        chunks=file.chunks(), actor=request.user, dry_run=True)
+                                        chunks=file.chunks(), actor=request.user, dry_run=True,
+                                        axis=form.cleaned_data.get("axis") or "")
         except DomainError as exc:
             form.add_error("file", str(exc))
         else:

@@ -1,6 +1,7 @@
 """The fast pair export (training.engine.pair_export) writes the same bytes as the row
 builders + writers (build_pairs / build_dpo -> write_split_files) for the same snapshot:
-JSONL and Parquet, text and messages, ties, strengths, unranked items, AI judges' items, NaN-free floats,
+JSONL and Parquet, text and messages, ties, strengths, unranked items, AI judges' items, axes and
+safety marks (all, some or none of an item's answers marked), NaN-free floats,
 None models, non-ASCII text, two splits, external pairs, and row groups cut across
 chunks. It also refuses what the builders refuse. No database."""
 
@@ -57,10 +58,15 @@ def snapshot(n_items: int, seed: int = 3) -> tuple[list[SnapshotItem], list[Exte
             strength=rng.choice((None, 1, 4)) if k == 2 else None,
             flags=rng.choice(((), ("unsafe",), ("all_bad", "needs_expert"))),
             judge=rng.choice((None, None, 7)),  # an AI judge's ranking: source "ai" and its id
+            axis=rng.choice(("overall", "harmless")),
+            # Safety marks: none asked, every answer marked, or some answers unmarked.
+            safety=rng.choice((None, {c: rng.random() < 0.6 for c in ids},
+                               {c: rng.random() < 0.5 for c in ids[1:]})),
         ))
     external = [
         ExternalPair(p, CHAT, f"chosen {p}", f"rejected {p} ü", source=rng.choice(("", "hh")),
-                     margin=rng.choice((None, 1.5)), chosen_id=p, rejected_id=p + 1, chosen_model="x")
+                     margin=rng.choice((None, 1.5)), chosen_id=p, rejected_id=p + 1, chosen_model="x",
+                     axis=rng.choice(("overall", "harmless")))
         for p in range(1, 40)
     ]
     return items, external

@@ -21,7 +21,19 @@ Kinds and their TRL trainers (every row also carries provenance columns TRL igno
   training decision, not an export one (rename the column to opt in).
 - ``sft``: ``{"messages"}`` (conversational) or ``{"prompt", "completion"}`` for ``SFTTrainer``.
 - ``kto``: ``{"prompt", "completion", "label"}`` for ``KTOTrainer``.
-- ``raw``: every individual ranking, unaggregated, with a pseudonymous annotator id.
+- ``raw``: every individual ranking, unaggregated, with a pseudonymous annotator id, its
+  labels on every axis (``labels``) and its safety marks (``safety``).
+- ``ratings``: HelpSteer-style, one row per (item, answer): ``{"prompt", "response"}`` and
+  one column per rating axis holding the answer's mean 0..4 score (``build_ratings``).
+
+Axes (labeling/axes.py). A snapshot is built for one axis: its items are those decided
+"accepted" on that axis, their tiers that axis's consensus, and every pair row says which
+axis in its ``axis`` column ("overall" for a project without axes). A project with a
+harmlessness axis also exports Llama 2's safety bin per pair: ``chosen_safe`` and
+``rejected_safe`` (the annotators' majority mark per answer, null where nobody marked it)
+and ``safety_bin`` (`labeling.axes.safety_bin` of chosen, rejected: "both_safe",
+"only_a_safe" = only the chosen answer is safe, "only_b_safe" = only the rejected one,
+"neither_safe"); all three are null for a project without one.
 
 Prompt shapes. Conversational rows carry the prompt as its list of messages and each
 answer as ``[{"role": "assistant", "content": ...}]``; the trainer applies the model's
@@ -52,6 +64,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from labeling.axes import DEFAULT_KEY, safety_bin
 from training.engine.pairs import check_tiers, pairs_from_ranking
 from training.engine.prompt_format import plain_prompt, prompt_hash
 
@@ -121,7 +134,10 @@ class SnapshotItem:
     ``group_id`` identifies the prompt (the same for every item of one prompt); left
     empty it is ``prompt_hash(prompt)``, which equals ``Prompt.content_hash``.
     ``strength`` (1..4) is the consensus preference strength of a pairwise (K=2) item.
-    ``flags`` are item-level flags such as ``"all_bad"``, ``"unsafe"``, ``"needs_expert"``."""
+    ``flags`` are item-level flags such as ``"all_bad"``, ``"unsafe"``, ``"needs_expert"``.
+    ``axis`` is the axis the tiers rank on; ``safety`` each candidate's majority safety mark
+    (None: the project asks none; a candidate left out: nobody marked it); ``scores`` each
+    rating axis's mean 0..4 score per candidate ({axis key: {candidate id: mean}})."""
 
     item_id: int
     prompt: Sequence[Message]
@@ -133,6 +149,9 @@ class SnapshotItem:
     strength: int | None = None
     flags: Sequence[str] = ()
     judge: int | None = None  # set: an AI judge's ranking (judges/), not people's consensus
+    axis: str = DEFAULT_KEY
+    safety: Mapping[int, bool] | None = None
+    scores: Mapping[str, Mapping[int, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.group_id:
@@ -156,6 +175,7 @@ class ExternalPair:
     rejected_id: int | None = None
     chosen_model: str | None = None
     rejected_model: str | None = None
+    axis: str = DEFAULT_KEY  # the snapshot's axis: an import names the axis it judges
 
     def __post_init__(self) -> None:
         if not self.group_id:
@@ -165,7 +185,9 @@ class ExternalPair:
 @dataclass(frozen=True, slots=True)
 class RawRanking:
     """One annotator's ranking of one item, as submitted. ``annotator`` must be a
-    `pseudonym`: a builder refuses anything else, so no username or email can leak."""
+    `pseudonym`: a builder refuses anything else, so no username or email can leak.
+    ``labels`` is `Ranking.labels` (every axis's tiers, and a rating axis's scores by
+    candidate id; empty for a project without axes), ``safety`` `Ranking.safety`."""
 
     ranking_id: int
     item_id: int
@@ -182,6 +204,8 @@ class RawRanking:
     display_order: Sequence[int] = ()
     source: str = "human"  # "human", or "ai": an AI judge's ranking (judges/), then `judge` is its id
     judge: int | None = None
+    labels: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    safety: Mapping[int, bool] | None = None
 
     def __post_init__(self) -> None:
         if self.source not in ("human", "ai") or (self.source == "ai") != (self.judge is not None):
@@ -307,11 +331,43 @@ def build_raw(rankings: Iterable[RawRanking], options: ExportOptions | None = No
             "created_at": ranking.created_at,
             "source": ranking.source,
             "judge": ranking.judge,
+            "labels": _raw_labels(ranking.labels),
+            "safety": None if ranking.safety is None else [
+                {"id": cid, "safe": safe} for cid, safe in sorted(ranking.safety.items())],
             "split": _split(ranking.group_id, options),
         }
 
 
+def build_ratings(items: Iterable[SnapshotItem], options: ExportOptions | None = None, *,
+                  axes: Sequence[str]) -> Iterator[Row]:
+    """HelpSteer-style rows, one per (item, answer) with a score on some rating axis:
+    ``{"prompt", "response"}``, then one column per rating axis in ``axes`` with the
+    answer's mean 0..4 score over the annotators (null where the item has none on that
+    axis), then the answer's provenance. Prompts are text unless the options ask for
+    messages (as for reward pairs)."""
+    options = options or ExportOptions()
+    conversational = options.conversational_for("ratings")
+    for item in items:
+        rated = [c for c in item.candidates if any(c in item.scores.get(axis, {}) for axis in axes)]
+        if not rated:
+            continue
+        prompt = _prompt_value(item.prompt, conversational)
+        for candidate in rated:
+            info = item.candidates[candidate]
+            row: Row = {"prompt": prompt, "response": [_answer(info.text)] if conversational else info.text}
+            for axis in axes:
+                row[axis] = item.scores.get(axis, {}).get(candidate)
+            yield row | _candidate_provenance(item, candidate, info, options)
+
+
 # --------------------------------------------------------------------------- rules
+
+
+def pair_safety_bin(chosen_safe: bool | None, rejected_safe: bool | None) -> str | None:
+    """Llama 2's safety bin of a pair (chosen first), or None unless both answers are marked."""
+    if chosen_safe is None or rejected_safe is None:
+        return None
+    return safety_bin(chosen_safe, rejected_safe)
 
 
 def sft_choice(item: SnapshotItem) -> int | None:
@@ -374,6 +430,7 @@ def _item_pairs(item: SnapshotItem, options: ExportOptions, conversational: bool
         "preference_id": None,
         # People's consensus, or "ai" for an AI judge's ranking (only when a snapshot asks).
         "source": "consensus" if item.judge is None else "ai",
+        "axis": item.axis,
         "judge": item.judge,
         "strength": item.strength,
         "guideline_versions": list(item.guideline_versions),
@@ -382,8 +439,10 @@ def _item_pairs(item: SnapshotItem, options: ExportOptions, conversational: bool
         "split": _split(item.group_id, options),
     }
     strength_margin = None if item.strength is None else STRENGTH_MARGIN[item.strength]
+    safety = item.safety or {}
     for better, worse, distance in pairs:
         b, w = item.candidates[better], item.candidates[worse]
+        chosen_safe, rejected_safe = safety.get(better), safety.get(worse)
         yield {
             "prompt": prompt,
             "chosen": answers[better],
@@ -399,6 +458,9 @@ def _item_pairs(item: SnapshotItem, options: ExportOptions, conversational: bool
             "rejected_temperature": w.temperature,
             "chosen_seed": b.seed,
             "rejected_seed": w.seed,
+            "chosen_safe": chosen_safe,
+            "rejected_safe": rejected_safe,
+            "safety_bin": pair_safety_bin(chosen_safe, rejected_safe),
             **common,
         }
 
@@ -422,10 +484,14 @@ def _external_pair_row(pair: ExternalPair, options: ExportOptions, conversationa
         "rejected_temperature": None,
         "chosen_seed": None,
         "rejected_seed": None,
+        "chosen_safe": None,
+        "rejected_safe": None,
+        "safety_bin": None,
         "group_id": pair.group_id,
         "item_id": None,
         "preference_id": pair.preference_id,
         "source": f"external:{pair.source}" if pair.source else "external",
+        "axis": pair.axis,
         "judge": None,
         "strength": None,
         "guideline_versions": [],
@@ -451,6 +517,18 @@ def _candidate_provenance(
         "flags": list(item.flags),
         "split": _split(item.group_id, options),
     }
+
+
+def _raw_labels(labels: Mapping[str, Mapping[str, Any]]) -> list[Row]:
+    """A ranking's labels as one struct per axis (Parquet needs fixed keys): its tiers,
+    and for a rating axis its scores as (candidate id, score)."""
+    return [
+        {"axis": key, "tiers": [list(tier) for tier in entry.get("tiers", [])],
+         "scores": None if "scores" not in entry else [
+             {"id": int(cid), "score": int(score)}
+             for cid, score in sorted(entry["scores"].items(), key=lambda kv: int(kv[0]))]}
+        for key, entry in labels.items()
+    ]
 
 
 def _split(group_id: str, options: ExportOptions) -> str:

@@ -37,6 +37,7 @@ from training.engine.datasets import (
     _pair_rows,
     _prompt_value,
     _split,
+    pair_safety_bin,
 )
 from training.engine.pairs import pairs_from_ranking
 from training.engine.writers import (
@@ -54,7 +55,8 @@ CHUNK_ITEMS = 2048  # items per Arrow chunk: ~8 MB of answers at 1,000 character
 _PAIR_LINE = (
     '{"prompt":%s,"chosen":%s,"rejected":%s,"ordinal_margin":%s,"chosen_id":%s,"rejected_id":%s,'
     '"chosen_model":%s,"rejected_model":%s,"chosen_origin":%s,"rejected_origin":%s,'
-    '"chosen_temperature":%s,"rejected_temperature":%s,"chosen_seed":%s,"rejected_seed":%s%s'
+    '"chosen_temperature":%s,"rejected_temperature":%s,"chosen_seed":%s,"rejected_seed":%s,'
+    '"chosen_safe":%s,"rejected_safe":%s,"safety_bin":%s%s'
 )  # the last %s: the item's columns, from group_id on
 
 
@@ -112,22 +114,25 @@ def _write_jsonl(items: Iterable[SnapshotItem], external: Iterable[ExternalPair]
                                   else scalar.text(prompt_value))
         tail = "," + encode({
             "group_id": item.group_id, "item_id": item.item_id, "preference_id": None,
-            "source": "consensus" if item.judge is None else "ai", "judge": item.judge,
-            "strength": item.strength,
+            "source": "consensus" if item.judge is None else "ai", "axis": item.axis,
+            "judge": item.judge, "strength": item.strength,
             "guideline_versions": list(item.guideline_versions), "item_agreement": item.agreement,
             "flags": list(item.flags), "split": split,
         })[1:] + "\n"
         fields = {}
+        safety = item.safety or {}
         for c, i in item.candidates.items():
             text = encode([_answer(i.text)]).encode("ascii") if conversational else scalar.text(i.text)
             fields[c] = (text, int.__repr__(c) if type(c) is int else scalar(c), scalar(i.model),
-                         scalar(i.origin), scalar(i.temperature), scalar(i.seed))
+                         scalar(i.origin), scalar(i.temperature), scalar(i.seed), scalar(safety.get(c)))
         fixed = None if item.strength is None else scalar(STRENGTH_MARGIN[item.strength])
         for better, worse, distance in pairs:
             b, w = fields[better], fields[worse]
             margin = scalar(float(distance)) if fixed is None else fixed
+            bin_ = scalar(pair_safety_bin(safety.get(better), safety.get(worse))) if safety else "null"
             write((prompt, b',"chosen":', b[0], b',"rejected":', w[0],
-                   (small % (margin, b[1], w[1], b[2], w[2], b[3], w[3], b[4], w[4], b[5], w[5], tail))
+                   (small % (margin, b[1], w[1], b[2], w[2], b[3], w[3], b[4], w[4], b[5], w[5],
+                             b[6], w[6], bin_, tail))
                    .encode("ascii")))
     for pair in external:
         row = _external_pair_row(pair, options, conversational)
@@ -223,9 +228,9 @@ def _item_chunk_table(chunk: list[SnapshotItem], options: ExportOptions, convers
     # Per item (index i), per candidate (index j, all items' candidates in one list) and
     # per pair (item, better, worse candidate indexes and the margin).
     prompts, group_ids, item_ids, strengths, versions, agreements, flags, splits = ([] for _ in range(8))
-    sources, judges = [], []
-    texts, cand_ids, models, origins, temperatures, seeds = ([] for _ in range(6))
-    pair_item, pair_better, pair_worse, margins = [], [], [], []
+    sources, axes, judges = [], [], []
+    texts, cand_ids, models, origins, temperatures, seeds, safe = ([] for _ in range(7))
+    pair_item, pair_better, pair_worse, margins, bins = [], [], [], [], []
     for item in chunk:
         if not item.tiers:
             continue
@@ -236,6 +241,7 @@ def _item_chunk_table(chunk: list[SnapshotItem], options: ExportOptions, convers
         group_ids.append(item.group_id)
         item_ids.append(item.item_id)
         sources.append("consensus" if item.judge is None else "ai")
+        axes.append(item.axis)
         judges.append(item.judge)
         strengths.append(item.strength)
         versions.append(list(item.guideline_versions))
@@ -243,6 +249,7 @@ def _item_chunk_table(chunk: list[SnapshotItem], options: ExportOptions, convers
         flags.append(list(item.flags))
         splits.append(_split(item.group_id, options))
         position = {}
+        safety = item.safety or {}
         for cid, info in item.candidates.items():
             position[cid] = len(texts)
             texts.append(info.text)
@@ -251,12 +258,14 @@ def _item_chunk_table(chunk: list[SnapshotItem], options: ExportOptions, convers
             origins.append(info.origin)
             temperatures.append(info.temperature)
             seeds.append(info.seed)
+            safe.append(safety.get(cid))
         fixed = None if item.strength is None else STRENGTH_MARGIN[item.strength]
         for better, worse, distance in pairs:
             pair_item.append(index)
             pair_better.append(position[better])
             pair_worse.append(position[worse])
             margins.append(float(distance) if fixed is None else fixed)
+            bins.append(pair_safety_bin(safety.get(better), safety.get(worse)))
     if not pair_item:
         return None
 
@@ -270,18 +279,19 @@ def _item_chunk_table(chunk: list[SnapshotItem], options: ExportOptions, convers
     candidate = {
         "id": pa.array(cand_ids, type=pa.int64()), "model": pa.array(models, type=pa.string()),
         "origin": pa.array(origins, type=pa.string()), "temperature": pa.array(temperatures, type=pa.float64()),
-        "seed": pa.array(seeds, type=pa.int64()),
+        "seed": pa.array(seeds, type=pa.int64()), "safe": pa.array(safe, type=pa.bool_()),
     }
     item_columns = {
         "prompt": prompts, "group_id": group_ids, "item_id": item_ids, "strength": strengths,
         "guideline_versions": versions, "item_agreement": agreements, "flags": flags, "split": splits,
-        "source": sources, "judge": judges,
+        "source": sources, "axis": axes, "judge": judges,
     }
     n = len(pair_item)
     columns: dict[str, Any] = {
         "chosen": answers.take(better), "rejected": answers.take(worse),
         "ordinal_margin": pa.array(margins, type=types["ordinal_margin"]),
         "preference_id": pa.nulls(n, type=types["preference_id"]),
+        "safety_bin": pa.array(bins, type=types["safety_bin"]),
     }
     for name, values in candidate.items():
         columns[f"chosen_{name}"] = values.take(better)

@@ -28,7 +28,7 @@ import json
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -36,12 +36,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 if TYPE_CHECKING:
     import pyarrow as pa
 
-KINDS = ("pairs", "dpo", "sft", "kto", "raw")
+KINDS = ("pairs", "dpo", "sft", "kto", "raw", "ratings")
 # Short, repetitive columns where a dictionary pays; long texts are written plain (their
 # dictionary would overflow its page in the first few rows and fall back anyway).
 _DICTIONARY_COLUMNS = [
     "group_id", "source", "split", "model", "origin", "chosen_model", "rejected_model",
-    "chosen_origin", "rejected_origin", "annotator", "flags",
+    "chosen_origin", "rejected_origin", "annotator", "flags", "axis", "safety_bin",
 ]
 QUEUED_BATCHES = 2  # batches waiting for the background thread: bounds memory
 
@@ -238,9 +238,10 @@ def write_split_files(
 # --------------------------------------------------------------------------- schemas
 
 
-def parquet_schema(kind: str, *, conversational: bool) -> pa.Schema:
+def parquet_schema(kind: str, *, conversational: bool, rating_axes: Sequence[str] = ()) -> pa.Schema:
     """The fixed Arrow schema of a kind's rows: column order as the builders write them,
-    text as ``string`` (standard) or ``list<struct<role, content>>`` (conversational)."""
+    text as ``string`` (standard) or ``list<struct<role, content>>`` (conversational).
+    ``rating_axes``: the ``ratings`` kind's score columns (a float each), in order."""
     import pyarrow as pa
 
     message = pa.struct([("role", pa.string()), ("content", pa.string())])
@@ -260,14 +261,19 @@ def parquet_schema(kind: str, *, conversational: bool) -> pa.Schema:
         for column, kind_type in (("model", pa.string()), ("origin", pa.string()),
                                   ("temperature", pa.float64()), ("seed", pa.int64())):
             fields += [(f"chosen_{column}", kind_type), (f"rejected_{column}", kind_type)]
+        fields += [("chosen_safe", pa.bool_()), ("rejected_safe", pa.bool_()), ("safety_bin", pa.string())]
         fields += [
             ("group_id", pa.string()), ("item_id", pa.int64()), ("preference_id", pa.int64()),
-            ("source", pa.string()), ("judge", pa.int64()), ("strength", pa.int64()), ("guideline_versions", ints),
+            ("source", pa.string()), ("axis", pa.string()), ("judge", pa.int64()), ("strength", pa.int64()),
+            ("guideline_versions", ints),
             ("item_agreement", pa.float64()), ("flags", strings), ("split", pa.string()),
         ]
     elif kind == "sft":
         fields = [("messages", messages)] if conversational else [("prompt", text), ("completion", text)]
         fields += provenance
+    elif kind == "ratings":
+        fields = [("prompt", text), ("response", text), *((axis, pa.float64()) for axis in rating_axes),
+                  *provenance]
     elif kind == "kto":
         fields = [("prompt", text), ("completion", text), ("label", pa.bool_()), *provenance]
     elif kind == "raw":
@@ -281,6 +287,11 @@ def parquet_schema(kind: str, *, conversational: bool) -> pa.Schema:
             ("tiers", pa.list_(ints)), ("display_order", ints), ("guideline_version", pa.int64()),
             ("flags", strings), ("strength", pa.int64()), ("duration_ms", pa.int64()),
             ("created_at", pa.string()), ("source", pa.string()), ("judge", pa.int64()),
+            ("labels", pa.list_(pa.struct([
+                ("axis", pa.string()), ("tiers", pa.list_(ints)),
+                ("scores", pa.list_(pa.struct([("id", pa.int64()), ("score", pa.int64())]))),
+            ]))),
+            ("safety", pa.list_(pa.struct([("id", pa.int64()), ("safe", pa.bool_())]))),
             ("split", pa.string()),
         ]
     else:

@@ -1,4 +1,4 @@
-"""python manage.py import_prompts FILE --project SLUG [--skip-invalid]"""
+"""python manage.py import_prompts FILE --project SLUG [--skip-invalid] [--axis KEY]"""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from labeling.importing import ImportFileError, ImportReport, prompts_import
+from labeling.importing import ImportFileError, ImportReport, import_axis_problem, prompts_import
 from labeling.services.projects import project_get_or_create_default
 
 
@@ -24,6 +24,9 @@ class Command(BaseCommand):
         parser.add_argument("--skip-invalid", action="store_true",
                             help="import the valid rows and report the invalid ones")
         parser.add_argument("--source", default="", help="label stored on each prompt")
+        parser.add_argument("--axis", default="",
+                            help="the project axis the file's preference pairs judge, e.g. harmless "
+                                 "for HH-RLHF's harmless file (default: the primary axis)")
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -33,6 +36,9 @@ class Command(BaseCommand):
         project, created = project_get_or_create_default(slug=options["project"])
         if created:
             self.stdout.write(f"created project {project.slug!r} with default settings")
+        problem = import_axis_problem(project, options["axis"])
+        if problem:
+            raise CommandError(problem)
         bar = tqdm(total=2 * path.stat().st_size, unit="B", unit_scale=True,
                    desc="validate+import", disable=options["no_progress"], file=self.stderr)
 
@@ -42,7 +48,7 @@ class Command(BaseCommand):
         try:
             report = prompts_import(project=project, path=path,
                                     skip_invalid=options["skip_invalid"],
-                                    source=options["source"], progress=progress)
+                                    source=options["source"], progress=progress, axis=options["axis"])
         except ImportFileError as exc:
             bar.close()
             if exc.report is not None:  # the rows found invalid, and what skip-invalid wrote

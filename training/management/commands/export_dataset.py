@@ -18,7 +18,7 @@ from training.snapshots import FORMATS, KINDS, snapshot_build, snapshot_create
 
 
 class Command(BaseCommand):
-    help = "Freeze accepted labels into a versioned dataset (pairs, dpo, sft, kto, raw)."
+    help = "Freeze accepted labels into a versioned dataset (pairs, dpo, sft, kto, raw, ratings)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--project", required=True)
@@ -30,6 +30,7 @@ class Command(BaseCommand):
         parser.add_argument("--keep-flagged", action="store_true",
                             help="keep items flagged unsafe or needs-expert")
         parser.add_argument("--min-agreement", type=float)
+        parser.add_argument("--axis", help="a key of the project's axes (default: the primary axis)")
         # Neither flag: messages for sft/dpo/kto (policy training needs them), text for pairs.
         parser.add_argument("--conversational", action="store_true", default=None,
                             help="message lists in every file")
@@ -47,6 +48,8 @@ class Command(BaseCommand):
                                    "include_ai": options["include_ai"]}
         if options["min_agreement"] is not None:
             filters["min_agreement"] = options["min_agreement"]
+        if options["axis"] is not None:
+            filters["axis"] = options["axis"]
         try:
             snapshot = snapshot_create(
                 project=project, kinds=options["kind"], formats=options["format"] or ["parquet"],
