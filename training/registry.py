@@ -47,6 +47,7 @@ def model_version_register(*, run: TrainingRun, results: dict[str, Any]) -> Mode
             base_model=run.base_model, adapter_path=str(adapter), merged_path=merged,
             metrics=metrics, source_run=run, snapshot=run.snapshot,
             guideline_versions=_manifest_versions(run.snapshot),
+            axis=str(run.config.get("axis") or "") if kind == ModelVersion.Kind.REWARD else "",
             warnings=list(results.get("warnings") or []),
         )
 
