@@ -20,7 +20,7 @@ from tests.factories import UserFactory, make_items
 from tests.unit.test_axes import _ids_by_text, _members, _rank
 from training.console_models import agreement_ceiling
 from training.models import DatasetSnapshot, ModelVersion, TrainingRun
-from training.registry import model_version_register
+from training.registry import model_version_register, worse_than_current
 from training.runs import _checked_models, training_run_create
 
 LLAMA2 = {"rule": "llama2", "safety_threshold": 0.15}
@@ -105,6 +105,15 @@ def test_the_registered_version_records_its_axis(hh, settings, tmp_path: Path) -
     version = model_version_register(run=run, results={"eval": {"accuracy": 0.7, "pairs": 10}})
 
     assert version.axis == "harmless" and version.metrics["eval_accuracy"] == 0.7
+
+
+def test_a_model_is_compared_with_the_current_one_of_its_own_axis_only(hh) -> None:  # noqa: ANN001
+    current = reward_version(hh, "helpful", 0.9)
+    ModelVersion.objects.filter(pk=current.pk).update(is_current=True)
+
+    assert worse_than_current(reward_version(hh, "harmless", 0.6)) is None  # another axis: no verdict
+    assert worse_than_current(reward_version(hh, "helpful", 0.6)) == current
+    assert worse_than_current(reward_version(hh, "", 0.6)) == current  # blank: the primary axis
 
 
 # --------------------------------------------------------------------------- RL combines per-axis reward models
