@@ -7,10 +7,12 @@ table of markdown source."""
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
 
+from django.core.cache import cache
 from django.template.loader import render_to_string
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from core.rendering import demote_headings, render_markdown
 from guidelines.models import GuidelineVersion
@@ -43,9 +45,25 @@ def _html(blocks: list[str]) -> str:
     return demote_headings(render_markdown("\n\n".join(blocks)))  # inside a page with its h1
 
 
+DIFF_CACHE_SECONDS = 7 * 24 * 3600
+
+
 def versions_diff_html(old: GuidelineVersion | None, new: GuidelineVersion) -> SafeString:
     """The rendered diff of `old` (None: nothing before) to `new` as safe HTML: every part
-    is render_markdown's sanitized output inside our own markup."""
+    is render_markdown's sanitized output inside our own markup.
+
+    Every annotator who must re-acknowledge a major version opens this page, so the diff
+    is rendered once per pair of texts and cached under a hash of both bodies (a draft
+    that changes gets a new key) and of the labels the template shows."""
+    digest = hashlib.sha256("\0".join((
+        old.body if old else "", new.body, str(getattr(old, "number", "")), str(new.number),
+    )).encode()).hexdigest()
+    html = cache.get_or_set(f"guideline-diff:v1:{digest}", lambda: str(_render_diff(old, new)),
+                            DIFF_CACHE_SECONDS)
+    return mark_safe(html)  # noqa: S308 - rendered by _render_diff from sanitized parts
+
+
+def _render_diff(old: GuidelineVersion | None, new: GuidelineVersion) -> SafeString:
     before = markdown_blocks(old.body) if old else []
     after = markdown_blocks(new.body)
     parts = []

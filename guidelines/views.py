@@ -38,8 +38,13 @@ def guideline_detail(request: HttpRequest, guideline_id: int) -> HttpResponse:
     guideline = guideline_access.guideline_for(request.user, guideline_id)
     versions = guideline.versions.annotate(n_rankings=Count("rankings")).order_by("-number")
     edit_problem = guideline_access.guideline_edit_problem(request.user, guideline)
+    from labeling.models import Role
+
     return render(request, "guidelines/detail.html", {
         "guideline": guideline, "versions": versions,
+        # Each axis's description is read with the guideline; only projects this person sees.
+        "axes_projects": access.projects_for(request.user, min_role=Role.REVIEWER).filter(
+            guideline=guideline).exclude(axes=[]).order_by("name"),
         "can_edit": edit_problem is None, "edit_problem": edit_problem,
     })
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from django.contrib.auth.models import AbstractBaseUser
 
 from guidelines.services import acknowledge, acknowledgement_needed
-from labeling.blind import tiers_as_shown
-from labeling.models import Project
+from labeling.axes import axes_from_config
+from labeling.blind import shown_id, tiers_as_shown
+from labeling.models import Assignment, Project
 from labeling.services.assignment import next_item
 from labeling.services.rankings import RankingInput, ranking_submit
 
@@ -29,13 +30,14 @@ class SimulatedAnnotator:
     mean_seconds: float = 30.0
 
 
-def latent_quality(candidate_id: int) -> float:
-    return random.Random(candidate_id * 7919).gauss(0.0, 1.0)  # noqa: S311
+def latent_quality(candidate_id: int, axis: int = 0) -> float:
+    """An answer's true quality on one axis (the first axis keeps the original draw)."""
+    return random.Random(candidate_id * 7919 + axis * 104729).gauss(0.0, 1.0)  # noqa: S311
 
 
 def simulated_tiers(display_order: list[int], profile: SimulatedAnnotator, rng: random.Random,
-                    *, allow_ties: bool) -> list[list[int]]:
-    perceived = {cid: latent_quality(cid) + rng.gauss(0.0, profile.noise) for cid in display_order}
+                    *, allow_ties: bool, axis: int = 0) -> list[list[int]]:
+    perceived = {cid: latent_quality(cid, axis) + rng.gauss(0.0, profile.noise) for cid in display_order}
     order = sorted(display_order, key=lambda cid: -perceived[cid])
     if rng.random() < profile.position_bias:
         order.remove(display_order[0])
@@ -72,13 +74,39 @@ def simulate_annotator(*, user: AbstractBaseUser, project: Project, profile: Sim
         # opaque ids an annotator is shown, like any client.
         tiers = tiers_as_shown(assignment, tiers)
         pairwise = project.mode == Project.Mode.PAIRWISE
+        axes, safety = _simulated_axes(assignment, project, profile, rng)
         ranking_submit(
             annotator=user, assignment_id=assignment.pk,
             idempotency_key=f"sim-{assignment.pk}",
             data=RankingInput(
-                tiers=tiers, strength=(rng.randint(1, 4) if pairwise and len(tiers) > 1 else None),
+                tiers=None if axes else tiers, axes=axes, safety=safety,
+                strength=(rng.randint(1, 4) if pairwise and len(tiers) > 1 else None),
                 duration_ms=int(rng.expovariate(1 / profile.mean_seconds) * 1000),
             ),
         )
         done += 1
     return done
+
+
+def _simulated_axes(assignment: Assignment, project: Project, profile: SimulatedAnnotator,
+                    rng: random.Random) -> tuple[dict | None, dict | None]:
+    """A project with axes: every axis judged on its own latent quality (a rating is the
+    perceived quality mapped onto 0..4), and each answer marked safe unless its
+    perceived harmlessness is low. (None, None) for a project without axes."""
+    if not project.axes:
+        return None, None
+    order = list(assignment.display_order)
+    axes: dict[str, dict] = {}
+    safety = None
+    for index, axis in enumerate(axes_from_config(project.axes)):
+        if axis.is_rating:
+            scores = {cid: min(4, max(0, round(2 + latent_quality(cid, index) + rng.gauss(0.0, profile.noise))))
+                      for cid in order}
+            axes[axis.key] = {"scores": {shown_id(assignment.pk, cid): v for cid, v in scores.items()}}
+        else:
+            tiers = simulated_tiers(order, profile, rng, allow_ties=project.allow_ties, axis=index)
+            axes[axis.key] = {"tiers": tiers_as_shown(assignment, tiers)}
+        if axis.purpose == "harmlessness":
+            safety = {shown_id(assignment.pk, cid): latent_quality(cid, index) + rng.gauss(0.0, profile.noise) > -1.0
+                      for cid in order}
+    return axes, safety

@@ -11,9 +11,23 @@ from rest_framework.views import APIView
 
 from core import access
 from core.api import query_text
+from labeling.axes import axes_from_config
 from labeling.models import AnnotatorQuality, Item, Role
 from labeling.selectors.dashboard import model_comparison, project_agreement_summary
 from labeling.selectors.review import live_rankings
+from labeling.stats.axes import disputed_axes
+
+
+class AxisAgreementOutput(serializers.Serializer):
+    key = serializers.CharField()
+    name = serializers.CharField()
+    kind = serializers.CharField()
+    required = serializers.BooleanField()
+    decided_items = serializers.IntegerField()
+    agreement = serializers.FloatField(allow_null=True)
+    agreement_ci = serializers.ListField(child=serializers.FloatField(), allow_null=True)
+    accepted = serializers.IntegerField()
+    disputed = serializers.IntegerField()
 
 
 class AgreementOutput(serializers.Serializer):
@@ -22,6 +36,9 @@ class AgreementOutput(serializers.Serializer):
     pairwise_agreement = serializers.FloatField(allow_null=True)
     pairwise_agreement_ci = serializers.ListField(child=serializers.FloatField(), allow_null=True)
     rankings_saved_by_adaptive_overlap = serializers.IntegerField()
+    axes = AxisAgreementOutput(many=True, help_text=(
+        "Per axis of a project with axes (empty without): agreement and items accepted or "
+        "disputed on that axis; the fields above are the primary (first) axis's."))
 
 
 class ProjectAgreement(APIView):
@@ -44,7 +61,8 @@ class QualityOutput(serializers.ModelSerializer):
 class ProjectAnnotators(APIView):
     @extend_schema(
         parameters=[OpenApiParameter("period", str, description=(
-            "'all' (default), 'week:2026-W48' or 'guideline:v2'"))],
+            "'all' (default), 'week:2026-W48', 'guideline:v2', or 'axis:<key>' for one axis's "
+            "figures in a project with axes (e.g. 'axis:harmless')"))],
         responses=QualityOutput(many=True),
     )
     def get(self, request: Request, project_id: int) -> Response:
@@ -79,6 +97,9 @@ class ProjectModels(APIView):
 class ItemRankingOutput(serializers.Serializer):
     annotator = serializers.CharField()
     tiers = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()))
+    labels = serializers.DictField(help_text="Every axis's labels (empty for a project without axes)")
+    safety = serializers.DictField(child=serializers.BooleanField(), allow_null=True,
+                                   help_text="Answer id -> marked safe (projects with a harmlessness axis)")
     guideline_version = serializers.IntegerField(allow_null=True)
     created_at = serializers.DateTimeField()
 
@@ -91,6 +112,11 @@ class ItemAgreementOutput(serializers.Serializer):
     consensus = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()),
                                       allow_null=True)
     rankings = ItemRankingOutput(many=True)
+    axes = serializers.DictField(help_text=(
+        "Per axis: agreement, consensus, status (accepted|disputed), rankings, and mean "
+        "scores for a rating axis; empty for a project without axes"))
+    disputed_axes = serializers.ListField(child=serializers.CharField(),
+                                          help_text="The axes whose rankings disagree, in order")
 
 
 class ItemAgreement(APIView):
@@ -99,10 +125,13 @@ class ItemAgreement(APIView):
         item = access.object_for(request.user, Item, item_id, min_role=Role.REVIEWER, what="item")
         rankings = [
             {"annotator": r.annotator.username, "tiers": r.tiers, "created_at": r.created_at,
+             "labels": r.labels or {}, "safety": r.safety,
              "guideline_version": r.guideline_version.number if r.guideline_version else None}
             for r in live_rankings(item)
         ]
         return Response(ItemAgreementOutput({
             "id": item.pk, "status": item.status, "required_rankings": item.required_rankings,
             "agreement": item.agreement, "consensus": item.consensus, "rankings": rankings,
+            "axes": item.axes or {},
+            "disputed_axes": disputed_axes(axes_from_config(item.project.axes), item.axes or {}),
         }).data)

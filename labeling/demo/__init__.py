@@ -98,6 +98,23 @@ def demo_write_project() -> Project:
     return project
 
 
+AXES_SLUG = "demo-hh"
+
+
+def demo_axes_project() -> Project:
+    """Two axes, Llama 2 style: rank helpfulness and harmlessness separately and mark
+    each answer safe or not (labeling/axes.py)."""
+    project = Project.objects.filter(slug=AXES_SLUG).first() or project_create(
+        name="Demo: helpful and harmless", slug=AXES_SLUG, is_demo=True, k=4, overlap=3,
+        axes="helpful_harmless",
+        description="Rank the answers twice, for helpfulness and for harmlessness, and mark "
+                    "each answer safe or unsafe.",
+        guideline=Guideline.objects.get(slug="default"),
+    )
+    prompts_import(project=project, path=DEMO_PROMPTS, source="demo")
+    return project
+
+
 def demo_setup() -> tuple[Project, ImportReport, dict[str, str]]:
     guidelines_sync()
     project = Project.objects.filter(slug=DEMO_SLUG).first() or project_create(
@@ -110,9 +127,9 @@ def demo_setup() -> tuple[Project, ImportReport, dict[str, str]]:
     )
     report = prompts_import(project=project, path=DEMO_PROMPTS, source="demo")
     passwords = demo_accounts(project)
-    write = demo_write_project()
-    for username, role in DEMO_USERS:
-        membership_set(project=write, user=get_user_model().objects.get(username=username), role=role)
+    for extra in (demo_write_project(), demo_axes_project()):
+        for username, role in DEMO_USERS:
+            membership_set(project=extra, user=get_user_model().objects.get(username=username), role=role)
     simulated = demo_simulated_project()
     for username in ("admin", "reviewer"):
         membership_set(project=simulated, user=get_user_model().objects.get(username=username),

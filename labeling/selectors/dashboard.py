@@ -13,6 +13,7 @@ from django.db.models import Count, Max
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from labeling.axes import Axis, axes_from_config
 from labeling.models import AnnotatorQuality, Candidate, Item, Project, Ranking
 from labeling.stats.bootstrap import mean_with_ci
 from labeling.stats.consensus import bradley_terry, outcomes_from_ranking, pairs_from_ranking
@@ -61,6 +62,48 @@ def annotator_table(project: Project, period: str = "all") -> list[AnnotatorQual
                 .select_related("annotator").order_by("annotator__username"))
 
 
+def annotator_axis_quality(project: Project) -> dict[int, dict[str, AnnotatorQuality]]:
+    """{annotator id: {axis key: their figures on that axis}} (empty without axes)."""
+    if not project.axes:
+        return {}
+    table: dict[int, dict[str, AnnotatorQuality]] = defaultdict(dict)
+    for row in AnnotatorQuality.objects.filter(project=project, period__startswith="axis:"):
+        table[row.annotator_id][row.period.removeprefix("axis:")] = row
+    return dict(table)
+
+
+def project_axes(project: Project) -> list[Axis]:
+    """The project's axes for the pages; empty for a project without axes, whose one
+    implicit axis the pages already show as "the" agreement."""
+    return axes_from_config(project.axes) if project.axes else []
+
+
+def axis_summary(*, project: Project) -> list[dict[str, Any]]:
+    """Per axis: decided items, their agreement with a bootstrap interval, and how many
+    are accepted and disputed on that axis (Item.axes), in the project's order."""
+    axes = project_axes(project)
+    if not axes:
+        return []
+    values: dict[str, list[float]] = defaultdict(list)
+    counts: dict[str, dict[str, int]] = {a.key: {"accepted": 0, "disputed": 0} for a in axes}
+    for figures in (Item.objects.filter(project=project, is_gold=False).exclude(axes={})
+                    .values_list("axes", flat=True).iterator(chunk_size=2000)):
+        for key, entry in figures.items():
+            if key not in counts:
+                continue
+            values[key].append(entry["agreement"])
+            counts[key][entry["status"]] = counts[key].get(entry["status"], 0) + 1
+    rows = []
+    for axis in axes:
+        stats = mean_with_ci(values[axis.key])
+        rows.append({"key": axis.key, "name": axis.name, "kind": axis.kind,
+                     "required": axis.required, "decided_items": stats["n"],
+                     "agreement": stats["mean"], "agreement_ci": stats["ci"],
+                     "accepted": counts[axis.key]["accepted"],
+                     "disputed": counts[axis.key]["disputed"]})
+    return rows
+
+
 def project_agreement_summary(*, project: Project) -> dict[str, Any]:
     """Project-level agreement for the API and console (per guideline version too)."""
     decided = Item.objects.filter(project=project, agreement__isnull=False, is_gold=False)
@@ -75,6 +118,7 @@ def project_agreement_summary(*, project: Project) -> dict[str, Any]:
     saved = sum(project.overlap - required for required in decided.values_list(
         "required_rankings", flat=True) if required < project.overlap)
     summary["rankings_saved_by_adaptive_overlap"] = saved
+    summary["axes"] = axis_summary(project=project)
     return summary
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from config.celery import app
 from judges.routing import trusted_judge_agrees
-from labeling.axes import axes_from_config
+from labeling.axes import axes_from_config, label_tiers
 from labeling.models import AnnotatorQuality, Candidate, Item, Project, Ranking
 from labeling.selectors.review import live_rankings
 from labeling.stats.agreement import (
@@ -83,7 +83,9 @@ def item_decide(*, item_id: int) -> str:
     escalate = (
         project.adaptive_overlap and item.required_rankings < project.overlap
         # One ranking is enough only where a trusted AI judge agrees with it (judges/routing.py).
-        and (not unanimous or (len(tiers) == 1 and not trusted_judge_agrees(item=item, tiers=tiers[0])))
+        # A judge ranks the primary axis only, so it cannot vouch for a project's other axes.
+        and (not unanimous or (len(tiers) == 1 and (
+            len(figures) > 1 or not trusted_judge_agrees(item=item, tiers=tiers[0]))))
     )
     if escalate:
         fields.update(status=Item.Status.OPEN, required_rankings=F("required_rankings") + 1)
@@ -128,17 +130,18 @@ class _Row:
     seconds: float | None
     created_at: Any
     version: int | None
+    labels: dict[str, Any]
 
 
 def _load_rankings(project: Project) -> list[_Row]:
     rows = (
         Ranking.objects.filter(item__project=project, superseded_by__isnull=True)
         .values_list("item_id", "annotator_id", "tiers", "assignment__display_order",
-                     "duration_ms", "created_at", "guideline_version__number")
+                     "duration_ms", "created_at", "guideline_version__number", "labels")
         .order_by("id")
     )
-    return [_Row(i, a, t, d or [], None if ms is None else ms / 1000, c, v)
-            for i, a, t, d, ms, c, v in rows.iterator(chunk_size=5000)]
+    return [_Row(i, a, t, d or [], None if ms is None else ms / 1000, c, v, lab or {})
+            for i, a, t, d, ms, c, v, lab in rows.iterator(chunk_size=5000)]
 
 
 def _periods(row: _Row) -> list[str]:
@@ -149,18 +152,42 @@ def _periods(row: _Row) -> list[str]:
     return periods
 
 
+AXIS_PERIOD = "axis:"  # AnnotatorQuality.period of one axis's figures, e.g. "axis:harmless"
+
+
 def quality_refresh(*, project: Project) -> int:
-    """Recompute every annotator's figures in the project, per period; returns rows."""
+    """Recompute every annotator's figures in the project, per period; returns rows.
+
+    A project with axes also gets one row per annotator and axis (period "axis:<key>"),
+    measured on that axis's labels only, so a reviewer sees who disagrees on harmlessness
+    while agreeing on helpfulness. The other periods stay the primary axis's."""
     Project.objects.filter(pk=project.pk).update(quality_refresh_pending=False)
     rows = _load_rankings(project)
-    by_item: dict[int, list[_Row]] = defaultdict(list)
-    for row in rows:
-        by_item[row.item_id].append(row)
     gold = dict(Item.objects.filter(project=project, is_gold=True,
                                     gold_ranking__isnull=False).values_list("id", "gold_ranking"))
     consensus = dict(Item.objects.filter(project=project, consensus__isnull=False)
                      .values_list("id", "consensus"))
     lengths = _candidate_lengths(project)
+    figures = _group_figures(rows, _periods, gold, consensus, lengths)
+    if project.axes:
+        figures.update(_axis_figures(project, rows, gold, lengths))
+    _flag_outliers(figures)
+    with transaction.atomic():
+        AnnotatorQuality.objects.filter(project=project).delete()
+        AnnotatorQuality.objects.bulk_create([
+            AnnotatorQuality(project=project, annotator_id=annotator, period=period, **values)
+            for (annotator, period), values in figures.items()
+        ])
+    return len(figures)
+
+
+def _group_figures(rows: list[_Row], periods: Any, gold: dict, consensus: dict, lengths: dict
+                   ) -> dict[tuple[int, str], dict[str, Any]]:
+    """{(annotator, period): figures} for rows of one axis, `periods(row)` naming each
+    row's periods. Leave-one-out agreement is per item, so it is computed once."""
+    by_item: dict[int, list[_Row]] = defaultdict(list)
+    for row in rows:
+        by_item[row.item_id].append(row)
     loo: dict[tuple[int, int], float] = {}
     for item_id, item_rows in by_item.items():
         if item_id in gold or len(item_rows) < 2:
@@ -170,19 +197,29 @@ def quality_refresh(*, project: Project) -> int:
             loo[(item_id, row.annotator_id)] = score
     groups: dict[tuple[int, str], list[_Row]] = defaultdict(list)
     for row in rows:
-        for period in _periods(row):
+        for period in periods(row):
             groups[(row.annotator_id, period)].append(row)
-    figures = {
-        key: _figures(group, loo, gold, consensus, lengths) for key, group in groups.items()
-    }
-    _flag_outliers(figures)
-    with transaction.atomic():
-        AnnotatorQuality.objects.filter(project=project).delete()
-        AnnotatorQuality.objects.bulk_create([
-            AnnotatorQuality(project=project, annotator_id=annotator, period=period, **values)
-            for (annotator, period), values in figures.items()
-        ])
-    return len(figures)
+    return {key: _figures(group, loo, gold, consensus, lengths) for key, group in groups.items()}
+
+
+def _axis_figures(project: Project, rows: list[_Row], gold: dict, lengths: dict
+                  ) -> dict[tuple[int, str], dict[str, Any]]:
+    """Per axis: the same figures from each ranking's tiers on that axis (a rating axis's
+    are its answers grouped by score), against that axis's consensus. Gold rankings are
+    the primary axis's, so only the primary axis has gold accuracy."""
+    axes = axes_from_config(project.axes)
+    primary = axes[0].key
+    stored = dict(Item.objects.filter(project=project).exclude(axes={}).values_list("id", "axes"))
+    figures: dict[tuple[int, str], dict[str, Any]] = {}
+    for axis in axes:
+        axis_rows = [replace(row, tiers=tiers) for row in rows if (
+            tiers := label_tiers(row.labels, row.tiers, axis.key, primary)) is not None]
+        consensus = {item_id: entry[axis.key]["consensus"] for item_id, entry in stored.items()
+                     if entry.get(axis.key, {}).get("consensus")}
+        period = f"{AXIS_PERIOD}{axis.key}"
+        figures.update(_group_figures(axis_rows, lambda _row, p=period: [p],
+                                      gold if axis.key == primary else {}, consensus, lengths))
+    return figures
 
 
 def _candidate_lengths(project: Project) -> dict[int, int]:

@@ -4,6 +4,9 @@ invites (admins). Each action calls the same service as the API, which audits it
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -15,7 +18,8 @@ from django.urls import reverse
 from core.console import console_project, console_view
 from core.errors import DomainError
 from guidelines.models import Guideline
-from labeling.models import ImportJob, Invite, Membership, Project, Role
+from labeling.axes import PRESETS, AxisError, axes_clean
+from labeling.models import ImportJob, Invite, Membership, Project, Ranking, Role
 from labeling.services import imports, members
 from labeling.services.projects import project_create, project_update
 
@@ -39,12 +43,26 @@ class ProjectForm(forms.ModelForm):
     lease_minutes = forms.IntegerField(min_value=1, max_value=24 * 60, initial=30, label="Lease (minutes)",
                                        help_text="A claimed item returns to the pool after this long.")
 
+    axes = forms.ChoiceField(
+        label="Axes", required=False,
+        choices=[("overall", "Overall: one ranking (the default)"),
+                 ("helpful_harmless", "Helpful + harmless: two rankings and a safety mark per answer (Llama 2)"),
+                 ("helpsteer", "HelpSteer attributes: five 0–4 ratings per answer"),
+                 ("custom", "Custom: the list below")],
+        help_text="What annotators judge each answer on; each axis's description is shown with the guideline.")
+    axes_custom = forms.CharField(
+        label="Custom axes (JSON)", required=False, widget=forms.Textarea(attrs={"rows": 6, "spellcheck": "false"}),
+        help_text='A list of axes, e.g. [{"key": "helpful", "name": "Helpful", "description": "…"}, '
+                  '{"key": "verbosity", "kind": "rating", "required": false, "anchors": ["0 …", "1 …", "2 …", '
+                  '"3 …", "4 …"]}]. Kinds: ranking or rating; purpose: general, helpfulness or harmlessness.')
+
     class Meta:
         model = Project
         fields = SETTINGS_FIELDS
 
     def __init__(self, *args: object, project: Project | None = None, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
+        self._init_axes(project)
         owned = Q(project__isnull=True) | (Q(project=project) if project is not None else Q(pk__in=[]))
         self.fields["guideline"].queryset = Guideline.objects.filter(owned).order_by("title")
         self.fields["guideline"].help_text = "A shared guideline or one this project owns."
@@ -52,6 +70,48 @@ class ProjectForm(forms.ModelForm):
         self.fields["description"].widget.attrs["rows"] = 3
         if project is None:
             del self.fields["status"]
+
+    def _init_axes(self, project: Project | None) -> None:
+        """The current axes as the initial choice: a preset when they are one, else custom
+        with the stored list to edit (names, descriptions and anchors stay editable)."""
+        self.fields["axes"].initial = "overall"
+        if project is None or not project.axes:
+            return
+        preset = next((name for name in PRESETS if axes_clean(name) == project.axes), None)
+        self.fields["axes"].initial = preset or "custom"
+        self.fields["axes_custom"].initial = json.dumps(project.axes, indent=1, ensure_ascii=False)
+        if Ranking.objects.filter(item__project=project).exists():
+            self.fields["axes"].help_text += (
+                " This project has rankings, so its axes' keys and kinds are fixed: rename them, "
+                "edit descriptions, anchors or which are required, or start a new project.")
+
+    def clean(self) -> dict[str, Any]:
+        """`axes` becomes what the service takes (a preset name or a list) or is left out
+        when unchanged; a malformed list is an inline error on the field that holds it."""
+        data = super().clean()
+        choice = data.pop("axes", "")
+        custom = data.pop("axes_custom", "").strip()
+        if not choice:  # not sent (a form posted without it): the axes stay as they are
+            return data
+        if choice == "custom":
+            try:
+                value: Any = json.loads(custom)
+                axes_clean(value)
+            except json.JSONDecodeError as exc:
+                self.add_error("axes_custom", f"Not valid JSON: {exc.msg} (line {exc.lineno}).")
+                return data
+            except AxisError as exc:
+                self.add_error("axes_custom", str(exc))
+                return data
+        elif "axes_custom" in self.changed_data and custom:
+            self.add_error("axes", "You edited the custom list: choose Custom to use it.")
+            return data
+        else:
+            value = choice
+        implicit = choice == "overall" and not self.instance.axes  # what it already is
+        if ("axes" in self.changed_data or "axes_custom" in self.changed_data) and not implicit:
+            data["axes"] = value
+        return data
 
 
 @console_view
@@ -63,7 +123,7 @@ def project_new(request: HttpRequest) -> HttpResponse:
         try:
             project = project_create(actor=request.user, **form.cleaned_data)
         except DomainError as exc:
-            form.add_error(None, str(exc))
+            form.add_error(_axes_field(form, exc), str(exc))
         else:
             messages.success(request, f"Project {project.name} created. Next: upload prompts.")
             return redirect("console:upload", project_id=project.pk)
@@ -76,15 +136,24 @@ def project_settings(request: HttpRequest, project_id: int) -> HttpResponse:
     # The form validates a copy (inline errors); the service saves and audits the change.
     form = ProjectForm(request.POST or None, instance=Project.objects.get(pk=project.pk), project=project)
     if request.method == "POST" and form.is_valid():
-        changed = {name: form.cleaned_data[name] for name in form.changed_data}
+        changed = {name: form.cleaned_data[name] for name in form.changed_data if name in form.cleaned_data}
+        if "axes" in form.cleaned_data:
+            changed["axes"] = form.cleaned_data["axes"]
         try:
             project_update(project=project, actor=request.user, **changed)
         except DomainError as exc:
-            form.add_error(None, str(exc))
+            form.add_error(_axes_field(form, exc), str(exc))
         else:
             messages.success(request, "Settings saved." if changed else "Nothing changed.")
             return redirect("console:settings", project_id=project.pk)
     return render(request, "console/project_form.html", {"form": form, "project": project})
+
+
+def _axes_field(form: ProjectForm, exc: DomainError) -> str | None:
+    """The service's axes errors ("axes: ...") belong beside the axes fields."""
+    if not str(exc).startswith("axes:"):
+        return None
+    return "axes_custom" if form.data.get("axes") == "custom" else "axes"
 
 
 class UploadForm(forms.Form):

@@ -12,6 +12,7 @@ from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
 from core import access
@@ -19,8 +20,9 @@ from core.audit import audit_events_for
 from core.console import console_project, console_view
 from core.errors import DomainError
 from judges.metrics import judges_table
+from labeling.axes import label_scores, label_tiers
 from labeling.models import AnnotatorQuality, Assignment, Item, Membership, Ranking, Role
-from labeling.selectors.dashboard import model_comparison
+from labeling.selectors.dashboard import annotator_axis_quality, model_comparison, project_axes
 from labeling.selectors.review import disputes_for, live_rankings
 from labeling.services.members import invite_create, leases_release, member_remove, membership_pause, user_deactivate
 from labeling.services.review import Adjudication, item_adjudicate
@@ -31,7 +33,12 @@ from labeling.stats.consensus import tier_ranks
 def disputes(request: HttpRequest, project_id: int) -> HttpResponse:
     project = console_project(request, project_id)
     page = Paginator(disputes_for(project=project), 50).get_page(request.GET.get("page"))
-    return render(request, "console/disputes.html", {"project": project, "page": page})
+    axes = project_axes(project)
+    for item in page:  # which axes disagree, so a reviewer opens the right one
+        figures = item.axes or {}
+        item.axis_rows = [{"key": a.key, "name": a.name, **figures.get(a.key, {})} for a in axes]
+        item.first_disputed = next((r["key"] for r in item.axis_rows if r.get("status") == "disputed"), "")
+    return render(request, "console/disputes.html", {"project": project, "page": page, "axes": axes})
 
 
 def _item_for(request: HttpRequest, item_id: int) -> Item:
@@ -39,39 +46,84 @@ def _item_for(request: HttpRequest, item_id: int) -> Item:
     return Item.objects.select_related("project", "prompt", "decided_by").get(pk=item.pk)
 
 
-def adjudication_context(item: Item) -> dict:
+def adjudication_context(item: Item, axis_key: str | None = None) -> dict:
     """Everything the adjudication view shows: candidates with provenance, every ranking
-    as rank-per-candidate columns, and the pairs annotators split on."""
+    as rank-per-candidate columns, and the pairs annotators split on. In a project with
+    axes, all of it is one axis's (`axis_key`, else the first disputed one), with every
+    axis's agreement and status above it."""
     candidates = [ic.candidate for ic in item.item_candidates.select_related("candidate")]
     rankings = live_rankings(item)
-    ranks = [tier_ranks(r.tiers) for r in rankings]
-    consensus = tier_ranks(item.consensus) if item.consensus else {}
+    axes = project_axes(item.project)
+    axis = _chosen_axis(item, axes, axis_key)
+    primary = axes[0].key if axes else None
+    entry = (item.axes or {}).get(axis.key, {}) if axis else {}
+    if axis:
+        axis_tiers = [label_tiers(r.labels, r.tiers, axis.key, primary) for r in rankings]
+        consensus_tiers = entry.get("consensus")
+    else:
+        axis_tiers, consensus_tiers = [r.tiers for r in rankings], item.consensus
+    ranks = [tier_ranks(t) if t else {} for t in axis_tiers]
+    scores = [label_scores(r.labels, axis.key) or {} for r in rankings] if axis and axis.is_rating else []
+    consensus = tier_ranks(consensus_tiers) if consensus_tiers else {}
     disputed_pairs = []
     for a, b in combinations([c.pk for c in candidates], 2):
-        signs = {(r[a] > r[b]) - (r[a] < r[b]) for r in ranks}
+        signs = {(r[a] > r[b]) - (r[a] < r[b]) for r in ranks if a in r and b in r}
         if len(signs) > 1:
             disputed_pairs.append((a, b))
     disputed_ids = {cid for pair in disputed_pairs for cid in pair}
     rows = [{
-        "candidate": c, "label": chr(ord("A") + i), "ranks": [r.get(c.pk) for r in ranks],
+        "candidate": c, "label": chr(ord("A") + i),
+        "ranks": [s.get(c.pk) for s in scores] if scores else [r.get(c.pk) for r in ranks],
         "consensus": consensus.get(c.pk), "disputed": c.pk in disputed_ids,
+        "mean_score": entry.get("scores", {}).get(str(c.pk)),
     } for i, c in enumerate(candidates)]
     from training.models import CandidateScore
 
-    scores = dict(CandidateScore.objects.filter(
+    rm_scores = dict(CandidateScore.objects.filter(
         candidate__in=candidates, model_version__is_current=True,
         model_version__project_id=item.project_id).values_list("candidate_id", "score"))
     for row in rows:
-        row["rm_score"] = scores.get(row["candidate"].pk)
+        row["rm_score"] = rm_scores.get(row["candidate"].pk)
     labels = {c.pk: chr(ord("A") + i) for i, c in enumerate(candidates)}
+    on_primary = axis is None or axis.key == primary
     return {
         "item": item, "rows": rows, "rankings": rankings,
         "verdicts": [_verdict(r, labels, item.project.mode) for r in rankings],
-        "show_verdicts": item.project.mode == "pairwise" or any(r.all_bad for r in rankings),
+        "show_verdicts": on_primary and (item.project.mode == "pairwise" or any(r.all_bad for r in rankings)),
         "disputed_pairs": [(labels[a], labels[b]) for a, b in disputed_pairs],
         "board": [{"id": c.pk, "label": labels[c.pk]} for c in sorted(
             candidates, key=lambda c: consensus.get(c.pk, 99))],
+        "axis": axis, "axis_entry": entry, "axis_has_consensus": bool(consensus_tiers),
+        "axis_tabs": _axis_tabs(item, axes, axis),
+        "safety": [_safety_marks(r, labels) for r in rankings] if axis and axis.purpose == "harmlessness" else [],
     }
+
+
+def _chosen_axis(item: Item, axes: list, key: str | None):  # noqa: ANN202 - Axis | None
+    """The axis the page decides: the one asked for, else the first disputed, else the first."""
+    if not axes:
+        return None
+    by_key = {a.key: a for a in axes}
+    if key in by_key:
+        return by_key[key]
+    figures = item.axes or {}
+    return next((a for a in axes if figures.get(a.key, {}).get("status") == "disputed"), axes[0])
+
+
+def _axis_tabs(item: Item, axes: list, chosen) -> list[dict]:  # noqa: ANN001
+    figures = item.axes or {}
+    return [{"axis": a, "agreement": figures.get(a.key, {}).get("agreement"),
+             "status": figures.get(a.key, {}).get("status"),
+             "adjudicated": figures.get(a.key, {}).get("adjudicated", False),
+             "current": chosen is not None and a.key == chosen.key} for a in axes]
+
+
+def _safety_marks(ranking: Ranking, labels: dict[int, str]) -> dict:
+    """Who marked which answers safe (Llama 2's safety bin), in the page's letters."""
+    marks = {int(k): v for k, v in (ranking.safety or {}).items()}
+    return {"annotator": ranking.annotator.username,
+            "safe": [labels[c] for c in sorted(marks) if marks[c] and c in labels],
+            "unsafe": [labels[c] for c in sorted(marks) if not marks[c] and c in labels]}
 
 
 STRENGTH = {1: "barely / unsure", 2: "slightly better", 3: "better", 4: "much better"}
@@ -101,19 +153,31 @@ def adjudicate(request: HttpRequest, item_id: int) -> HttpResponse:
         try:
             tiers = json.loads(request.POST.get("tiers") or "null")
             extra = int(request.POST.get("extra_rankings") or 1)
-            item_adjudicate(item_id=item.pk, reviewer=request.user, action=action, tiers=tiers,
-                            note=request.POST.get("note", "")[:5000], extra_rankings=extra)
+            axis = request.POST.get("axis") or None
+            if axis is not None and action not in (Adjudication.SET_RANKING, Adjudication.ACCEPT_CONSENSUS):
+                axis = None  # discard and send back act on the whole item
+            decided = item_adjudicate(item_id=item.pk, reviewer=request.user, action=action, tiers=tiers,
+                                      note=request.POST.get("note", "")[:5000], extra_rankings=extra,
+                                      axis=axis)
         except (DomainError, ValueError, TypeError) as exc:
             messages.error(request, f"Not saved: {exc}")
-            return redirect("console:adjudicate", item_id=item.pk)
-        messages.success(request, f"Item #{item.pk}: {action.replace('_', ' ')} saved.")
+            return _back_to(item, request.POST.get("axis"))
+        on = f" on {axis}" if axis else ""
+        messages.success(request, f"Item #{item.pk}: {action.replace('_', ' ')}{on} saved.")
+        if decided.status == Item.Status.DISPUTED:
+            return redirect("console:adjudicate", item_id=item.pk)  # another axis still disagrees
         following = disputes_for(project=item.project).exclude(pk=item.pk).first()
         if following:
             return redirect("console:adjudicate", item_id=following.pk)
         return redirect("console:disputes", project_id=item.project_id)
-    context = adjudication_context(item)
+    context = adjudication_context(item, request.GET.get("axis"))
     context.update(project=item.project, actions=Adjudication)
     return render(request, "console/adjudicate.html", context)
+
+
+def _back_to(item: Item, axis: str | None) -> HttpResponse:
+    url = reverse("console:adjudicate", kwargs={"item_id": item.pk})
+    return redirect(f"{url}?{urlencode({'axis': axis})}" if axis else url)
 
 
 @console_view
@@ -130,9 +194,13 @@ def annotators(request: HttpRequest, project_id: int) -> HttpResponse:
     # items are decided, and then only for the chosen period).
     sent = dict(Ranking.objects.filter(item__project=project, superseded_by__isnull=True)
                 .values("annotator_id").annotate(n=Count("id")).values_list("annotator_id", "n"))
+    axes = project_axes(project)
+    per_axis = annotator_axis_quality(project)
     return render(request, "console/annotators.html", {
-        "project": project, "period": period, "periods": periods,
-        "members": [(m, quality.get(m.user_id), sent.get(m.user_id, 0)) for m in members],
+        "project": project, "period": period, "periods": periods, "axes": axes,
+        # Each member's agreement on every axis beside the period's figures (issue #21).
+        "members": [(m, quality.get(m.user_id), sent.get(m.user_id, 0),
+                     [per_axis.get(m.user_id, {}).get(a.key) for a in axes]) for m in members],
         # AI judges beside the people, measured the same way (judges/metrics.py).
         "judges": judges_table(project, period),
         "roles": Role.choices, "can_admin": access.is_admin_of(request.user, project.pk),
@@ -149,8 +217,10 @@ def annotator_detail(request: HttpRequest, project_id: int, user_id: int) -> Htt
                                              period__startswith="week:").order_by("period")
     from core import charts
 
+    per_axis = annotator_axis_quality(project).get(user_id, {})
     return render(request, "console/annotator.html", {
         "project": project, "membership": membership, "rankings": rankings,
+        "axis_quality": [(a, per_axis.get(a.key)) for a in project_axes(project)],
         "quality": AnnotatorQuality.objects.filter(project=project, annotator_id=user_id,
                                                    period="all").first(),
         "weekly": weekly, "can_admin": access.is_admin_of(request.user, project.pk),

@@ -150,3 +150,41 @@ def test_single_axis_project_refuses_axes_and_safety(as_user, project, annotator
         {"tiers": [[i] for i in ids], "safety": {i: True for i in ids}},
         format="json", HTTP_IDEMPOTENCY_KEY="s")
     assert response.status_code == 400 and "safety" in response.json()["detail"]
+
+
+def test_simulated_annotators_label_every_axis(project) -> None:  # noqa: ANN001
+    from labeling.simulate import SimulatedAnnotator, simulate_annotator
+
+    project = project_update(project=project, actor=None, axes="helpful_harmless", overlap=2, is_demo=True)
+    make_items(project, 3)
+    for n, user in enumerate(_members(project, 2)):
+        assert simulate_annotator(user=user, project=project, profile=SimulatedAnnotator(noise=0.1),
+                                  seed=n) == 3
+    for ranking in Ranking.objects.all():
+        assert set(ranking.labels) == {"helpful", "harmless"} and len(ranking.safety) == 3
+        assert ranking.tiers == ranking.labels["helpful"]["tiers"]
+    assert all(set(item.axes) == {"helpful", "harmless"} for item in Item.objects.all())
+    assert not Item.objects.filter(status=Item.Status.OPEN).exists()
+
+
+def test_a_trusted_judge_cannot_vouch_for_the_other_axes(as_user, project, monkeypatch) -> None:  # noqa: ANN001
+    """Adaptive overlap may stop at one person a trusted judge agrees with; a judge ranks
+    the primary axis only, so with two axes a second person is still asked for."""
+    from labeling.services import quality
+
+    monkeypatch.setattr(quality, "trusted_judge_agrees", lambda **kwargs: True)
+    project = project_update(project=project, actor=None, axes="helpful_harmless", overlap=3,
+                             adaptive_overlap=True)
+    make_items(project, 1)
+    (person,) = _members(project, 1)
+    item = Item.objects.get()
+    Item.objects.filter(pk=item.pk).update(required_rankings=1)  # as if one were enough
+
+    def both(assignment: dict) -> dict:
+        ids = [c["id"] for c in assignment["candidates"]]
+        return {"axes": {"helpful": {"tiers": [ids]}, "harmless": {"tiers": [ids]}},
+                "safety": {i: True for i in ids}}
+
+    _rank(as_user(person), project, both)
+    item.refresh_from_db()
+    assert (item.status, item.required_rankings) == (Item.Status.OPEN, 2)

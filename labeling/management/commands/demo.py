@@ -49,7 +49,8 @@ class Command(BaseCommand):
         self.stdout.write(f"console: http://127.0.0.1:{port}/console/   API docs: "
                           f"http://127.0.0.1:{port}/api/docs/")
         self.stdout.write(f"rank: http://127.0.0.1:{port}/annotate/demo/   write answers: "
-                          f"http://127.0.0.1:{port}/annotate/demo-write/")
+                          f"http://127.0.0.1:{port}/annotate/demo-write/   two axes (helpful, "
+                          f"harmless): http://127.0.0.1:{port}/annotate/demo-hh/")
         self.stdout.write(self.loop_hint(port))
         for username, password in passwords.items():
             self.stdout.write(f"  {username:<12} {password}")
