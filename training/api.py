@@ -22,7 +22,7 @@ from training.generation import generation_run_create
 from training.model_refs import builtin_models, model_folders
 from training.models import DatasetSnapshot, GenerationRun, ModelVersion, TrainingMetric, TrainingRun
 from training.registry import model_version_promote
-from training.runs import run_stop, training_run_create
+from training.runs import run_stop, training_run_create, version_axis
 from training.snapshots import FORMATS, KINDS, snapshot_create, snapshot_dir
 
 
@@ -280,11 +280,18 @@ class TrainingMetricOutput(serializers.ModelSerializer):
 
 
 class ModelVersionOutput(serializers.ModelSerializer):
+    axis = serializers.SerializerMethodField(
+        help_text="Reward models: the label axis it learned (versions from before axes: the primary axis); "
+                  "policies: empty.")
+
     class Meta:
         model = ModelVersion
         fields = ["id", "project", "kind", "name", "version", "base_model", "adapter_path",
-                  "merged_path", "metrics", "source_run", "snapshot", "guideline_versions",
+                  "merged_path", "metrics", "source_run", "snapshot", "guideline_versions", "axis",
                   "warnings", "is_current", "trained_on_erased", "created_at"]
+
+    def get_axis(self, version: ModelVersion) -> str:
+        return version_axis(version) if version.kind == ModelVersion.Kind.REWARD else ""
 
 
 def training_run_for(user, run_id: int, *, min_role: str = Role.REVIEWER) -> TrainingRun:  # noqa: ANN001

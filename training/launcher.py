@@ -136,6 +136,13 @@ def config_help() -> dict[str, str]:
     return {name: f"{texts.get(name, '')}. Default: {', '.join(values)}." for name, values in defaults.items()}
 
 
+def snapshot_label(snapshot: DatasetSnapshot) -> str:
+    """A snapshot as the training form offers it; one built for a label axis says which
+    (a reward run on it learns that axis)."""
+    axis = snapshot.filters.get("axis")
+    return f"snapshot {snapshot.pk}: {', '.join(snapshot.kinds)}{f' (axis {axis})' if axis else ''}"
+
+
 class TrainingForm(forms.Form):
     kind = forms.ChoiceField(choices=TrainingRun.Kind.choices, initial="reward")
     snapshot = forms.ChoiceField(help_text="A built snapshot with the kind's files (pairs for reward, sft, dpo).")
@@ -152,7 +159,7 @@ class TrainingForm(forms.Form):
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         snapshots = DatasetSnapshot.objects.filter(project=project, status="done").order_by("-id")[:50]
-        self.fields["snapshot"].choices = [(s.pk, f"snapshot {s.pk}: {', '.join(s.kinds)}") for s in snapshots]
+        self.fields["snapshot"].choices = [(s.pk, snapshot_label(s)) for s in snapshots]
         versions = ModelVersion.objects.filter(project=project).order_by("-id")[:50]
         self.fields["base"].choices = [("", "built-in model of the kind")] + [
             (f"version:{v.pk}", f"registered {v}") for v in versions] + [
@@ -216,10 +223,12 @@ def _training(request: HttpRequest, project: Project) -> str:
         base_version = ModelVersion.objects.get(project=project, pk=int(rest))
     elif kind == "folder":
         base_model = rest
+    snapshot = DatasetSnapshot.objects.filter(project=project, pk=int(data["snapshot"])).first()
+    if data["kind"] == TrainingRun.Kind.REWARD and snapshot is not None and snapshot.filters.get("axis"):
+        config["axis"] = snapshot.filters["axis"]  # a reward model learns the axis its pairs were built for
     run = training_run_create(
         project=project, kind=data["kind"], user=request.user, config=config, base_model=base_model,
-        base_version=base_version,
-        snapshot=DatasetSnapshot.objects.filter(project=project, pk=int(data["snapshot"])).first())
+        base_version=base_version, snapshot=snapshot)
     return f"{run.kind.capitalize()} training run {run.pk} started."
 
 

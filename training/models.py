@@ -165,6 +165,10 @@ class ModelVersion(models.Model):
     snapshot = models.ForeignKey(DatasetSnapshot, null=True, blank=True,
                                  on_delete=models.SET_NULL, related_name="+")
     guideline_versions = models.JSONField(default=list, blank=True)
+    axis = models.CharField(
+        max_length=40, blank=True,
+        help_text="Reward models: the label axis whose pairs it learned (issue #21); blank for versions "
+                  "registered before axes, which learned the primary axis.")
     warnings = models.JSONField(
         default=list, blank=True,
         help_text="Why the run may have learned nothing (training.engine.reward.learning_warnings); "

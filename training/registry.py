@@ -16,6 +16,7 @@ from django.db.models import Max
 
 from core.audit import audit
 from core.errors import DomainError
+from labeling.axes import axes_from_config
 from labeling.models import Candidate, Item, Project
 from training.artifacts import artifact_local, artifact_publish
 from training.models import CandidateScore, DatasetSnapshot, ModelVersion, TrainingRun
@@ -47,6 +48,7 @@ def model_version_register(*, run: TrainingRun, results: dict[str, Any]) -> Mode
             base_model=run.base_model, adapter_path=str(adapter), merged_path=merged,
             metrics=metrics, source_run=run, snapshot=run.snapshot,
             guideline_versions=_manifest_versions(run.snapshot),
+            axis=str(run.config.get("axis") or "") if kind == ModelVersion.Kind.REWARD else "",
             warnings=list(results.get("warnings") or []),
         )
 
@@ -100,9 +102,16 @@ def worse_than_current(version: ModelVersion) -> ModelVersion | None:
         return None
     current = ModelVersion.objects.filter(project=version.project_id, kind=version.kind,
                                           is_current=True).exclude(pk=version.pk).first()
-    if current is None or current.metrics.get("eval_accuracy") is None:
+    if current is None or current.metrics.get("eval_accuracy") is None or not same_axis(version, current):
         return None
     return current if version.metrics["eval_accuracy"] < current.metrics["eval_accuracy"] else None
+
+
+def same_axis(version: ModelVersion, other: ModelVersion) -> bool:
+    """Whether two reward models learned the same label axis (blank: the primary one): a
+    harmlessness model's accuracy says nothing about a helpfulness model's (issue #21)."""
+    primary = axes_from_config(version.project.axes)[0].key
+    return (version.axis or primary) == (other.axis or primary)
 
 
 @transaction.atomic
@@ -200,7 +209,7 @@ def compare_with_current(*, version: ModelVersion, validation_file: Path) -> dic
 
     current = ModelVersion.objects.filter(project=version.project_id, kind=ModelVersion.Kind.REWARD,
                                           is_current=True).exclude(pk=version.pk).first()
-    if current is None or not str(validation_file).endswith(".parquet"):
+    if current is None or not same_axis(version, current) or not str(validation_file).endswith(".parquet"):
         return None
     rows = pq.read_table(validation_file, columns=["prompt", "chosen", "rejected"]).to_pylist()
     rows = rows[:HEAD_TO_HEAD_MAX_PAIRS]

@@ -7,6 +7,13 @@ engine's entry point for several, streams its metric events into TrainingMetric 
 and the run's heartbeat, stops when the run is cancelled, resumes from the last
 complete checkpoint after a crash (the engine picks it), and registers the result
 (training/registry.py). `run_stop` cancels a generation or training run, audited.
+
+Label axes (issue #21): a reward run learns one axis's pairs, `config["axis"]` (default:
+the project's primary axis), and must train on a snapshot built for that axis
+(`snapshot.filters["axis"]`, absent = primary). An RL run may name one reward model per
+axis, `config["reward_models"] = {axis: model version id}`, with a `combination`
+(training.engine.combination, Llama 2's rule); the run's config stores their folders and
+the resolved combination, and the worker re-checks each folder against the registry.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from django.db import transaction
 from core.audit import audit
 from core.errors import DomainError
 from core.runs import Run, run_cancel, run_enqueue, run_finish, run_heartbeat
+from labeling.axes import Axis, axes_from_config
 from labeling.models import Project
 from training.artifacts import artifact_local_model
 from training.model_refs import model_reference
@@ -102,7 +110,14 @@ def training_run_create(
     else:
         base_model = default_base_model(kind)
     config = {**config, "model": base_model}
-    if kind == TrainingRun.Kind.RL:
+    if kind == TrainingRun.Kind.REWARD:
+        config["axis"] = reward_axis(project, snapshot, config.get("axis"))
+    combined: dict[str, int] = {}
+    if kind == TrainingRun.Kind.RL and "reward_models" in config:
+        if reward_version is not None:
+            raise DomainError("give one reward model or per-axis reward_models, not both")
+        combined = _per_axis_rewards(project, config)
+    elif kind == TrainingRun.Kind.RL:
         reward_version = reward_version or ModelVersion.objects.filter(
             project=project, kind=ModelVersion.Kind.REWARD, is_current=True).first()
         if reward_version is None:
@@ -123,10 +138,74 @@ def training_run_create(
         artifact_path=str(settings.ARTIFACT_ROOT / "runs" / str(run.pk)))
     run.refresh_from_db()
     audit(actor=user, project=project, action="training.start", target=run,
-          after={"kind": kind, "snapshot": snapshot.pk, "base_model": base_model})
+          after={"kind": kind, "snapshot": snapshot.pk, "base_model": base_model,
+                 **({"axis": config["axis"]} if "axis" in config else {}),
+                 **({"reward_models": combined, "combination": config["combination"]} if combined else {})})
     if enqueue:
         run_enqueue(run)
     return run
+
+
+def reward_axis(project: Project, snapshot: DatasetSnapshot, axis: object) -> str:
+    """The axis a reward run learns: the one named (default: the project's primary axis),
+    which must be one of the project's and the one the snapshot's pairs were built for."""
+    axes = [a.key for a in axes_from_config(project.axes)]
+    if axis in (None, ""):
+        axis = axes[0]
+    if not isinstance(axis, str) or axis not in axes:
+        raise DomainError(f"axis {axis!r} is not one of this project's axes ({', '.join(axes)})")
+    built_for = snapshot.filters.get("axis") or axes[0]
+    if built_for != axis:
+        raise DomainError(f"snapshot {snapshot.pk} holds the {built_for!r} axis's pairs, not {axis!r}'s: "
+                          f"build a snapshot with the filter axis={axis!r}")
+    return axis
+
+
+def version_axis(version: ModelVersion) -> str:
+    """The axis a registered reward model learned (older versions: the primary axis)."""
+    return version.axis or axes_from_config(version.project.axes)[0].key
+
+
+def _per_axis_rewards(project: Project, config: dict[str, Any]) -> dict[str, int]:
+    """Resolve `reward_models` ({axis: model version id}) to their folders in `config` and
+    complete the combination's axes from the axes' purposes; returns {axis: version id}.
+    The engine's config class checks the combination itself (rule, threshold, axes)."""
+    from training.engine.combination import combination_from_dict
+
+    axes: dict[str, Axis] = {a.key: a for a in axes_from_config(project.axes)}
+    chosen = config["reward_models"]
+    if not isinstance(chosen, dict) or len(chosen) < 2:
+        raise DomainError("reward_models maps two or more of the project's axes to reward model version ids")
+    ids: dict[str, int] = {}
+    for axis, version_id in chosen.items():
+        if axis not in axes:
+            raise DomainError(f"reward_models names axis {axis!r}, not one of this project's ({', '.join(axes)})")
+        version = ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.REWARD,
+                                              pk=version_id if isinstance(version_id, int) else None).first()
+        if version is None:
+            raise DomainError(f"reward_models[{axis!r}] must be the id of a reward model of this project")
+        if version_axis(version) != axis:
+            raise DomainError(f"{version} learned the {version_axis(version)!r} axis, not {axis!r}")
+        ids[axis] = version.pk
+    combination = config.get("combination")
+    if not isinstance(combination, dict):
+        raise DomainError("reward_models needs a combination, e.g. {\"rule\": \"llama2\", \"safety_threshold\": 0.15}")
+    combination = dict(combination)
+    for field, purpose in (("safety_axis", "harmlessness"), ("helpful_axis", "helpfulness")):
+        if field not in combination:
+            matches = [key for key in ids if axes[key].purpose == purpose]
+            if len(matches) != 1:
+                raise DomainError(f"combination.{field}: name the axis (no single reward model axis has the "
+                                  f"purpose {purpose!r})")
+            combination[field] = matches[0]
+    try:
+        combination = combination_from_dict(combination, set(ids)).as_dict()
+    except ValueError as exc:
+        raise DomainError(f"invalid combination: {exc}") from None
+    config["reward_models"] = {axis: ModelVersion.objects.get(pk=pk).adapter_path for axis, pk in ids.items()}
+    config["combination"] = combination
+    config["reward_model"] = ""
+    return ids
 
 
 def _check_policy_data(snapshot: DatasetSnapshot, kind: str) -> None:
@@ -220,12 +299,25 @@ def _checked_models(run: TrainingRun) -> dict[str, Any]:
         config["model"] = artifact_local_model(base.merged_path or base.adapter_path)
     else:
         config["model"] = model_reference(str(config.get("model", "")))
-    if "reward_model" in config:
+    if config.get("reward_models"):
+        config["reward_models"] = {axis: _registered_reward(run, axis, folder)
+                                   for axis, folder in config["reward_models"].items()}
+    elif "reward_model" in config:
         reward = run.reward_version
         if reward is None or reward.project_id != run.project_id:
             raise DomainError("online RL needs a registered reward model of this project")
         config["reward_model"] = artifact_local_model(reward.adapter_path)
     return config
+
+
+def _registered_reward(run: TrainingRun, axis: str, folder: str) -> str:
+    """A per-axis reward model's folder, on this machine, if it is one of the project's
+    registered reward models of that axis."""
+    version = ModelVersion.objects.filter(project=run.project_id, kind=ModelVersion.Kind.REWARD,
+                                          adapter_path=folder).first()
+    if version is None or version_axis(version) != axis:
+        raise DomainError(f"reward_models[{axis!r}] is not a registered {axis!r} reward model of this project")
+    return artifact_local_model(version.adapter_path)
 
 
 def _launch_accelerate(run: TrainingRun, config: dict[str, Any], train_file: Path,

@@ -116,3 +116,35 @@ def test_rl_config_fields_have_help_and_validate() -> None:
     assert rl.RLTrainingConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(ValueError, match="algorithm"):
         rl.RLTrainingConfig(model="m", reward_model="r", algorithm="ppo")
+
+
+def test_grpo_combines_per_axis_reward_models_with_the_unsafe_flags(
+    tmp_path: Path, tiny_model_dir: Path, reward_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #21: two reward models (one folder twice here) under Llama 2's rule; TRL hands
+    the prompts' `unsafe` column to the combined reward, and the combination is recorded."""
+    import datasets
+
+    seen: list[Any] = []
+    real = rl.combine
+
+    def recording(combination: Any, scores: Any, unsafe: Any = None) -> list[float]:
+        seen.append((sorted(scores), list(unsafe) if unsafe is not None else None))
+        return real(combination, scores, unsafe)
+
+    monkeypatch.setattr(rl, "combine", recording)
+    prompts = tmp_path / "prompts.parquet"
+    datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": f"Tell me about {t}."}], "unsafe": n == 0}
+                                for n, t in enumerate(TOPICS)]).to_parquet(str(prompts))
+    combination = {"rule": "llama2", "safety_axis": "harmless", "helpful_axis": "helpful", "safety_threshold": 0.15}
+    config = rl.RLTrainingConfig.from_dict({
+        **rl_config(tiny_model_dir, reward_model).to_dict(), "reward_model": "", "combination": combination,
+        "reward_models": {"helpful": str(reward_model), "harmless": str(reward_model)}})
+
+    results = rl.train(config, prompts, None, tmp_path / "out")
+
+    assert results["status"] == "completed" and results["combination"] == combination
+    assert read_manifest(Path(results["model_dir"]))["config"]["combination"] == combination
+    assert seen and all(axes == ["harmless", "helpful"] for axes, _ in seen)
+    flags = [flag for _, unsafe in seen for flag in unsafe]
+    assert len(flags) == 2 * 4 and set(flags) <= {True, False}  # 2 steps of 4 completions, flags passed

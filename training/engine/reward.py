@@ -121,6 +121,12 @@ class RewardTrainingConfig(TrainingConfig):
     group_by_prompt: bool = field(
         default=True, metadata={"help": "Keep every pair of one prompt (group_id) in the same batch."}
     )
+    axis: str = field(
+        default="",
+        metadata={"help": "The label axis (issue #21) whose pairs this model learns, e.g. 'harmless'; recorded in "
+                          "the model's manifest so the folder says what it scores. Training does not read it; "
+                          "the platform sets it (the project's primary axis when the run names none)."},
+    )
     center_rewards_coefficient: float | None = field(
         default=None, metadata={"help": "Weight of the mean-zero reward penalty (0.01 is typical); None is off."}
     )

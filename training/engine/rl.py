@@ -23,6 +23,13 @@ prompt; the policy renders them with its chat template, as the sampler does
 (``training.engine.prompt_format``), and text prompts are refused.
 ``per_device_train_batch_size`` counts completions, so it (times processes and
 accumulation) must be a multiple of ``num_generations``.
+
+Per-axis reward models (issue #21): instead of ``reward_model``, ``reward_models`` maps
+label axes to reward model folders and ``combination`` says how their scores become one
+reward (``training.engine.combination``; Llama 2's rule: the safety model's score where
+the prompt is flagged unsafe, by a boolean ``unsafe`` column in the prompts file, or the
+safety score is below the threshold, else the helpfulness model's). Both are recorded in
+the config, hence in the model's manifest and the results.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from typing import Any
 
 from training.engine import checkpoints, prompt_format, trainer_config
 from training.engine.callbacks import MetricsSink, callbacks_for
+from training.engine.combination import Combination, combination_from_dict, combine
 from training.engine.manifest import MANIFEST, write_manifest
 from training.engine.trainer_config import TrainingConfig
 
@@ -57,10 +65,31 @@ class RLTrainingConfig(TrainingConfig):
         default=0.04, metadata={"help": "KL penalty toward the reference; > 0 also reports the KL."}
     )
     reward_batch_size: int = field(default=16, metadata={"help": "Completions per reward model forward pass."})
+    reward_models: dict[str, str] | None = field(
+        default=None,
+        metadata={"help": "Per-axis reward models, {axis key: folder of a trained reward model}, combined by "
+                          "'combination'; replaces reward_model."},
+    )
+    combination: dict[str, Any] | None = field(
+        default=None,
+        metadata={"help": "How reward_models' scores become one reward: {'rule': 'llama2', 'safety_axis', "
+                          "'helpful_axis', 'safety_threshold': 0.15} (training.engine.combination)."},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.reward_model:
+        if self.reward_models is not None:
+            if self.reward_model:
+                raise ValueError("give reward_model or reward_models (per axis), not both")
+            if not isinstance(self.reward_models, dict) or not self.reward_models or not all(
+                    isinstance(k, str) and isinstance(v, str) and v for k, v in self.reward_models.items()):
+                raise ValueError("reward_models must map axis keys to reward model folders")
+            if self.combination is None:
+                raise ValueError("reward_models needs a combination, e.g. {'rule': 'llama2', ...}")
+            combination_from_dict(self.combination, set(self.reward_models))
+        elif self.combination is not None:
+            raise ValueError("combination needs reward_models (one reward model per axis)")
+        elif not self.reward_model:
             raise ValueError("reward_model is required: the folder of a trained reward model")
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
@@ -71,8 +100,6 @@ class RLTrainingConfig(TrainingConfig):
 def train(config: RLTrainingConfig, train_path: Path | str, eval_path: Path | str | None,
           output_dir: Path | str, on_metrics: MetricsSink | None = None, resume: bool = True) -> dict[str, Any]:
     """Optimise the policy against the reward model; returns the results (also in results.json)."""
-    from training.engine.reward import RewardScorer
-
     completions_per_step = trainer_config.samples_per_step(config)
     if completions_per_step % config.num_generations:
         raise ValueError(f"{completions_per_step} completions per step is not a multiple of num_generations "
@@ -82,8 +109,11 @@ def train(config: RLTrainingConfig, train_path: Path | str, eval_path: Path | st
     model, tokenizer, peft_config = trainer_config.load_causal_lm(config, merge_adapter=True)
     prompts = unique_prompts(checkpoints.load_rows(train_path, run.cache_dir))
     eval_prompts = unique_prompts(checkpoints.load_rows(eval_path, run.cache_dir)) if eval_path else None
+    if config.reward_models is None:  # the unsafe flags only matter to a combination
+        prompts = prompts.select_columns(["prompt"])
+        eval_prompts = eval_prompts.select_columns(["prompt"]) if eval_prompts is not None else None
     trainer_class, args = _trainer_and_args(config, run.checkpoint_dir)
-    scorer = RewardScorer.load(config.reward_model, device=str(args.device), batch_size=config.reward_batch_size)
+    scorer = reward_function(config, str(args.device))
     metrics, callbacks = callbacks_for(KIND, config, run, on_metrics, completions_per_step,
                                               {"reward": "reward", "kl": "kl"})
     trainer = trainer_class(model=model, reward_funcs=[scorer], args=args, train_dataset=prompts,
@@ -95,6 +125,7 @@ def train(config: RLTrainingConfig, train_path: Path | str, eval_path: Path | st
     results: dict[str, Any] = {
         "kind": KIND,
         "algorithm": config.algorithm,
+        "combination": config.combination,
         "status": "cancelled" if metrics.cancelled else "completed",
         "global_step": trainer.state.global_step,
         "train_loss": output.training_loss,
@@ -143,19 +174,53 @@ def _trainer_and_args(config: RLTrainingConfig, checkpoint_dir: Path) -> tuple[t
 
 
 def unique_prompts(rows: Any) -> Any:
-    """One ``{"prompt"}`` row per distinct prompt (messages), in file order. Raises
-    ValueError for text prompts."""
+    """One ``{"prompt"}`` row per distinct prompt (messages), in file order, with its
+    boolean ``unsafe`` flag when the file has that column (a prompt is unsafe when any of
+    its rows says so). Raises ValueError for text prompts."""
     if "prompt" not in rows.column_names and "messages" in rows.column_names:
         rows = rows.map(lambda row: {"prompt": row["messages"][:-1]})
     prompt_format.require_messages(rows, KIND, ["prompt"])
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     keep = []
+    flags = rows["unsafe"] if "unsafe" in rows.column_names else None
+    unsafe: list[bool] = []
     for index, prompt in enumerate(rows["prompt"]):
         key = json.dumps(prompt, sort_keys=True)
         if key not in seen:
-            seen.add(key)
+            seen[key] = len(keep)
             keep.append(index)
-    return rows.select(keep).select_columns(["prompt"])
+            unsafe.append(False)
+        if flags is not None and flags[index]:
+            unsafe[seen[key]] = True
+    unique = rows.select(keep).select_columns(["prompt"])
+    return unique.add_column("unsafe", unsafe) if flags is not None else unique
+
+
+class CombinedReward:
+    """A TRL reward function over several per-axis reward models: every model scores each
+    completion and `combination` picks the reward (TRL passes the prompts' ``unsafe``
+    column, when the dataset has one, as a keyword)."""
+
+    __name__ = "ordinal_combined_reward"  # TRL names the reward column after it
+
+    def __init__(self, scorers: dict[str, Any], combination: Combination) -> None:
+        self.scorers, self.combination = scorers, combination
+
+    def __call__(self, prompts: Any, completions: Any, **kwargs: Any) -> list[float]:
+        scores = {axis: scorer(prompts, completions) for axis, scorer in self.scorers.items()}
+        return combine(self.combination, scores, kwargs.get("unsafe"))
+
+
+def reward_function(config: RLTrainingConfig, device: str) -> Any:
+    """The one reward model, or the per-axis models under their combination."""
+    from training.engine.reward import RewardScorer
+
+    if config.reward_models is None:
+        return RewardScorer.load(config.reward_model, device=device, batch_size=config.reward_batch_size)
+    combination = combination_from_dict(config.combination or {}, set(config.reward_models))
+    scorers = {axis: RewardScorer.load(folder, device=device, batch_size=config.reward_batch_size)
+               for axis, folder in sorted(config.reward_models.items())}
+    return CombinedReward(scorers, combination)
 
 
 def _save_merged(trainer: Any, tokenizer: Any, folder: Path, metadata: dict[str, Any]) -> None:
