@@ -67,15 +67,20 @@ def axis_agreements(items: Any, axis: str, primary: str) -> list[float]:
 def reward_rows(project: Any) -> list[dict[str, Any]]:
     versions = list(ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.REWARD)
                     .select_related("snapshot__project", "source_run").order_by("-id")[:20])
-    current = next((v for v in versions if v.is_current), None)
     axes = {axis.key: axis for axis in axes_from_config(project.axes)}
     primary = next(iter(axes))
+    current = {}  # per axis: each axis has its own current reward model
+    for version in versions:
+        if version.is_current:
+            current.setdefault(version.axis or primary, version)
     rows = []
     for version in versions:
         axis = version.axis or primary
         evaluation = (version.source_run.results.get("eval") or {}) if version.source_run else {}
         accuracy = version.metrics.get("eval_accuracy")
-        baseline = current.metrics.get("eval_accuracy") if current and current.pk != version.pk else None
+        baseline_version = current.get(axis)
+        baseline = (baseline_version.metrics.get("eval_accuracy")
+                    if baseline_version and baseline_version.pk != version.pk else None)
         rows.append({
             "version": version, "accuracy": accuracy, "pairs": version.metrics.get("eval_pairs"),
             "axis": axis, "axis_name": axes[axis].name if axis in axes else axis,
@@ -119,8 +124,13 @@ def reward_models(request: HttpRequest, project_id: int) -> HttpResponse:
             except DomainError as exc:
                 messages.error(request, str(exc))
             else:
-                messages.success(request, f"{version} is now the current {version.kind} model; "
-                                          "open items are being re-scored with it.")
+                primary = axes_from_config(project.axes)[0].key
+                if version.kind == ModelVersion.Kind.REWARD and version.axis not in ("", primary):
+                    messages.success(request, f"{version} is now the current reward model of the "
+                                              f"{version.axis} axis (RL runs can combine it).")
+                else:
+                    messages.success(request, f"{version} is now the current {version.kind} model; "
+                                              "open items are being re-scored with it.")
         return redirect("console:reward-models", project_id=project.pk)
     rows = reward_rows(project)
     return render(request, "console/reward_models.html", {

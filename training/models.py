@@ -144,7 +144,9 @@ class TrainingMetric(models.Model):
 
 class ModelVersion(models.Model):
     """A registered model: a policy (for generation) or a reward model (for scoring).
-    At most one current model of each kind per project; promoting switches it."""
+    At most one current policy per project and one current reward model per label axis
+    (the primary axis's scores candidates, routes items and is RL's default reward);
+    promoting switches it."""
 
     class Kind(models.TextChoices):
         POLICY = "policy"
@@ -183,8 +185,8 @@ class ModelVersion(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["project", "name", "version"],
                                     name="model_version_unique"),
-            models.UniqueConstraint(fields=["project", "kind"], condition=models.Q(is_current=True),
-                                    name="model_version_one_current_per_kind"),
+            models.UniqueConstraint(fields=["project", "kind", "axis"], condition=models.Q(is_current=True),
+                                    name="model_version_one_current_per_axis"),
         ]
 
     def __str__(self) -> str:

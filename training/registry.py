@@ -12,7 +12,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 
 from core.audit import audit
 from core.errors import DomainError
@@ -97,21 +97,14 @@ class PromotionNeedsConfirmation(DomainError):
 
 
 def worse_than_current(version: ModelVersion) -> ModelVersion | None:
-    """The current reward model when `version` scores below it on held-out accuracy."""
+    """The current reward model of the same axis when `version` scores below it on
+    held-out accuracy."""
     if version.kind != ModelVersion.Kind.REWARD or version.metrics.get("eval_accuracy") is None:
         return None
-    current = ModelVersion.objects.filter(project=version.project_id, kind=version.kind,
-                                          is_current=True).exclude(pk=version.pk).first()
-    if current is None or current.metrics.get("eval_accuracy") is None or not same_axis(version, current):
+    current = current_model(version.project, version.kind, axis=version.axis, exclude=version)
+    if current is None or current.metrics.get("eval_accuracy") is None:
         return None
     return current if version.metrics["eval_accuracy"] < current.metrics["eval_accuracy"] else None
-
-
-def same_axis(version: ModelVersion, other: ModelVersion) -> bool:
-    """Whether two reward models learned the same label axis (blank: the primary one): a
-    harmlessness model's accuracy says nothing about a helpfulness model's (issue #21)."""
-    primary = axes_from_config(version.project.axes)[0].key
-    return (version.axis or primary) == (other.axis or primary)
 
 
 @transaction.atomic
@@ -124,18 +117,22 @@ def model_version_promote(*, version: ModelVersion, actor: AbstractBaseUser | No
     worse_than = worse_than_current(version)
     if (version.warnings or worse_than is not None) and not confirm:
         raise PromotionNeedsConfirmation(version, worse_than)
-    previous = ModelVersion.objects.select_for_update().filter(
-        project=version.project, kind=version.kind, is_current=True).first()
-    if previous is not None and previous.pk != version.pk:
-        ModelVersion.objects.filter(pk=previous.pk).update(is_current=False)
+    # One current reward model per axis (a harmlessness model does not replace the
+    # helpfulness one); a version registered before axes counts as the primary axis's.
+    currents = ModelVersion.objects.select_for_update().filter(
+        _same_slot(version.project, version.kind, version.axis), project=version.project,
+        kind=version.kind, is_current=True).exclude(pk=version.pk)
+    previous = currents.order_by("-id").first()
+    currents.update(is_current=False)
     ModelVersion.objects.filter(pk=version.pk).update(is_current=True)
     version.refresh_from_db()
     audit(actor=actor, project=version.project, action=f"model.promote_{version.kind}",
           target=version, before={"current": str(previous) if previous else None},
           after={"current": str(version), **({"confirmed_warnings": version.warnings} if version.warnings else {}),
                  **({"confirmed_worse_than": str(worse_than)} if worse_than is not None else {})})
-    if version.kind == ModelVersion.Kind.REWARD and (previous is None or previous.pk != version.pk):
-        # Re-score the open items with the new model (the RM column, uncertain_first).
+    if version.kind == ModelVersion.Kind.REWARD and _is_primary(version.project, version.axis):
+        # Re-score the open items with the new model (the RM column, uncertain_first): the
+        # primary axis's reward model is the one that scores candidates.
         from core.runs import send_run_task
 
         version_id = version.pk
@@ -147,8 +144,29 @@ def model_version_promote(*, version: ModelVersion, actor: AbstractBaseUser | No
     return version
 
 
-def current_model(project: Project, kind: str) -> ModelVersion | None:
-    return ModelVersion.objects.filter(project=project, kind=kind, is_current=True).first()
+def _is_primary(project: Project, axis: str) -> bool:
+    return axis in ("", axes_from_config(project.axes)[0].key)
+
+
+def _same_slot(project: Project, kind: str, axis: str) -> Q:
+    """The versions that compete with one of this kind and axis for "current": policies
+    all together, reward models per axis (blank, from before axes, is the primary axis)."""
+    if kind != ModelVersion.Kind.REWARD:
+        return Q()
+    if _is_primary(project, axis):
+        return Q(axis__in=["", axes_from_config(project.axes)[0].key])
+    return Q(axis=axis)
+
+
+def current_model(project: Project, kind: str, *, axis: str = "",
+                  exclude: ModelVersion | None = None) -> ModelVersion | None:
+    """The current policy, or the current reward model of `axis` (default: the primary
+    axis's, the one that scores candidates, routes items and is RL's default reward)."""
+    versions = ModelVersion.objects.filter(_same_slot(project, kind, axis), project=project,
+                                           kind=kind, is_current=True)
+    if exclude is not None:
+        versions = versions.exclude(pk=exclude.pk)
+    return versions.order_by("-id").first()
 
 
 def candidates_score(*, version: ModelVersion, candidate_ids: list[int]) -> int:
@@ -207,9 +225,8 @@ def compare_with_current(*, version: ModelVersion, validation_file: Path) -> dic
 
     from training.engine.reward import RewardScorer
 
-    current = ModelVersion.objects.filter(project=version.project_id, kind=ModelVersion.Kind.REWARD,
-                                          is_current=True).exclude(pk=version.pk).first()
-    if current is None or not same_axis(version, current) or not str(validation_file).endswith(".parquet"):
+    current = current_model(version.project, ModelVersion.Kind.REWARD, axis=version.axis, exclude=version)
+    if current is None or not str(validation_file).endswith(".parquet"):
         return None
     rows = pq.read_table(validation_file, columns=["prompt", "chosen", "rejected"]).to_pylist()
     rows = rows[:HEAD_TO_HEAD_MAX_PAIRS]

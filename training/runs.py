@@ -44,7 +44,7 @@ from training.models import (
     TrainingMetric,
     TrainingRun,
 )
-from training.registry import compare_with_current, model_version_register
+from training.registry import compare_with_current, current_model, model_version_register
 from training.snapshots import snapshot_local_dir
 from training.workers import torch_threads
 
@@ -118,8 +118,7 @@ def training_run_create(
             raise DomainError("give one reward model or per-axis reward_models, not both")
         combined = _per_axis_rewards(project, config)
     elif kind == TrainingRun.Kind.RL:
-        reward_version = reward_version or ModelVersion.objects.filter(
-            project=project, kind=ModelVersion.Kind.REWARD, is_current=True).first()
+        reward_version = reward_version or current_model(project, ModelVersion.Kind.REWARD)
         if reward_version is None:
             raise DomainError("online RL needs a reward model: promote one first")
         config["reward_model"] = reward_version.adapter_path

@@ -77,11 +77,12 @@ def adjudication_context(item: Item, axis_key: str | None = None) -> dict:
         "consensus": consensus.get(c.pk), "disputed": c.pk in disputed_ids,
         "mean_score": entry.get("scores", {}).get(str(c.pk)),
     } for i, c in enumerate(candidates)]
-    from training.models import CandidateScore
+    from training.models import CandidateScore, ModelVersion
+    from training.registry import current_model
 
+    scorer = current_model(item.project, ModelVersion.Kind.REWARD)  # the primary axis's
     rm_scores = dict(CandidateScore.objects.filter(
-        candidate__in=candidates, model_version__is_current=True,
-        model_version__project_id=item.project_id).values_list("candidate_id", "score"))
+        candidate__in=candidates, model_version=scorer).values_list("candidate_id", "score")) if scorer else {}
     for row in rows:
         row["rm_score"] = rm_scores.get(row["candidate"].pk)
     labels = {c.pk: chr(ord("A") + i) for i, c in enumerate(candidates)}

@@ -116,6 +116,28 @@ def test_a_model_is_compared_with_the_current_one_of_its_own_axis_only(hh) -> No
     assert worse_than_current(reward_version(hh, "", 0.6)) == current  # blank: the primary axis
 
 
+def test_each_axis_has_its_own_current_reward_model(hh, django_capture_on_commit_callbacks) -> None:  # noqa: ANN001
+    """Promoting the harmlessness model does not replace the helpfulness one; only the
+    primary axis's model re-scores candidates and is the project's reward model."""
+    from training.registry import current_model, model_version_promote
+
+    old = reward_version(hh, "", 0.6)  # registered before axes: the primary axis's
+    helpful = reward_version(hh, "helpful", 0.7)
+    harmless = reward_version(hh, "harmless", 0.8)
+    with django_capture_on_commit_callbacks() as rescore:
+        model_version_promote(version=old, actor=None)
+    assert len(rescore) == 1
+    model_version_promote(version=helpful, actor=None)
+    with django_capture_on_commit_callbacks() as rescore:
+        model_version_promote(version=harmless, actor=None)
+    assert rescore == []  # the harmless model scores no candidates
+
+    current = set(ModelVersion.objects.filter(is_current=True).values_list("pk", flat=True))
+    assert current == {helpful.pk, harmless.pk}  # the blank one stepped aside for helpful
+    assert current_model(hh, "reward") == helpful
+    assert current_model(hh, "reward", axis="harmless") == harmless
+
+
 # --------------------------------------------------------------------------- RL combines per-axis reward models
 
 
