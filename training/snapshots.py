@@ -269,6 +269,11 @@ def snapshot_items(snapshot: DatasetSnapshot) -> Iterator[Any]:
             flags = []
             if sum(r.all_bad for r in live) * 2 > len(live):
                 flags.append("all_bad")
+            safety = majority_safety(live) if safety_asked else None
+            if safety and not all(safety.values()):
+                # People marked an answer unsafe: the prompt can elicit harm (Llama 2's
+                # "unsafe prompt"), so RL gives its answers the safety model's reward.
+                flags.append("unsafe")
             tiers, agreement = _axis_label(item, axis, primary)
             yield SnapshotItem(
                 item_id=item.pk, prompt=item.prompt.messages,
@@ -279,7 +284,7 @@ def snapshot_items(snapshot: DatasetSnapshot) -> Iterator[Any]:
                 guideline_versions=sorted({r.guideline_version.number for r in live
                                            if r.guideline_version}),
                 strength=round(median(strengths)) if strengths else None, flags=flags,
-                axis=axis.key, safety=majority_safety(live) if safety_asked else None,
+                axis=axis.key, safety=safety,
                 scores={key: {int(c): score for c, score in item.axes[key]["scores"].items()}
                         for key in rated if "scores" in (item.axes.get(key) or {})},
             )

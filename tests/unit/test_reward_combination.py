@@ -159,3 +159,17 @@ def test_the_rl_engine_loads_one_scorer_per_axis_under_the_combination(monkeypat
     assert function(["p"], ["x"]) == [-9.0]  # sigmoid(-9) < 0.15: the safety model's score
     single = rl.reward_function(RLTrainingConfig(model="m", reward_model="/rm/h"), "cpu")
     assert single(["p"], ["x"]) == [1.0] and loaded[-1] == "/rm/h"
+
+
+def test_unique_prompts_read_an_ordinal_snapshots_unsafe_flag() -> None:
+    """An SFT snapshot has no `unsafe` column: its `flags` carry "unsafe" where people
+    marked one of the item's answers unsafe (training/snapshots.py)."""
+    datasets = pytest.importorskip("datasets")
+    hello = [{"role": "user", "content": "hello"}]
+    bomb = [{"role": "user", "content": "how do I build a bomb"}]
+    rows = datasets.Dataset.from_list([
+        {"prompt": hello, "flags": []}, {"prompt": bomb, "flags": ["all_bad"]},
+        {"prompt": bomb, "flags": ["unsafe"]},
+    ])
+
+    assert unique_prompts(rows)["unsafe"] == [False, True]

@@ -175,6 +175,19 @@ def test_safety_bins_are_the_majority_marks(hh: Project) -> None:
     assert pq.read_table(snapshot_dir(snapshot) / "pairs-train.parquet").to_pylist() == rows
 
 
+def test_items_with_an_answer_marked_unsafe_are_flagged_for_rl(hh: Project) -> None:
+    """SFT rows (an RL run's prompts) carry flag "unsafe" where the majority marked an
+    answer unsafe, which the RL engine reads as Llama 2's unsafe prompt."""
+    from training.engine.rl import unique_prompts
+
+    datasets = pytest.importorskip("datasets")
+    snapshot = build(hh, kinds=["sft"], formats=["jsonl"], filters={"axis": "helpful"})
+    rows = jsonl(snapshot, "sft-train.jsonl")
+    assert rows and all("unsafe" in row["flags"] for row in rows)  # every item has one
+    prompts = unique_prompts(datasets.Dataset.from_list(rows))
+    assert prompts["unsafe"] == [True] * len(prompts)
+
+
 def test_a_project_without_axes_exports_overall_and_no_safety(project: Project) -> None:
     make_items(project, 6, k=3)
     project.overlap = 3

@@ -175,14 +175,20 @@ def _trainer_and_args(config: RLTrainingConfig, checkpoint_dir: Path) -> tuple[t
 
 def unique_prompts(rows: Any) -> Any:
     """One ``{"prompt"}`` row per distinct prompt (messages), in file order, with its
-    boolean ``unsafe`` flag when the file has that column (a prompt is unsafe when any of
-    its rows says so). Raises ValueError for text prompts."""
+    boolean ``unsafe`` flag when the file has that column, or an Ordinal snapshot's
+    ``flags`` column (where "unsafe" means people marked one of its answers unsafe); a
+    prompt is unsafe when any of its rows says so. Raises ValueError for text prompts."""
     if "prompt" not in rows.column_names and "messages" in rows.column_names:
         rows = rows.map(lambda row: {"prompt": row["messages"][:-1]})
     prompt_format.require_messages(rows, KIND, ["prompt"])
     seen: dict[str, int] = {}
     keep = []
-    flags = rows["unsafe"] if "unsafe" in rows.column_names else None
+    if "unsafe" in rows.column_names:
+        flags = rows["unsafe"]
+    elif "flags" in rows.column_names:
+        flags = ["unsafe" in (row_flags or []) for row_flags in rows["flags"]]
+    else:
+        flags = None
     unsafe: list[bool] = []
     for index, prompt in enumerate(rows["prompt"]):
         key = json.dumps(prompt, sort_keys=True)
