@@ -17,7 +17,9 @@ An axis whose purpose is "harmlessness" makes the workspace ask Llama 2's safety
 each answer safe?), stored in `Ranking.safety`, and is the safety reward model's axis
 when RL combines per-axis reward models (training/engine/rl.py).
 
-Pure Python: no Django imports, so the engine and the stats may use it.
+Pure Python: no Django imports. The two names the training engine needs as well (the
+default axis's key and Llama 2's safety bin) are defined there, since the engine imports
+no app, and re-exported here.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from training.engine.pairs import DEFAULT_KEY, SAFETY_BINS, safety_bin
+
+__all__ = ["DEFAULT_KEY", "SAFETY_BINS", "safety_bin"]  # re-exported (see the docstring)
+
 RANKING = "ranking"
 RATING = "rating"
 KINDS = (RANKING, RATING)
@@ -34,7 +40,6 @@ PURPOSES = ("general", "helpfulness", "harmlessness")
 RATING_SCORES = range(5)  # 0..4, HelpSteer's scale
 MAX_AXES = 8
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-DEFAULT_KEY = "overall"
 
 
 class AxisError(ValueError):
@@ -225,13 +230,3 @@ def label_scores(labels: Mapping[str, Any] | None, axis: str) -> dict[int, int] 
     return {int(k): int(v) for k, v in entry["scores"].items()}
 
 
-SAFETY_BINS = ("both_safe", "only_a_safe", "only_b_safe", "neither_safe")
-
-
-def safety_bin(safe_first: bool, safe_second: bool) -> str:
-    """Llama 2's safety bin of a pair of answers (first, second)."""
-    if safe_first and safe_second:
-        return "both_safe"
-    if safe_first:
-        return "only_a_safe"
-    return "only_b_safe" if safe_second else "neither_safe"

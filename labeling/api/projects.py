@@ -49,8 +49,9 @@ AXIS_SCHEMA = {
         "required": {"type": "boolean", "description": "An item is accepted when every "
                                                        "required axis is."},
         "description": {"type": "string", "maxLength": 2000},
-        "anchors": {"type": "array", "items": {"type": "string"}, "minItems": 5, "maxItems": 5,
-                    "description": "Rating axes: what 0, 1, 2, 3 and 4 mean."},
+        "anchors": {"type": "array", "items": {"type": "string", "maxLength": 200}, "maxItems": 5,
+                    "description": "Rating axes: what 0, 1, 2, 3 and 4 mean (exactly five); "
+                                   "ranking axes: none."},
     },
     "required": ["key"],
     "additionalProperties": False,

@@ -31,7 +31,7 @@ Axes (labeling/axes.py). A snapshot is built for one axis: its items are those d
 axis in its ``axis`` column ("overall" for a project without axes). A project with a
 harmlessness axis also exports Llama 2's safety bin per pair: ``chosen_safe`` and
 ``rejected_safe`` (the annotators' majority mark per answer, null where nobody marked it)
-and ``safety_bin`` (`labeling.axes.safety_bin` of chosen, rejected: "both_safe",
+and ``safety_bin`` (`training.engine.pairs.safety_bin` of chosen, rejected: "both_safe",
 "only_a_safe" = only the chosen answer is safe, "only_b_safe" = only the rejected one,
 "neither_safe"); all three are null for a project without one.
 
@@ -64,8 +64,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from labeling.axes import DEFAULT_KEY, safety_bin
-from training.engine.pairs import check_tiers, pairs_from_ranking
+from training.engine.pairs import DEFAULT_KEY, check_tiers, pairs_from_ranking, safety_bin
 from training.engine.prompt_format import plain_prompt, prompt_hash
 
 Message = dict[str, str]

@@ -49,3 +49,17 @@ def check_tiers(tiers: Tiers) -> None:
             if candidate in seen:
                 raise InvalidRankingError(f"candidate {candidate} appears twice in one ranking")
             seen.add(candidate)
+
+
+# Label axes (labeling/axes.py re-exports these: the engine imports no app).
+DEFAULT_KEY = "overall"  # the one implicit axis of a project that defines none
+SAFETY_BINS = ("both_safe", "only_a_safe", "only_b_safe", "neither_safe")
+
+
+def safety_bin(safe_first: bool, safe_second: bool) -> str:
+    """Llama 2's safety bin of a pair of answers (first, second)."""
+    if safe_first and safe_second:
+        return "both_safe"
+    if safe_first:
+        return "only_a_safe"
+    return "only_b_safe" if safe_second else "neither_safe"
