@@ -271,6 +271,7 @@ def seed_items(url: str, project_id: int, n_items: int, k: int, required: int, c
             "decision_note",
             "created_at",
             "kind",
+            "axes",
         ]
         link_cols = ["id", "item_id", "candidate_id", "position"]
         for table, cols in zip(SEED_TABLES, (prompt_cols, cand_cols, item_cols, link_cols), strict=True):
@@ -323,7 +324,7 @@ def seed_items(url: str, project_id: int, n_items: int, k: int, required: int, c
             for lo in range(1, n_items + 1, chunk * 10):
                 hi = min(lo + chunk * 10, n_items + 1)
                 yield "".join(
-                    f"{i}\t{project_id}\t{i}\topen\t0\t0\t{required}\tf\tf\t\t{now}\tranking\n" for i in range(lo, hi)
+                    f"{i}\t{project_id}\t{i}\topen\t0\t0\t{required}\tf\tf\t\t{now}\tranking\t{{}}\n" for i in range(lo, hi)
                 )
 
         def link_blocks() -> object:
