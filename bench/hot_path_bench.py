@@ -324,7 +324,8 @@ def seed_items(url: str, project_id: int, n_items: int, k: int, required: int, c
             for lo in range(1, n_items + 1, chunk * 10):
                 hi = min(lo + chunk * 10, n_items + 1)
                 yield "".join(
-                    f"{i}\t{project_id}\t{i}\topen\t0\t0\t{required}\tf\tf\t\t{now}\tranking\t{{}}\n" for i in range(lo, hi)
+                    f"{i}\t{project_id}\t{i}\topen\t0\t0\t{required}\tf\tf\t\t{now}\tranking\t{{}}\n"
+                    for i in range(lo, hi)
                 )
 
         def link_blocks() -> object:
