@@ -59,6 +59,7 @@ def assignment_payload(assignment: Assignment) -> dict[str, Any]:
     item = assignment.item
     project = item.project
     version = assignment.guideline_version
+    axes = axes_from_config(project.axes)
     return {
         "id": assignment.pk,
         "item": item.pk,
@@ -72,8 +73,8 @@ def assignment_payload(assignment: Assignment) -> dict[str, Any]:
         "messages": item.prompt.messages,
         "candidates": [{"id": c.id, "label": c.label, "text": c.text}
                        for c in shown_candidates(assignment)],
-        "axes": [axis.as_dict() for axis in axes_from_config(project.axes)],
-        "ask_safety": asks_safety(axes_from_config(project.axes)),
+        "axes": [axis.as_dict() for axis in axes],
+        "ask_safety": asks_safety(axes),
     }
 
 

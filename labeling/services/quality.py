@@ -75,11 +75,9 @@ def item_decide(*, item_id: int) -> str:
     tiers = [r.tiers for r in rankings]
     fields, figures = item_figures(item, rankings)
     agreement = fields["agreement"]
-    if figures:
-        axes = axes_from_config(project.axes)
-        unanimous = all(figures.get(a.key, {}).get("agreement", 1.0) >= 1.0 for a in axes if a.required)
-    else:
-        unanimous = agreement >= 1.0
+    axes = axes_from_config(project.axes) if figures else []
+    unanimous = (all(figures.get(a.key, {}).get("agreement", 1.0) >= 1.0 for a in axes if a.required)
+                 if figures else agreement >= 1.0)
     escalate = (
         project.adaptive_overlap and item.required_rankings < project.overlap
         # One ranking is enough only where a trusted AI judge agrees with it (judges/routing.py).
@@ -90,17 +88,15 @@ def item_decide(*, item_id: int) -> str:
     if escalate:
         fields.update(status=Item.Status.OPEN, required_rankings=F("required_rankings") + 1)
     else:
-        if figures:
-            accepted = item_status(axes_from_config(project.axes), figures) == Item.Status.ACCEPTED
-        else:
-            accepted = agreement >= project.agreement_threshold
+        accepted = (item_status(axes, figures) == Item.Status.ACCEPTED if figures
+                    else agreement >= project.agreement_threshold)
         fields.update(status=Item.Status.ACCEPTED if accepted else Item.Status.DISPUTED,
                       decided_at=timezone.now())
     Item.objects.filter(pk=item.pk).update(**fields)
     if fields["status"] == Item.Status.DISPUTED:
         data = {"item": item.pk, "prompt": item.prompt_id, "agreement": agreement}
         if figures:
-            data["axes"] = disputed_axes(axes_from_config(project.axes), figures)
+            data["axes"] = disputed_axes(axes, figures)
         event_emit(project=project, type=EventType.ITEM_DISPUTED, path=f"/api/items/{item.pk}/agreement",
                    data=data)
     quality_refresh_soon(project_id=project.pk)
