@@ -101,7 +101,7 @@ def export_both(tmp_path: Path, fmt: str, kind: str, options: ExportOptions, ite
 ], ids=["default", "messages-split", "text-split"])
 def test_the_fast_export_writes_the_builders_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    fmt: str, kind: str, options: ExportOptions) -> None:
-    monkeypatch.setattr(pair_export, "CHUNK_ITEMS", 37)  # row groups cut across chunks
+    monkeypatch.setattr(pair_export, "TABLE_ROWS", 350)  # tables of 3 row groups, items cut between them
     items, external = snapshot(400)
 
     old, new, old_files, new_files = export_both(tmp_path, fmt, kind, options, items, external, batch_rows=101)
@@ -138,3 +138,19 @@ def test_the_fast_export_refuses_what_the_builders_refuse(tmp_path: Path, fmt: s
         pair_export.write_pair_files([SnapshotItem(1, CHAT, cands, [[1], [3]])], ExportOptions(), "pairs",
                                      open_writer, splits=("train",))
     assert list(tmp_path.iterdir()) == []  # nothing left behind, not even a temporary file
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_an_item_with_more_pairs_than_a_table_is_cut_across_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   fmt: str) -> None:
+    monkeypatch.setattr(pair_export, "TABLE_ROWS", 100)  # a table is one row group of 64 rows
+    ids = list(range(1, 31))
+    big = SnapshotItem(1, CHAT, {c: CandidateInfo(f"answer {c}", model="m") for c in ids},
+                       [[c] for c in ids[:20]] + [ids[20:]])  # 20 tiers and a tie of 10: 390 pairs
+    items, external = snapshot(30, seed=5)
+
+    old, new, old_files, new_files = export_both(tmp_path, fmt, "pairs", ExportOptions(), [*items, big, *items],
+                                                 external, batch_rows=64)
+
+    assert old == new and new["train"].rows > 390
+    assert old_files[0].read_bytes() == new_files[0].read_bytes()

@@ -85,14 +85,15 @@ class JsonlWriter:
         if len(self._lines) >= self._buffer_rows:
             self._flush()
 
-    def write_parts(self, parts: Iterable[bytes]) -> None:
-        """One row already encoded by this writer's encoder, as ASCII byte pieces ending in
-        its newline (``training.engine.pair_export``). Not mixed with `write` in one file."""
+    def write_parts(self, parts: Iterable[bytes], rows: int = 1) -> None:
+        """``rows`` rows already encoded by this writer's encoder, as ASCII byte pieces, each
+        row ending in its newline (``training.engine.pair_export`` hands an item's pairs in
+        one call). Not mixed with `write` in one file."""
         if self._lines:
             raise ValueError("write_parts after write: one file takes rows one way")
-        self._parts.extend(parts)
-        self.rows += 1
-        self._part_rows += 1
+        self._parts += parts
+        self.rows += rows
+        self._part_rows += rows
         if self._part_rows >= self._buffer_rows:
             self._background.submit(b"".join(self._parts))
             self._parts, self._part_rows = [], 0
@@ -135,7 +136,7 @@ class ParquetRowWriter:
         self._batch: list[Mapping[str, Any]] = []
         self._tables: list[pa.Table] = []  # `write_table`'s rows not yet in a batch
         self._table_rows = 0
-        self._batch_rows = batch_rows
+        self.batch_rows = batch_rows  # rows per row group
         self._sink = _HashingSink(self.path)
         self._writer = pq.ParquetWriter(
             self._sink, schema, compression=compression,
@@ -151,7 +152,7 @@ class ParquetRowWriter:
             )
         self._batch.append(row)
         self.rows += 1
-        if len(self._batch) >= self._batch_rows:
+        if len(self._batch) >= self.batch_rows:
             self._flush()
 
     def write_table(self, table: pa.Table) -> None:
@@ -165,8 +166,8 @@ class ParquetRowWriter:
         self._tables.append(table)
         self._table_rows += table.num_rows
         self.rows += table.num_rows
-        while self._table_rows >= self._batch_rows:
-            self._flush_tables(self._batch_rows)
+        while self._table_rows >= self.batch_rows:
+            self._flush_tables(self.batch_rows)
 
     def close(self) -> FileStats:
         self._flush()
