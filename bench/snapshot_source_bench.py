@@ -51,9 +51,12 @@ def seed(n_items: int) -> None:
     project = Project.objects.filter(slug=PROJECT_SLUG).first()
     if project is not None and Item.objects.filter(project=project).count() == n_items:
         return
-    if project is not None:
-        Ranking.objects.filter(item__project=project).delete()
-        Assignment.objects.filter(item__project=project).delete()
+    if project is not None:  # another count: the old seed goes, children first (PROTECTed keys)
+        for model in (Ranking, Assignment, ItemCandidate):
+            model.objects.filter(item__project=project).delete()
+        Item.objects.filter(project=project).delete()
+        Candidate.objects.filter(prompt__project=project).delete()
+        Prompt.objects.filter(project=project).delete()
         project.delete()
     text, rng = corpus(SEED), random.Random(SEED)
     span = len(text) - 2000
