@@ -51,7 +51,7 @@ from labeling.importing.reading import (
 )
 from labeling.importing.rows import ParsedRow, parse_row
 from labeling.models import Candidate, ExternalPreference, Project, Prompt
-from labeling.services.items import items_create_bulk
+from labeling.services.items import int_array, items_create_bulk
 
 __all__ = ["ImportFileError", "ImportReport", "InvalidRow", "import_axis_problem", "prompts_import"]
 
@@ -286,6 +286,13 @@ def _import_chunk(project: Project, chunk: Chunk, source: str,
         report.items_added += items_create_bulk(project=project, candidate_sets=candidate_sets)
     if preferences:
         _insert_preferences(preferences, report)
+    if connection.vendor == "postgresql":
+        # The foreign keys are deferred (Django makes them DEFERRABLE INITIALLY DEFERRED):
+        # their checks, one per prompt, candidate, item and link, would all wait for the
+        # commit, and run there one after the other with nothing else to do, on pages
+        # long gone from shared buffers. Checked here, chunk by chunk, they run while the
+        # chunk's rows are cached and while the reading thread prepares the next chunk.
+        connection.check_constraints()
 
 
 def _upsert_prompts(project: Project, chunk: Chunk, source: str,
@@ -384,8 +391,8 @@ def _upsert_candidates(
     old = {prompt_ids[digest] for digest in chunk.hashes} - new_prompts
     if old and connection.vendor == "postgresql":
         existing = {(prompt_id, key): cid for prompt_id, key, cid in _fetch(
-            "SELECT prompt_id, dedupe_key, id FROM labeling_candidate WHERE prompt_id = ANY(%s)",
-            [sorted(old)])}
+            "SELECT prompt_id, dedupe_key, id FROM labeling_candidate WHERE prompt_id = ANY(%s::bigint[])",
+            [int_array(sorted(old))])}
     elif old:
         existing = {(prompt_id, key): cid for prompt_id, key, cid in Candidate.objects.filter(
             prompt_id__in=old).order_by().values_list("prompt_id", "dedupe_key", "id")}
@@ -466,8 +473,8 @@ def _copy_candidates(rows: list[tuple], now: Any) -> dict[tuple[int, str], tuple
             for values in rows:
                 copy.write_row((*values, now))
         cursor.execute(
-            "SELECT prompt_id, dedupe_key, id, is_duplicate FROM labeling_candidate WHERE prompt_id = ANY(%s)",
-            [sorted({values[0] for values in rows})],
+            "SELECT prompt_id, dedupe_key, id, is_duplicate FROM labeling_candidate "
+            "WHERE prompt_id = ANY(%s::bigint[])", [int_array(sorted({values[0] for values in rows}))],
         )
         return {(p, k): (cid, duplicate) for p, k, cid, duplicate in cursor.fetchall()}
 
