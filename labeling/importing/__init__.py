@@ -23,7 +23,8 @@ nothing is stored unless the whole file is. ``skip_invalid`` imports the valid r
 chunk committing on its own. Validation checks all the write would refuse (texts and
 metadata PostgreSQL cannot store, metadata over its limits: labeling/prompt_metadata.py).
 Reading streams within bounds (`reading`), so memory stays flat for any file size;
-`rows` turns one record into a ParsedRow; this module writes them.
+`rows` turns one record into a ParsedRow; `chunks` reads, hashes and renders them on a
+thread of its own, at most two chunks ahead of this module, which writes them.
 """
 
 from __future__ import annotations
