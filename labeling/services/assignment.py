@@ -41,13 +41,13 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef, QuerySet
 from django.utils import timezone
 
+from core import rows
 from core.errors import DomainError
 from guidelines.services import (
     acknowledgement_needed,
     guideline_current_version,
 )
 from labeling.models import Assignment, Item, Membership, Project, Prompt
-from labeling.services import rows
 
 MAX_ACTIVE_LEASES = 2  # the item on screen and the one pre-loaded behind it
 

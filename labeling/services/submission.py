@@ -12,9 +12,9 @@ from django.db import IntegrityError, connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core import rows
 from guidelines.services import version_is_outdated
 from labeling.models import Assignment, Item, Membership, Project
-from labeling.services import rows
 from labeling.services.assignment import InvalidRanking, SubmissionConflict
 
 StoreResult = tuple[Any, bool, "SubmissionConflict | None"]

@@ -1,10 +1,11 @@
 """Model instances from the columns of a hand-written PostgreSQL statement.
 
-The annotators' hot path (assignment.py, submission.py) reads its rows with one
-statement per step instead of the ORM's queries, whose SQL compilation was most of the
-path's CPU (#19). The column lists come from the models, so a field added later is read
-too, and every value goes through its field's converters (JSON columns arrive as text)
-as the ORM's own rows do.
+The annotators' hot path (labeling.services.assignment and .submission,
+core.access.project_for) reads its rows with one statement per step instead of the
+ORM's queries, whose SQL compilation was most of the path's CPU (#19). The column
+lists come from the models, so a field added later is read too, and every value goes
+through its field's converters (JSON columns arrive as text) as the ORM's own rows do.
+PostgreSQL only: other backends' converters expect the ORM's expressions.
 """
 
 from __future__ import annotations
