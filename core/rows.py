@@ -20,6 +20,7 @@ from django.db.models import Model
 M = TypeVar("M", bound=Model)
 
 
+@cache
 def select_list(model: type[Model], alias: str) -> str:
     """The model's concrete columns, qualified by `alias`, in `instance`'s order, each
     named `<alias>_<n>` (so several models' columns can share one subquery)."""
@@ -27,6 +28,7 @@ def select_list(model: type[Model], alias: str) -> str:
                      for n, field in enumerate(model._meta.concrete_fields))
 
 
+@cache
 def width(model: type[Model]) -> int:
     return len(model._meta.concrete_fields)
 
