@@ -503,6 +503,10 @@ if REDIS_URL:
     # The cache (the sign-in throttle's counters) too: every web process counts together.
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
                           "KEY_PREFIX": "ordinal"}}
+    # Sessions read from that shared cache, written to both (#19: one query less per
+    # page request). Only with a cache every process shares: a per-process cache would
+    # keep serving a session another process ended.
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 else:
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {

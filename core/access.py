@@ -49,13 +49,24 @@ def project_for(user: User, project_id: int | str, *, min_role: str = Role.ANNOT
     """The project if the user belongs to it (404 otherwise) with at least `min_role`
     (403 otherwise). One query (it is on the annotators' hot path): the caller's
     membership comes along as `member_paused` (None for staff who aren't members)."""
-    if not str(project_id).isdigit() or not user.is_authenticated:
+    if not str(project_id).isdigit():
+        raise Http404("No such project.")
+    return _project_with_membership(user, min_role, pk=project_id)
+
+
+def project_by_slug_for(user: User, slug: str, *, min_role: str = Role.ANNOTATOR) -> Project:
+    """`project_for` by slug, in the same one query (the workspace page and its prefetch)."""
+    return _project_with_membership(user, min_role, slug=slug)
+
+
+def _project_with_membership(user: User, min_role: str, **lookup: object) -> Project:
+    if not user.is_authenticated:
         raise Http404("No such project.")
     if connection.vendor == "postgresql":
-        project = _project_with_membership(user, int(project_id))
+        project = _project_row(user, **lookup)
     else:
         mine = Membership.objects.filter(project=OuterRef("pk"), user=user)
-        project = Project.objects.filter(pk=project_id).annotate(
+        project = Project.objects.filter(**lookup).annotate(
             member_role=Subquery(mine.values("role")[:1]),
             member_paused=Subquery(mine.values("paused")[:1]),
         ).first()
@@ -67,28 +78,23 @@ def project_for(user: User, project_id: int | str, *, min_role: str = Role.ANNOT
     return project
 
 
-def _project_with_membership(user: User, project_id: int) -> Project | None:
-    """PostgreSQL: the same row as the ORM query above, as one hand-written statement: on
-    the annotators' hot path its compilation cost more than everything else in `next`
+def _project_row(user: User, *, pk: int | str | None = None, slug: str | None = None
+                 ) -> Project | None:
+    """PostgreSQL: the ORM query's row (by id or by slug) as one hand-written statement:
+    on the annotators' hot path its compilation cost more than anything else in `next`
     but the claim (#19)."""
+    column, value = ("id", int(pk)) if pk is not None else ("slug", slug)
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT m.role, m.paused, {rows.select_list(Project, 'p')} FROM labeling_project p"  # noqa: S608 - no input in the SQL text
             " LEFT JOIN labeling_membership m ON m.project_id = p.id AND m.user_id = %s"
-            " WHERE p.id = %s", [user.pk, project_id])
+            f" WHERE p.{column} = %s", [user.pk, value])
         row = cursor.fetchone()
     if row is None:
         return None
     project = rows.instance(Project, row[2:])
     project.member_role, project.member_paused = row[0], row[1]  # one membership per user and project
     return project
-
-
-def project_by_slug_for(user: User, slug: str, *, min_role: str = Role.ANNOTATOR) -> Project:
-    project = Project.objects.filter(slug=slug).only("pk").first()
-    if project is None:
-        raise Http404("No such project.")
-    return project_for(user, project.pk, min_role=min_role)
 
 
 def object_for(user: User, model: type, pk: int, *, min_role: str = Role.ANNOTATOR,

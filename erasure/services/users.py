@@ -17,8 +17,10 @@ import hashlib
 import hmac
 import logging
 from dataclasses import dataclass, field
+from importlib import import_module
 from typing import Any
 
+from django.conf import settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
@@ -142,7 +144,11 @@ def _erase_account(user: AbstractBaseUser, actor: AbstractBaseUser | None,
     counts.update(_remove_or_scrub_text(user, identifiers, pattern, pseudonym,
                                         remove_text=remove_text))
     counts["sign_in_records"] = sum(rows.delete()[0] for rows in _sign_in_records(user))
-    counts["sessions"] = Session.objects.filter(session_key__in=_sessions_of(user)).delete()[0]
+    sessions = _sessions_of(user)
+    counts["sessions"] = Session.objects.filter(session_key__in=sessions).delete()[0]
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    for key in sessions:  # and from the session cache (cached_db), where there is one
+        store(session_key=key).delete()
     counts["api_tokens"] = ApiToken.objects.filter(user=user).delete()[0]
     counts["sso_links"] = OidcIdentity.objects.filter(user=user).delete()[0]
     counts["audit_events_scrubbed"] = _scrub_audit(identifiers, pattern, pseudonym)

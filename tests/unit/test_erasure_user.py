@@ -16,6 +16,7 @@ from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
+from django.contrib.sessions.models import Session
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
@@ -209,3 +210,24 @@ def test_cli_shows_then_erases(person) -> None:  # noqa: ANN001
     assert user_pseudonym(person.pk) in done.getvalue()
     assert not get_user_model().objects.filter(username=USERNAME).exists()
     assert AuditEvent.objects.get(action="user.erase", actor=None).note == "origin: cli"
+
+
+def test_erasure_ends_sessions_held_in_the_session_cache(staff, settings) -> None:  # noqa: ANN001
+    """With a shared cache, sessions are read from it (config/settings.py): erasing the
+    account must take them out of the cache too, not only out of the table."""
+    from django.contrib.sessions.backends.cached_db import KEY_PREFIX
+    from django.core.cache import cache
+
+    from erasure.services.users import user_erase
+
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    user = UserFactory(username="cached-person")
+    browser = Client()
+    browser.force_login(user)
+    key = browser.session.session_key
+    assert cache.get(KEY_PREFIX + key)["_auth_user_id"] == str(user.pk)  # served from the cache
+
+    user_erase(user=user, actor=staff, remove_text=False)
+
+    assert cache.get(KEY_PREFIX + key) is None
+    assert not Session.objects.filter(session_key=key).exists()
