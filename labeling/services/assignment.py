@@ -137,20 +137,23 @@ def _claim(*, annotator: AbstractBaseUser, project: Project, wanted: int
     """The ids of the leases the annotator holds (oldest first, at most
     MAX_ACTIVE_LEASES) and, when they hold exactly `wanted`, a new claim: None when
     nothing is left for them (or they hold more or fewer)."""
+    postgresql = connection.vendor == "postgresql"
+    if not postgresql:  # read outside the claim's (IMMEDIATE, on SQLite) transaction
+        held = _held_ids(annotator, project)
+        if len(held) != wanted:
+            return held, None
+    gold = bool(project.gold_rate) and random.random() < project.gold_rate  # noqa: S311
     with transaction.atomic():
-        gold = bool(project.gold_rate) and random.random() < project.gold_rate  # noqa: S311
-        if connection.vendor == "postgresql":
+        if postgresql:
             held, item, texts = _held_and_claimed(annotator, project, wanted, gold=gold)
             if gold and item is None and len(held) == wanted:  # no gold left for them
                 held, item, texts = _held_and_claimed(annotator, project, wanted, gold=False)
         else:
-            held, item, texts = _held_ids(annotator, project), None, {}
-            if len(held) == wanted:
-                item = _lock_first(_gold_items(annotator, project)) if gold else None
-                if item is None:
-                    item = _lock_first(_open_items(annotator, project))
-            if item is not None:
-                texts = {cid: (text, html) for cid, text, html in item.item_candidates.values_list(
+            item = _lock_first(_gold_items(annotator, project)) if gold else None
+            if item is None:
+                item = _lock_first(_open_items(annotator, project))
+            texts = {} if item is None else {
+                cid: (text, html) for cid, text, html in item.item_candidates.values_list(
                     "candidate_id", "candidate__text", "candidate__text_html")}
         if item is None:
             return held, None
@@ -162,7 +165,7 @@ def _claim(*, annotator: AbstractBaseUser, project: Project, wanted: int
             guideline_version=guideline_current_version(project=project),
             leased_at=now, expires_at=now + timedelta(minutes=project.lease_minutes),
         )
-        if connection.vendor == "postgresql":
+        if postgresql:
             _insert_with_lease(assignment)
         else:
             assignment.save(force_insert=True)
