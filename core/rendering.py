@@ -140,6 +140,12 @@ void cmark_node_free(void *node);
 _FREEING = _ABI.dlopen(_cmark.__file__)
 
 
+def rendering_ready() -> None:
+    """Registers cmark's extensions. Parsing is thread-safe, but their registration on the
+    first call is not: call this before rendering on two threads (the import does)."""
+    _cmark.lib.cmark_gfm_core_extensions_ensure_registered()
+
+
 def _cmark_html(text: str) -> str:
     lib, ffi = _cmark.lib, _cmark.ffi
     lib.cmark_gfm_core_extensions_ensure_registered()

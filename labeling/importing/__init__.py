@@ -23,7 +23,8 @@ nothing is stored unless the whole file is. ``skip_invalid`` imports the valid r
 chunk committing on its own. Validation checks all the write would refuse (texts and
 metadata PostgreSQL cannot store, metadata over its limits: labeling/prompt_metadata.py).
 Reading streams within bounds (`reading`), so memory stays flat for any file size;
-`rows` turns one record into a ParsedRow; this module writes them.
+`rows` turns one record into a ParsedRow; `chunks` reads, hashes and renders them on a
+thread of its own, at most two chunks ahead of this module, which writes them.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from core.rendering import render_markdown, render_messages
 from labeling.axes import axes_from_config
+from labeling.importing.chunks import Chunk, ChunkReader
 from labeling.importing.reading import (
     ImportFileError,
     InvalidRow,
@@ -49,10 +50,9 @@ from labeling.importing.reading import (
     detect_format,
     iter_records,
 )
-from labeling.importing.rows import ParsedRow, parse_row, text_hash
+from labeling.importing.rows import ParsedRow, parse_row
 from labeling.models import Candidate, ExternalPreference, Project, Prompt
-from labeling.services.items import items_create_bulk
-from training.engine.prompt_format import prompt_hash
+from labeling.services.items import int_array, items_create_bulk
 
 __all__ = ["ImportFileError", "ImportReport", "InvalidRow", "import_axis_problem", "prompts_import"]
 
@@ -176,24 +176,28 @@ def _doubled(progress: ProgressCallback | None, total: int) -> ProgressCallback 
 
 def _write_rows(project: Project, path: Path, fmt: str, source: str, report: ImportReport,
                 progress: ProgressCallback | None, *, all_or_nothing: bool = False, axis: str = "") -> None:
-    """Parse and write the file's valid rows in chunks. ``all_or_nothing``: after the
-    first invalid row nothing more is written (the caller rolls back what was)."""
-    chunk: list[ParsedRow] = []
-    size = settings.IMPORT_CHUNK_ROWS
-    chunks = 0
-    for row in parsed_rows(project, path, fmt, report, progress):
-        if all_or_nothing and report.invalid:
-            chunk = []
-            continue
-        chunk.append(row)
-        if len(chunk) >= size:
+    """Parse and write the file's valid rows in chunks: a thread reads and renders the
+    next chunks while this one writes (`chunks`). ``all_or_nothing``: after the first
+    invalid row nothing more is written (the caller rolls back what was)."""
+    reader = ChunkReader(lambda seen: parsed_rows(project, path, fmt, report, seen),
+                         size=settings.IMPORT_CHUNK_ROWS, invalid_count=lambda: report.invalid,
+                         skip_after_invalid=all_or_nothing)
+    growing = 0  # chunks that added rows
+    with reader:
+        for chunk in reader.chunks(progress):
+            if all_or_nothing and report.invalid:
+                continue  # read before the invalid row: rolled back, so not written
+            before = report.prompts_added + report.candidates_added
             _import_chunk(project, chunk, source, report, axis)
-            chunk = []
-            chunks += 1
-            if chunks in {1, 10} or chunks % 100 == 0:
+            added = report.prompts_added + report.candidates_added > before
+            # A chunk that added nothing (a re-import) stops the rendering ahead: the
+            # next chunks render only what they insert.
+            reader.render_ahead = added
+            growing += added
+            # Statistics only go stale as the tables grow: a re-import analyzes nothing
+            # (ANALYZE was half of its time).
+            if added and (growing in {1, 10} or growing % 100 == 0):
                 _refresh_statistics()
-    if chunk and not (all_or_nothing and report.invalid):
-        _import_chunk(project, chunk, source, report, axis)
 
 
 def _refresh_statistics() -> None:
@@ -244,31 +248,26 @@ def parsed_rows(
         progress(total, total)
 
 
-@transaction.atomic
-def _import_chunk(project: Project, rows: list[ParsedRow], source: str,
+# Inside the validate-first transaction a failed chunk fails the whole import, so a
+# savepoint per chunk would be two statements for nothing; with skip_invalid this is the
+# chunk's own transaction.
+@transaction.atomic(savepoint=False)
+def _import_chunk(project: Project, chunk: Chunk, source: str,
                   report: ImportReport, axis: str = "") -> None:
     """One chunk: a few set-based statements per table, never a query per row."""
     # One comparison judged on two axes is two preferences (the same file imported to
     # "helpful" and to "harmless"); the primary axis keeps the key it had before axes.
     axis_key = "" if axis in ("", axes_from_config(project.axes)[0].key) else f"{axis}:"
-    hashes = [prompt_hash(row.messages) for row in rows]
-    prompt_ids, new_prompts = _upsert_prompts(project, rows, hashes, source, report)
-    keys_per_row, created = _upsert_candidates(rows, hashes, prompt_ids, new_prompts, report)
-    old_prompts = {prompt_ids[h] for h in hashes} - new_prompts
-    candidate_ids = {pair: cid for pair, (cid, _) in created.items()}
-    if old_prompts and connection.vendor == "postgresql":
-        candidate_ids.update(((prompt_id, key), cid) for prompt_id, key, cid in _fetch(
-            "SELECT prompt_id, dedupe_key, id FROM labeling_candidate WHERE prompt_id = ANY(%s)",
-            [sorted(old_prompts)]))
-    elif old_prompts:
-        candidate_ids.update(
-            ((prompt_id, key), cid) for prompt_id, key, cid in Candidate.objects.filter(
-                prompt_id__in=old_prompts).order_by().values_list("prompt_id", "dedupe_key", "id")
-        )
+    prompt_ids, new_prompts = _upsert_prompts(project, chunk, source, report)
+    created, existing = _upsert_candidates(chunk, prompt_ids, new_prompts, report)
+    candidate_ids: dict[tuple[int, str], int] = {}
+    if any(row.preference is not None for row in chunk.rows):
+        candidate_ids = {**existing, **{pair: cid for pair, (cid, _) in created.items()}}
     preferences: list[ExternalPreference] = []
     candidate_sets: list[tuple[int, list[int]]] = []
-    for row, digest, keys in zip(rows, hashes, keys_per_row, strict=True):
+    for row, digest, row_keys in zip(chunk.rows, chunk.hashes, chunk.keys, strict=True):
         prompt_id = prompt_ids[digest]
+        keys = [key for key, _ in row_keys]
         if row.preference is not None:
             chosen, rejected = (keys[i] for i in row.preference)
             preferences.append(ExternalPreference(
@@ -291,11 +290,19 @@ def _import_chunk(project: Project, rows: list[ParsedRow], source: str,
         report.items_added += items_create_bulk(project=project, candidate_sets=candidate_sets)
     if preferences:
         _insert_preferences(preferences, report)
+    if connection.vendor == "postgresql":
+        # The foreign keys are deferred (Django makes them DEFERRABLE INITIALLY DEFERRED):
+        # their checks, one per prompt, candidate, item and link, would all wait for the
+        # commit, and run there one after the other with nothing else to do, on pages
+        # long gone from shared buffers. Checked here, chunk by chunk, they run while the
+        # chunk's rows are cached and while the reading thread prepares the next chunk.
+        connection.check_constraints()
 
 
-def _upsert_prompts(project: Project, rows: list[ParsedRow], hashes: list[str], source: str,
+def _upsert_prompts(project: Project, chunk: Chunk, source: str,
                     report: ImportReport) -> tuple[dict[str, int], set[int]]:
     """Returns every row's prompt id by content hash, and the ids created here."""
+    hashes = chunk.hashes
     if connection.vendor == "postgresql":  # one array parameter, not an IN list of 1,000
         existing = dict(_fetch("SELECT content_hash, id FROM labeling_prompt "
                                "WHERE project_id = %s AND content_hash = ANY(%s)",
@@ -306,11 +313,11 @@ def _upsert_prompts(project: Project, rows: list[ParsedRow], hashes: list[str], 
             .values_list("content_hash", "id")
         )
     new: dict[str, tuple[list, list[str], dict]] = {}  # hash -> messages, their HTML, metadata
-    for row, digest in zip(rows, hashes, strict=True):
+    for row, digest in zip(chunk.rows, hashes, strict=True):
         if digest in existing or digest in new:
             report.prompts_skipped += 1
             continue
-        new[digest] = (row.messages, render_messages(row.messages), row.metadata)
+        new[digest] = (row.messages, chunk.render_messages(row.messages), row.metadata)
     created: set[int] = set()
     if new and connection.vendor == "postgresql":
         fetched = _insert_prompts(project, new, source[:255])
@@ -378,49 +385,40 @@ CANDIDATE_COLUMNS = ["prompt_id", "text", "origin", "model_name", "sampling_para
 
 
 def _upsert_candidates(
-    rows: list[ParsedRow], hashes: list[str], prompt_ids: dict[str, int], new_prompts: set[int],
-    report: ImportReport,
-) -> tuple[list[list[str]], dict[tuple[int, str], tuple[int, bool]]]:
-    """Insert the rows' candidates that are not there yet. Returns each row's keys and,
-    for the candidates this chunk inserted, (prompt id, key) -> (id, is duplicate)."""
-    keys_per_row: list[list[str]] = []
-    wanted: dict[tuple[int, str], tuple] = {}
-    for row, digest in zip(rows, hashes, strict=True):
-        prompt_id = prompt_ids[digest]
-        seen: dict[str, int] = {}
-        keys = []
-        for index, candidate in enumerate(row.candidates):
-            text_digest = text_hash(candidate.text)
-            occurrence = seen.get(text_digest, 0)
-            seen[text_digest] = occurrence + 1
-            key = f"import:{text_digest}:{occurrence}"
-            keys.append(key)
-            if (prompt_id, key) not in wanted:
-                wanted[(prompt_id, key)] = (prompt_id, candidate.text, Candidate.Origin.IMPORT,
-                                            candidate.model, "{}", index, key, occurrence > 0)
-        keys_per_row.append(keys)
-    # Candidates of prompts created in this chunk cannot exist yet: only check the others.
-    old = {pid for pid, _ in wanted} - new_prompts
-    if old and connection.vendor == "postgresql":  # exact (prompt, key) probes of the unique index
-        pairs = [pair for pair in wanted if pair[0] in old]
-        existing = set(_fetch(
-            "SELECT c.prompt_id, c.dedupe_key FROM unnest(%s::bigint[], %s::text[]) AS w (prompt_id, key) "
-            "JOIN labeling_candidate c ON c.prompt_id = w.prompt_id AND c.dedupe_key = w.key",
-            [[p for p, _ in pairs], [k for _, k in pairs]]))
+    chunk: Chunk, prompt_ids: dict[str, int], new_prompts: set[int], report: ImportReport,
+) -> tuple[dict[tuple[int, str], tuple[int, bool]], dict[tuple[int, str], int]]:
+    """Insert the rows' candidates that are not there yet. Returns, for the candidates this
+    chunk inserted, (prompt id, key) -> (id, is duplicate), and for those already there
+    (of the chunk's prompts that existed before it) (prompt id, key) -> id."""
+    # Candidates of prompts created in this chunk cannot exist yet: only look up the others',
+    # all of them in one query by prompt (their ids serve the preferences too).
+    old = {prompt_ids[digest] for digest in chunk.hashes} - new_prompts
+    if old and connection.vendor == "postgresql":
+        existing = {(prompt_id, key): cid for prompt_id, key, cid in _fetch(
+            "SELECT prompt_id, dedupe_key, id FROM labeling_candidate WHERE prompt_id = ANY(%s::bigint[])",
+            [int_array(sorted(old))])}
+    elif old:
+        existing = {(prompt_id, key): cid for prompt_id, key, cid in Candidate.objects.filter(
+            prompt_id__in=old).order_by().values_list("prompt_id", "dedupe_key", "id")}
     else:
-        existing = set(
-            Candidate.objects.filter(prompt_id__in=old, dedupe_key__in={k for p, k in wanted if p in old})
-            .order_by().values_list("prompt_id", "dedupe_key")
-        ) if old else set()
-    # Rendered once here, and only for the rows inserted: pages show the stored HTML.
-    todo = [(*values, str(render_markdown(values[1])))
-            for pair, values in wanted.items() if pair not in existing]
-    created = _insert_candidates(todo, new_prompts)
-    total = sum(len(keys) for keys in keys_per_row)
+        existing = {}
+    # Rendered once, and only for the rows inserted (ahead, on the reading thread, while
+    # the rows are new): pages show the stored HTML.
+    todo: dict[tuple[int, str], tuple] = {}
+    total = 0
+    for row, digest, keys in zip(chunk.rows, chunk.hashes, chunk.keys, strict=True):
+        prompt_id = prompt_ids[digest]
+        total += len(keys)
+        for index, (candidate, (key, duplicate)) in enumerate(zip(row.candidates, keys, strict=True)):
+            pair = (prompt_id, key)
+            if pair not in existing and pair not in todo:
+                todo[pair] = (prompt_id, candidate.text, Candidate.Origin.IMPORT, candidate.model, "{}",
+                              index, key, duplicate, chunk.render(candidate.text))
+    created = _insert_candidates(list(todo.values()), new_prompts)
     report.candidates_added += len(created)
     report.candidates_skipped += total - len(created)
     report.duplicate_candidates += sum(duplicate for _, duplicate in created.values())
-    return keys_per_row, created
+    return created, existing
 
 
 def _insert_candidates(rows: list[tuple], new_prompts: set[int] = frozenset()
@@ -479,8 +477,8 @@ def _copy_candidates(rows: list[tuple], now: Any) -> dict[tuple[int, str], tuple
             for values in rows:
                 copy.write_row((*values, now))
         cursor.execute(
-            "SELECT prompt_id, dedupe_key, id, is_duplicate FROM labeling_candidate WHERE prompt_id = ANY(%s)",
-            [sorted({values[0] for values in rows})],
+            "SELECT prompt_id, dedupe_key, id, is_duplicate FROM labeling_candidate "
+            "WHERE prompt_id = ANY(%s::bigint[])", [int_array(sorted({values[0] for values in rows}))],
         )
         return {(p, k): (cid, duplicate) for p, k, cid, duplicate in cursor.fetchall()}
 

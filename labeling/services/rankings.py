@@ -153,13 +153,17 @@ def _validate_pairwise(data: RankingInput, tiers: list[list[int]]) -> None:
 
 
 def ranking_submit(
-    *, annotator: AbstractBaseUser, assignment_id: int, data: RankingInput, idempotency_key: str
+    *, annotator: AbstractBaseUser, assignment_id: int, data: RankingInput, idempotency_key: str,
+    members_only: bool = False,
 ) -> tuple[Ranking, bool]:
     """Store one ranking; returns (ranking, created). A retry with the same key returns
-    the stored ranking. Raises InvalidRanking (400) or SubmissionConflict (409)."""
+    the stored ranking. Raises InvalidRanking (400) or SubmissionConflict (409), and
+    Assignment.DoesNotExist when the assignment is not the annotator's (or, with
+    `members_only`, they have left its project)."""
     return submit_once(annotator=annotator, assignment_id=assignment_id, idempotency_key=idempotency_key,
                        model=Ranking, store=lambda item, assignment: _store(annotator, item, assignment,
-                                                                            data, idempotency_key))
+                                                                            data, idempotency_key),
+                       members_only=members_only)
 
 
 def _store(annotator: AbstractBaseUser, item: Item, assignment: Assignment, data: RankingInput,

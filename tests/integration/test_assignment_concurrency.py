@@ -170,3 +170,57 @@ def test_the_lease_sweep_never_deadlocks_with_a_submit_holding_the_item(project,
     assert swept == [0]  # the held item was left for the next sweep
     assert assignments_expire() == 1
     assert Item.objects.get().active_leases == 0
+
+
+def test_the_one_statement_submit_locks_the_item_before_it_waits_for_the_assignment(
+        project, annotator) -> None:  # noqa: ANN001
+    """The submit's one `SELECT ... FOR UPDATE OF item, assignment` keeps the lock order
+    of the two statements it replaced (#19): while it waits for an assignment another
+    transaction holds, it already holds the item (so the sweep, which takes the item
+    first with SKIP LOCKED, passes it by instead of deadlocking)."""
+    from django.db import DatabaseError
+
+    from labeling.services.submission import locked_assignment_of
+
+    make_items(project, 1, k=3)
+    assignment = next_item(annotator=annotator, project=project)
+    held, checked = threading.Event(), threading.Event()
+    item_was_locked: list[bool] = []
+    locked: list[int] = []
+
+    def waiting_for_locks() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                           " AND wait_event_type = 'Lock'")
+            return cursor.fetchone()[0]
+
+    def act(index: int) -> None:
+        if index == 0:  # holds the assignment (not its item) until the check is done
+            with transaction.atomic():
+                Assignment.objects.select_for_update().get(pk=assignment.pk)
+                held.set()
+                checked.wait(timeout=20)
+        elif index == 1:  # the submit's read: blocks on the assignment
+            held.wait(timeout=10)
+            with transaction.atomic():
+                item, _ = locked_assignment_of(annotator, assignment.pk, members_only=False)
+                locked.append(item.pk)
+        else:  # once the submit waits, is its item locked?
+            held.wait(timeout=10)
+            for _ in range(200):
+                if waiting_for_locks():
+                    break
+                threading.Event().wait(0.05)
+            try:
+                with transaction.atomic():
+                    Item.objects.select_for_update(nowait=True).get(pk=assignment.item_id)
+                item_was_locked.append(False)
+            except DatabaseError:
+                item_was_locked.append(True)
+            checked.set()
+
+    errors = run_threads(3, act)
+
+    assert errors == []
+    assert item_was_locked == [True]
+    assert locked == [assignment.item_id]

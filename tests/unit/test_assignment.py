@@ -278,10 +278,9 @@ def test_a_double_claim_by_one_annotator_answers_with_the_lease_they_hold(projec
 
     make_items(project, 2)
     winner = next_item(annotator=annotator, project=project)
-    with mock.patch.object(hot_path, "active_assignments", side_effect=[
-        Assignment.objects.none(),  # the loser's snapshot: nothing held yet
-        hot_path.active_assignments(annotator=annotator, project=project),
-    ]), mock.patch.object(hot_path, "_claim", side_effect=IntegrityError("assignment_once_per_item")):
+    # The loser's claim (its snapshot saw nothing held, #19 reads it in the claim's
+    # statement) fails on the constraint.
+    with mock.patch.object(hot_path, "_claim", side_effect=IntegrityError("assignment_once_per_item")):
         loser = next_item(annotator=annotator, project=project)
 
     assert loser.pk == winner.pk

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from django.test import Client
 
 from core.rendering import render_markdown
@@ -49,6 +50,56 @@ def test_second_annotator_cannot_submit_my_assignment(as_user, project, annotato
                                               HTTP_IDEMPOTENCY_KEY="x")
 
     assert response.status_code == 404 and Ranking.objects.count() == 0
+
+
+def test_a_member_removed_from_the_project_cannot_submit_their_lease(as_user, project,
+                                                                     annotator) -> None:  # noqa: ANN001
+    """The submit checks the membership in the statement that locks the assignment (#19),
+    as the view's own read did."""
+    from labeling.models import Membership
+
+    make_items(project, 1)
+    client = as_user(annotator)
+    assignment = client.get(f"/api/projects/{project.pk}/next").json()
+    Membership.objects.filter(user=annotator, project=project).delete()
+
+    response = client.post(f"/api/assignments/{assignment['id']}/ranking",
+                           {"tiers": [[c["id"]] for c in assignment["candidates"]]},
+                           format="json", HTTP_IDEMPOTENCY_KEY="x")
+
+    assert response.status_code == 404 and Ranking.objects.count() == 0
+
+
+@pytest.mark.parametrize(("body", "headers"), [
+    ({"tiers": "not a list"}, {"HTTP_IDEMPOTENCY_KEY": "x"}),  # a 400 for its owner
+    ({"tiers": [["a"]]}, {}),  # no Idempotency-Key: a 400 for its owner
+    ({"tiers": [["a"]]}, {"HTTP_IDEMPOTENCY_KEY": "x"}),
+])
+def test_someone_elses_assignment_is_404_before_any_400(as_user, project, annotator,
+                                                        second_annotator, body, headers) -> None:  # noqa: ANN001
+    make_items(project, 1)
+    assignment = as_user(annotator).get(f"/api/projects/{project.pk}/next").json()
+
+    theirs = as_user(second_annotator).post(f"/api/assignments/{assignment['id']}/ranking", body,
+                                            format="json", **headers)
+    unknown = as_user(annotator).post(f"/api/assignments/{assignment['id'] + 1000}/ranking", body,
+                                      format="json", **headers)
+
+    assert (theirs.status_code, unknown.status_code) == (404, 404)
+    assert Ranking.objects.count() == 0
+
+
+def test_a_submit_without_idempotency_key_is_400_for_its_owner(as_user, project,
+                                                               annotator) -> None:  # noqa: ANN001
+    make_items(project, 1)
+    client = as_user(annotator)
+    assignment = client.get(f"/api/projects/{project.pk}/next").json()
+
+    response = client.post(f"/api/assignments/{assignment['id']}/ranking",
+                           {"tiers": [[c["id"]] for c in assignment["candidates"]]}, format="json")
+
+    assert response.status_code == 400 and "Idempotency-Key" in response.json()["detail"]
+    assert Ranking.objects.count() == 0
 
 
 def test_submit_is_idempotent_over_http(as_user, project, annotator) -> None:  # noqa: ANN001
