@@ -394,6 +394,9 @@ INVITE_TTL_HOURS = env_int("INVITE_TTL_HOURS", 72, minimum=1)
 # when unset. Changing it changes every pseudonym in later exports.
 EXPORT_SALT = env_str("EXPORT_SALT")
 ORDINAL_COMMIT = env_str("ORDINAL_COMMIT", "")  # recorded in dataset manifests
+# On PostgreSQL a snapshot build reads the next batches of items on a thread (its own
+# connection) while it writes the current one; off: read and write take turns.
+SNAPSHOT_READ_AHEAD = env_bool("SNAPSHOT_READ_AHEAD", True)
 
 # Generation and training workers.
 GENERATION_CHUNK_PROMPTS = env_int("GENERATION_CHUNK_PROMPTS", 8, minimum=1)

@@ -31,6 +31,7 @@ import hmac
 import itertools
 import shutil
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from datetime import date
 from pathlib import Path
 from statistics import median
@@ -38,7 +39,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -49,6 +50,7 @@ from labeling.axes import Axis, asks_safety, axes_from_config
 from labeling.models import Demonstration, ExternalPreference, Item, ItemCandidate, Project, Ranking
 from training.artifacts import artifact_local, artifact_publish
 from training.models import DatasetSnapshot
+from training.read_ahead import read_ahead
 
 KINDS = ("pairs", "dpo", "sft", "kto", "raw", "ratings")
 FORMATS = ("jsonl", "parquet")
@@ -256,14 +258,40 @@ def snapshot_items(snapshot: DatasetSnapshot) -> Iterator[Any]:
     """The snapshot's accepted items as the engine's SnapshotItem, in id order. Read as
     plain rows, BATCH items at a time in three queries (items with their prompts, their
     candidates, their live rankings): a prefetch of model instances cost ~0.5 ms per item,
-    five times the export of its pairs (bench/README.md, issue #19)."""
+    five times the export of its pairs (bench/README.md, issue #19). On PostgreSQL the
+    next batches are read on a thread while the caller writes this one (`_reads_ahead`)."""
+    axes = axes_from_config(snapshot.project.axes)
+    batches = _item_batches(accepted_items(snapshot), axis=snapshot_axis(snapshot), primary=axes[0].key,
+                            safety_asked=asks_safety(axes), rated=[a.key for a in axes if a.is_rating])
+    if _reads_ahead():
+        batches = read_ahead(batches)
+    with closing(batches):  # stops the reader thread when the caller stops early
+        for batch in batches:
+            yield from batch
+
+
+def _reads_ahead() -> bool:
+    """Whether snapshot_items reads on a thread, with a connection of its own.
+
+    Consistency, before and after: each query sees the rows committed when it starts
+    (READ COMMITTED, autocommit). The ids come first, then each batch's three queries, so
+    an item re-ranked during a long export is written as it was when its batch was read,
+    and the AI items, external pairs and the manifest's guideline versions are read later
+    still; the reader only moves those moments a few batches earlier. Off inside a
+    transaction (a test's, or a caller's atomic block): another connection would not see
+    its uncommitted rows. Off on SQLite (tests, the demo), read as it always was: a demo's
+    exports are small, and one file is not worth a second connection's locking."""
+    return (settings.SNAPSHOT_READ_AHEAD and connection.vendor == "postgresql"
+            and not connection.in_atomic_block)
+
+
+def _item_batches(items: Any, *, axis: Axis, primary: str, safety_asked: bool,
+                  rated: list[str]) -> Iterator[list[Any]]:
+    """SnapshotItems of these items, a list per BATCH. Runs on the reader thread when
+    reading ahead: it touches no model instance, only querysets and plain values."""
     from training.engine.datasets import CandidateInfo, SnapshotItem
 
-    axes = axes_from_config(snapshot.project.axes)
-    axis, primary = snapshot_axis(snapshot), axes[0].key
-    safety_asked = asks_safety(axes)
-    rated = [a.key for a in axes if a.is_rating]
-    ids = list(accepted_items(snapshot).values_list("id", flat=True).distinct())
+    ids = list(items.values_list("id", flat=True).distinct())
     for start in range(0, len(ids), BATCH):
         batch = ids[start:start + BATCH]
         candidates: dict[int, dict[int, Any]] = {}
@@ -278,9 +306,10 @@ def snapshot_items(snapshot: DatasetSnapshot) -> Iterator[Any]:
         for row in Ranking.objects.filter(item_id__in=batch, superseded_by__isnull=True).values_list(
                 "item_id", "strength", "all_bad", "safety", "guideline_version__number"):
             live.setdefault(row[0], []).append(row)
-        items = Item.objects.filter(pk__in=batch).order_by("id").values_list(
+        rows = Item.objects.filter(pk__in=batch).order_by("id").values_list(
             "id", "prompt__messages", "prompt__content_hash", "consensus", "agreement", "axes")
-        for item_id, messages, content_hash, consensus, item_agreement, item_axes in items:
+        built = []
+        for item_id, messages, content_hash, consensus, item_agreement, item_axes in rows:
             rankings = live.get(item_id, [])
             strengths = [strength for _, strength, _, _, _ in rankings if strength]
             flags = []
@@ -292,7 +321,7 @@ def snapshot_items(snapshot: DatasetSnapshot) -> Iterator[Any]:
                 # "unsafe prompt"), so RL gives its answers the safety model's reward.
                 flags.append("unsafe")
             tiers, agreement = _axis_label(consensus, item_agreement, item_axes, axis, primary)
-            yield SnapshotItem(
+            built.append(SnapshotItem(
                 item_id=item_id, prompt=messages, candidates=candidates.get(item_id, {}),
                 tiers=tiers, group_id=content_hash, agreement=agreement,
                 guideline_versions=sorted({number for *_, number in rankings if number is not None}),
@@ -300,7 +329,8 @@ def snapshot_items(snapshot: DatasetSnapshot) -> Iterator[Any]:
                 axis=axis.key, safety=safety,
                 scores={key: {int(c): score for c, score in item_axes[key]["scores"].items()}
                         for key in rated if "scores" in (item_axes.get(key) or {})},
-            )
+            ))
+        yield built
 
 
 def _labelled_in(rows: Any, f: dict[str, Any]) -> Any:
