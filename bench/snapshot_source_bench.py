@@ -10,7 +10,9 @@ The database must be migrated. The first run seeds a project (slug PROJECT_SLUG)
 ``--items`` accepted items, K=4 answers of ~1,000 characters (the export bench's corpus),
 three live rankings each, in chunks; a later run with the same count reuses it, another
 count replaces it. Each format is measured in a fresh child process (peak RSS is the
-export's own). Human-readable lines first; the LAST line is one JSON object.
+export's own). SNAPSHOT_READ_AHEAD=0 in the environment measures the source and the
+export taking turns (the default reads ahead on a thread). Human-readable lines first;
+the LAST line is one JSON object.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -115,8 +118,27 @@ def _backend_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _note_thread_backends(cpu: list[float]) -> None:
+    """With SNAPSHOT_READ_AHEAD the items are read on a thread, on a connection of its own
+    that it closes as it ends (the backend exits with its figures): note that backend's CPU
+    just before, so the PostgreSQL CPU counts both backends."""
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    close = DatabaseWrapper.close
+
+    def noting_close(self: DatabaseWrapper) -> None:
+        if self.connection is not None and threading.current_thread() is not threading.main_thread():
+            used = _backend_cpu(self.connection.info.backend_pid)
+            if used is not None:
+                cpu.append(used)
+        close(self)
+
+    DatabaseWrapper.close = noting_close
+
+
 def measure(fmt: str, workdir: Path) -> dict:
     """Child: the source alone, then source + export of one format."""
+    from django.conf import settings
     from django.db import connection
 
     from labeling.models import Project
@@ -130,8 +152,11 @@ def measure(fmt: str, workdir: Path) -> dict:
                                formats=[fmt], filters={}, options={})
     connection.ensure_connection()
     backend = connection.connection.info.backend_pid
-    figures: dict = {"format": fmt}
+    threads: list[float] = []
+    _note_thread_backends(threads)
+    figures: dict = {"format": fmt, "read_ahead": settings.SNAPSHOT_READ_AHEAD}
     for name in ("source", "export"):
+        threads.clear()
         server, cpu, started = _backend_cpu(backend), _cpu(), time.perf_counter()
         if name == "source":
             figures["items"] = sum(1 for _ in snapshot_items(snapshot))
@@ -146,6 +171,7 @@ def measure(fmt: str, workdir: Path) -> dict:
             path.unlink()
             figures.update(rows=stats.rows, bytes=stats.bytes, sha256=stats.sha256)
         after = _backend_cpu(backend)
+        after = None if after is None else after + sum(threads)
         figures[name] = {"seconds": round(time.perf_counter() - started, 2), "python_cpu_s": round(_cpu() - cpu, 2),
                          "postgres_cpu_s": None if server is None or after is None else round(after - server, 2)}
     figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -178,7 +204,9 @@ def main() -> None:
                                check=True, capture_output=True, text=True, cwd=REPO_ROOT)
         result = results[fmt] = json.loads(child.stdout.strip().splitlines()[-1])
         result["load_average"] = round(os.getloadavg()[0], 1)
-        print(f"{fmt:8} {result['rows']:>9,} pairs  source alone {result['source']['seconds']:.1f} s "
+        ahead = "on " if result["read_ahead"] else "off"
+        print(f"{fmt:8} read ahead {ahead} {result['rows']:>9,} pairs  "
+              f"source alone {result['source']['seconds']:.1f} s "
               f"(Python {result['source']['python_cpu_s']:.1f} s, PostgreSQL {result['source']['postgres_cpu_s']} s)  "
               f"source + export {result['export']['seconds']:.1f} s (Python {result['export']['python_cpu_s']:.1f} s)  "
               f"peak RSS {result['peak_rss_mb']} MB  load {result['load_average']}")

@@ -45,6 +45,7 @@ from django.utils import timezone
 
 from core.audit import audit
 from core.errors import DomainError
+from core.lookups import ids_in
 from core.runs import Run, run_enqueue, run_finish, run_heartbeat
 from labeling.axes import Axis, asks_safety, axes_from_config
 from labeling.models import Demonstration, ExternalPreference, Item, ItemCandidate, Project, Ranking
@@ -296,17 +297,17 @@ def _item_batches(items: Any, *, axis: Axis, primary: str, safety_asked: bool,
         batch = ids[start:start + BATCH]
         candidates: dict[int, dict[int, Any]] = {}
         for item_id, cid, text, model, params, seed, origin in (
-                ItemCandidate.objects.filter(item_id__in=batch).order_by("item", "position").values_list(
+                ItemCandidate.objects.filter(ids_in("item_id", batch)).order_by("item", "position").values_list(
                     "item_id", "candidate_id", "candidate__text", "candidate__model_name",
                     "candidate__sampling_params", "candidate__seed", "candidate__origin")):
             candidates.setdefault(item_id, {})[cid] = CandidateInfo(
                 text=text, model=model or None, temperature=(params or {}).get("temperature"), seed=seed,
                 origin=origin)
         live: dict[int, list[tuple]] = {}
-        for row in Ranking.objects.filter(item_id__in=batch, superseded_by__isnull=True).values_list(
+        for row in Ranking.objects.filter(ids_in("item_id", batch), superseded_by__isnull=True).values_list(
                 "item_id", "strength", "all_bad", "safety", "guideline_version__number"):
             live.setdefault(row[0], []).append(row)
-        rows = Item.objects.filter(pk__in=batch).order_by("id").values_list(
+        rows = Item.objects.filter(ids_in("id", batch)).order_by("id").values_list(
             "id", "prompt__messages", "prompt__content_hash", "consensus", "agreement", "axes")
         built = []
         for item_id, messages, content_hash, consensus, item_agreement, item_axes in rows:

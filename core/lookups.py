@@ -1,0 +1,38 @@
+"""`ids_in`: a filter on a list of ids that is cheap to build for a long list.
+
+Django writes ``field__in=ids`` as ``IN (%s, %s, ...)``, a placeholder per id, and
+psycopg then parses the statement for them: for the snapshot export's batches of 500
+item ids that was ~2 ms of Python per query, a quarter of reading the rows (#19). On
+PostgreSQL the ids travel as one array parameter, ``= ANY(%s)``, the plan PostgreSQL
+makes of an IN list anyway. Other backends keep the IN list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import connection
+from django.db.models import F, Lookup, Q
+
+
+class AnyOf(Lookup):
+    """``lhs = ANY(%s)`` with the values as one array parameter (PostgreSQL)."""
+
+    lookup_name = "any_of"
+    prepare_rhs = False
+
+    def get_db_prep_lookup(self, value: Any, connection: Any) -> tuple[str, list[Any]]:
+        return "%s", [list(value)]
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        rhs, rhs_params = self.process_rhs(compiler, connection)
+        return f"{lhs} = ANY({rhs})", [*lhs_params, *rhs_params]
+
+
+def ids_in(field: str, ids: Sequence[int]) -> Q | AnyOf:
+    """A filter argument: ``field`` is one of ``ids``."""
+    if connection.vendor == "postgresql":
+        return AnyOf(F(field), list(ids))
+    return Q(**{f"{field}__in": ids})
