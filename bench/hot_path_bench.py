@@ -561,22 +561,23 @@ def stop_gunicorn(server: Server) -> None:
             proc.wait()
 
 
-def _cpu_seconds(pids: list[int]) -> float:
+def _cpu_seconds(pids: list[int]) -> dict[int, float]:
     import psutil
 
-    total = 0.0
+    seconds = {}
     for pid in pids:
         try:
             times = psutil.Process(pid).cpu_times()
-            total += times.user + times.system
+            seconds[pid] = times.user + times.system
         except psutil.Error:
             pass
-    return total
+    return seconds
 
 
-def cpu_snapshot(server: Server, url: str) -> dict[str, float]:
+def cpu_snapshot(server: Server, url: str) -> dict:
     """CPU seconds so far of gunicorn (master + workers), of this database's PostgreSQL
-    backends (the persistent connections of the workers) and of this process."""
+    backends (the persistent connections of the workers, per pid: a connection past
+    CONN_MAX_AGE is replaced during a phase) and of this process."""
     import psutil
     import psycopg
 
@@ -594,23 +595,28 @@ def cpu_snapshot(server: Server, url: str) -> dict[str, float]:
         ]
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
-        "gunicorn": _cpu_seconds(workers),
+        "gunicorn": sum(_cpu_seconds(workers).values()),
         "postgres": _cpu_seconds(backends),
         "client": usage.ru_utime + usage.ru_stime,
         "backends": float(len(backends)),
     }
 
 
-def cpu_delta(before: dict[str, float], after: dict[str, float], loops: int) -> dict[str, float]:
+def cpu_delta(before: dict, after: dict, loops: int) -> dict[str, float]:
+    """Per phase. PostgreSQL: each backend's growth; one that started during the phase
+    counts whole, one that ended during it is missing (`postgres_backends_ended`: its
+    last seconds are not counted, so the figure is a lower bound when that is not 0)."""
     per = max(loops, 1)
+    postgres = sum(cpu - before["postgres"].get(pid, 0.0) for pid, cpu in after["postgres"].items())
     return {
         "gunicorn_cpu_s": round(after["gunicorn"] - before["gunicorn"], 2),
-        "postgres_cpu_s": round(after["postgres"] - before["postgres"], 2),
+        "postgres_cpu_s": round(postgres, 2),
         "client_cpu_s": round(after["client"] - before["client"], 2),
         "gunicorn_ms_per_loop": round((after["gunicorn"] - before["gunicorn"]) * 1000 / per, 2),
-        "postgres_ms_per_loop": round((after["postgres"] - before["postgres"]) * 1000 / per, 2),
+        "postgres_ms_per_loop": round(postgres * 1000 / per, 2),
         "client_ms_per_loop": round((after["client"] - before["client"]) * 1000 / per, 2),
         "postgres_backends": int(after["backends"]),
+        "postgres_backends_ended": len(set(before["postgres"]) - set(after["postgres"])),
     }
 
 
