@@ -60,6 +60,10 @@ BATCH = 500
 # SQLite refuses an expression tree deeper than 1000: 50 items of at most K=16 answers
 # stay under it ("Expression tree is too large" at ~300 items of K=4 with BATCH).
 PREFETCH_BATCH = 50
+# Items per batch of snapshot_items' three queries. On the 166,667-item bench
+# PostgreSQL's CPU was 7.6 s at 500 (BATCH), 5.3-6.1 s at 1,000, 4.4 s at 2,000, but
+# 2,000 cost ~1 s more Python and ~100 MB more peak RSS in the Parquet export (issue #19).
+ITEMS_BATCH = 1000
 Progress = Callable[[int, int], None]
 
 
@@ -257,7 +261,7 @@ def majority_safety(safety_marks: Iterable[dict[str, bool] | None]) -> dict[int,
 
 def snapshot_items(snapshot: DatasetSnapshot) -> Iterator[Any]:
     """The snapshot's accepted items as the engine's SnapshotItem, in id order. Read as
-    plain rows, BATCH items at a time in three queries (items with their prompts, their
+    plain rows, ITEMS_BATCH items at a time in three queries (items with their prompts, their
     candidates, their live rankings): a prefetch of model instances cost ~0.5 ms per item,
     five times the export of its pairs (bench/README.md, issue #19). On PostgreSQL the
     next batches are read on a thread while the caller writes this one (`_reads_ahead`)."""
@@ -288,13 +292,13 @@ def _reads_ahead() -> bool:
 
 def _item_batches(items: Any, *, axis: Axis, primary: str, safety_asked: bool,
                   rated: list[str]) -> Iterator[list[Any]]:
-    """SnapshotItems of these items, a list per BATCH. Runs on the reader thread when
+    """SnapshotItems of these items, a list per ITEMS_BATCH. Runs on the reader thread when
     reading ahead: it touches no model instance, only querysets and plain values."""
     from training.engine.datasets import CandidateInfo, SnapshotItem
 
     ids = list(items.values_list("id", flat=True).distinct())
-    for start in range(0, len(ids), BATCH):
-        batch = ids[start:start + BATCH]
+    for start in range(0, len(ids), ITEMS_BATCH):
+        batch = ids[start:start + ITEMS_BATCH]
         candidates: dict[int, dict[int, Any]] = {}
         for item_id, cid, text, model, params, seed, origin in (
                 ItemCandidate.objects.filter(ids_in("item_id", batch)).order_by("item", "position").values_list(

@@ -129,7 +129,7 @@ def test_a_build_on_postgresql_reads_ahead_and_writes_the_same_files(
     for n in range(3):
         UserFactory(username=f"ahead{n}", email=f"ahead{n}@example.com")
     call_command("simulate_annotators", "--project", "sim", "--create", "3", "--noise", "0.1")
-    monkeypatch.setattr(snapshots, "BATCH", 2)  # several batches through the queue
+    monkeypatch.setattr(snapshots, "ITEMS_BATCH", 2)  # several batches through the queue
     reads = []
 
     def spy(batches: Iterator[list]) -> Iterator[list]:
