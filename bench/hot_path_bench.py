@@ -602,12 +602,17 @@ def cpu_snapshot(server: Server, url: str) -> dict:
     }
 
 
+def postgres_cpu_between(before: dict, after: dict) -> float:
+    """PostgreSQL CPU seconds between two `cpu_snapshot`s: each backend's growth."""
+    return sum(cpu - before["postgres"].get(pid, 0.0) for pid, cpu in after["postgres"].items())
+
+
 def cpu_delta(before: dict, after: dict, loops: int) -> dict[str, float]:
     """Per phase. PostgreSQL: each backend's growth; one that started during the phase
     counts whole, one that ended during it is missing (`postgres_backends_ended`: its
     last seconds are not counted, so the figure is a lower bound when that is not 0)."""
     per = max(loops, 1)
-    postgres = sum(cpu - before["postgres"].get(pid, 0.0) for pid, cpu in after["postgres"].items())
+    postgres = postgres_cpu_between(before, after)
     return {
         "gunicorn_cpu_s": round(after["gunicorn"] - before["gunicorn"], 2),
         "postgres_cpu_s": round(postgres, 2),

@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu = {"locust_cpu_s": round(_children_cpu() - locust_before, 1)}
         after = hp.cpu_snapshot(server, args.database_url)
         cpu.update(gunicorn_cpu_s=round(after["gunicorn"] - before["gunicorn"], 1),
-                   postgres_cpu_s=round(after["postgres"] - before["postgres"], 1))
+                   postgres_cpu_s=round(hp.postgres_cpu_between(before, after), 1))
     finally:
         sweep = stop_sweeper(sweeper)
         hp.stop_gunicorn(server)
