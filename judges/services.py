@@ -35,6 +35,7 @@ from core.runs import Run, run_cancel, run_enqueue, run_finish, run_heartbeat
 from guidelines.services import guideline_current_version
 from judges.models import Judge, JudgeRanking, JudgeRun, default_template
 from labeling.models import Item, Project
+from labeling.prompt_metadata import storable
 from training.endpoints import endpoint_backend_options, endpoint_check_model, endpoint_choose
 from training.model_refs import model_reference
 from training.models import ModelVersion
@@ -450,14 +451,14 @@ def _judge_item(judge: Judge, context: _Context, item: Item, orders: list[list[i
                 break  # the endpoint refused the request itself: asking again changes nothing
             outcome.prompt_tokens += answer.prompt_tokens or 0
             outcome.completion_tokens += answer.completion_tokens or 0
-            record["texts"].append(answer.text[:20000])
+            record["texts"].append(storable(answer.text[:20000]))  # a NUL would fail the write
             try:
                 parsed = parse_judgement(answer.text, len(order))
             except JudgeOutputError as exc:
-                record["errors"].append(str(exc))
+                record["errors"].append(storable(str(exc)))  # it may quote the text
                 continue
             record["tiers"] = tiers_in_candidates(parsed.tiers, order)
-            rationale = rationale or parsed.rationale
+            rationale = rationale or storable(parsed.rationale)
             break
         outcome.judgements.append(record)
         if record["tiers"] is None:

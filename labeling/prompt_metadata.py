@@ -31,6 +31,13 @@ def unstorable_at(text: str) -> int | None:
     return None if found is None else found.start()
 
 
+def storable(text: str) -> str:
+    """`text` with each character the database cannot store replaced by U+FFFD: for what
+    a model wrote (a sampled answer, a judge's rationale), which is kept, not refused as
+    an import row is. A tiny or broken model can emit a NUL byte."""
+    return text if unstorable_at(text) is None else UNSTORABLE.sub("\ufffd", text)
+
+
 def metadata_problem(value: Any) -> str | None:
     """Why `value` cannot be stored as a prompt's metadata, or None when it can."""
     if not isinstance(value, dict):

@@ -32,6 +32,7 @@ from core.errors import DomainError
 from core.rendering import render_markdown
 from core.runs import Run, run_enqueue, run_finish, run_heartbeat
 from labeling.models import Candidate, Project, Prompt
+from labeling.prompt_metadata import storable
 from labeling.services.items import items_create_for_prompt
 from training.artifacts import ArtifactMissing, artifact_local_model
 from training.endpoints import endpoint_backend_options, endpoint_check_model, endpoint_choose
@@ -284,13 +285,14 @@ def _write_chunk(run: GenerationRun, prompts: list[Prompt], results: list[Any],
         existing = set(prompt.candidates.values_list("text", flat=True))
         rows, seen = [], set()
         for sample in result.samples:
-            duplicate = sample.text in seen or sample.text in existing
-            seen.add(sample.text)
+            text = storable(sample.text)  # a NUL from the model would fail the whole chunk
+            duplicate = text in seen or text in existing
+            seen.add(text)
             counters.tokens += sample.completion_tokens or 0
             if duplicate and drop_duplicates:
                 continue
             rows.append(Candidate(
-                prompt=prompt, text=sample.text, text_html=str(render_markdown(sample.text)),
+                prompt=prompt, text=text, text_html=str(render_markdown(text)),
                 origin=Candidate.Origin.MODEL,
                 model_name=run.model or run.backend, sample_index=sample.index,
                 sampling_params={**run.params, "backend": run.backend,

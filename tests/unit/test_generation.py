@@ -174,3 +174,30 @@ def test_cli_generate_then_again_adds_nothing(project, prompts, tiny_model) -> N
     assert "0 prompts need candidates" in again.getvalue()
     with pytest.raises(CommandError, match="k must be"):
         call_command("generate", "--project", project.slug, "--k", "1")
+
+
+def test_a_nul_the_model_writes_is_stored_as_a_replacement_character(project, prompts, tiny_model,  # noqa: ANN001
+                                                                      monkeypatch) -> None:
+    """PostgreSQL stores no NUL: one in a sample failed the whole chunk (CI saw the tiny
+    model write one). The answer is kept, the NUL replaced by U+FFFD."""
+    import dataclasses
+
+    from training import generation
+
+    real = generation.sample_chunk
+
+    def with_a_nul(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        results = list(real(*args, **kwargs))
+        samples = list(results[0].samples)
+        samples[0] = dataclasses.replace(samples[0], text=f"{samples[0].text}\x00end")
+        results[0] = dataclasses.replace(results[0], samples=type(results[0].samples)(samples))
+        return results
+
+    monkeypatch.setattr(generation, "sample_chunk", with_a_nul)
+    run = execute(generation_run_create(project=project, backend="builtin-tiny", params=PARAMS,
+                                        prompt_ids=[p.pk for p in prompts], enqueue=False))
+
+    assert run.status == Run.Status.DONE, run.error
+    texts = list(Candidate.objects.filter(dedupe_key__startswith=f"run:{run.pk}:").values_list("text", flat=True))
+    assert len(texts) == 3 * len(prompts)
+    assert [t for t in texts if t.endswith("\ufffdend")] and not [t for t in texts if "\x00" in t]

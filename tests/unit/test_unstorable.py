@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from labeling.prompt_metadata import unstorable_at
+from labeling.prompt_metadata import storable, unstorable_at
 
 
 @pytest.mark.parametrize(("text", "position"), [
@@ -14,3 +14,10 @@ from labeling.prompt_metadata import unstorable_at
 ])
 def test_unstorable_positions(text: str, position: int | None) -> None:
     assert unstorable_at(text) == position
+
+
+@pytest.mark.parametrize(("text", "kept"), [
+    ("plain text", "plain text"), ("a\x00b", "a\ufffdb"), ("é\udfff 🙂", "é\ufffd 🙂"),
+])
+def test_storable_replaces_only_what_cannot_be_stored(text: str, kept: str) -> None:
+    assert storable(text) == kept
