@@ -41,6 +41,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core.lookups import int_array
 from labeling.axes import axes_from_config
 from labeling.importing.chunks import Chunk, ChunkReader
 from labeling.importing.reading import (
@@ -52,7 +53,7 @@ from labeling.importing.reading import (
 )
 from labeling.importing.rows import ParsedRow, parse_row
 from labeling.models import Candidate, ExternalPreference, Project, Prompt
-from labeling.services.items import int_array, items_create_bulk
+from labeling.services.items import items_create_bulk
 
 __all__ = ["ImportFileError", "ImportReport", "InvalidRow", "import_axis_problem", "prompts_import"]
 
