@@ -46,12 +46,12 @@ from django.utils import timezone
 from core.audit import audit
 from core.errors import DomainError
 from core.lookups import ids_in
+from core.read_ahead import read_ahead
 from core.runs import Run, run_enqueue, run_finish, run_heartbeat
 from labeling.axes import Axis, asks_safety, axes_from_config
 from labeling.models import Demonstration, ExternalPreference, Item, ItemCandidate, Project, Ranking
 from training.artifacts import artifact_local, artifact_publish
 from training.models import DatasetSnapshot
-from training.read_ahead import read_ahead
 
 KINDS = ("pairs", "dpo", "sft", "kto", "raw", "ratings")
 FORMATS = ("jsonl", "parquet")

@@ -9,19 +9,19 @@ server, so reading the next chunk on this thread while the writer (the caller's 
 which keeps the transaction and the connection: Django's connections are per thread)
 writes the previous one puts both cores to work. This thread never touches the database.
 
-The queue holds two chunks, so memory stays bounded whatever the file's size. An error
-on this thread (an unreadable file) is raised again in the writer's thread; when the
-writer stops (an error, a cancelled run, a time limit) this thread stops too.
+The queue (core.read_ahead) holds two chunks, so memory stays bounded whatever the
+file's size. An error on this thread (an unreadable file) is raised again in the
+writer's thread; when the writer stops (an error, a cancelled run, a time limit) this
+thread stops too.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from core.read_ahead import read_ahead
 from core.rendering import render_markdown, rendering_ready
 from labeling.importing.rows import ParsedRow, text_hash
 from training.engine.prompt_format import prompt_hash
@@ -61,12 +61,9 @@ def candidate_keys(row: ParsedRow) -> list[tuple[str, bool]]:
     return keys
 
 
-_DONE = object()
-
-
 class ChunkReader:
     """Reads the rows `read` yields (given a progress callback) into chunks of `size`, on
-    a thread; the writer iterates `chunks()`.
+    a thread (`core.read_ahead`); the writer iterates `chunks()`.
 
     ``render_ahead``: the writer clears it when a chunk it wrote added nothing (a
     re-import), so HTML is then rendered only for the rows that will be inserted, by the
@@ -81,9 +78,8 @@ class ChunkReader:
         self._size = size
         self._invalid_count = invalid_count
         self._skip_after_invalid = skip_after_invalid
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=QUEUE_CHUNKS)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._produce, name="import-reader", daemon=True)
+        self._chunks: Iterator[Chunk] | None = None
+        self._stopped = False  # the writer has stopped: the reading stops at its next row
         self.render_ahead = True
         # The latest (done, total) the reading reported: the writer passes it on from
         # its own thread (a heartbeat is a database write, and may stop the run).
@@ -95,56 +91,46 @@ class ChunkReader:
 
     def __enter__(self) -> ChunkReader:
         rendering_ready()  # registers cmark's extensions before two threads render
-        self._thread.start()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self._stop.set()
-        self._thread.join()
+        self._stopped = True
+        if self._chunks is not None:
+            self._chunks.close()  # stops the reading thread and waits for it
 
     def chunks(self, progress: Progress | None) -> Iterator[Chunk]:
         """The chunks in file order; raises what the reading raised."""
         passed_on = None
-        while True:
-            try:
-                item = self._queue.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                item = None
+
+        def pass_progress_on() -> None:
+            nonlocal passed_on
             seen = self.progress_seen
             if progress and seen is not None and seen != passed_on:
                 passed_on = seen
                 progress(*seen)
-            if item is None:
-                continue
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item  # type: ignore[misc]
+
+        self._chunks = read_ahead(self._produce(), depth=QUEUE_CHUNKS, name="import-reader",
+                                  on_tick=pass_progress_on, tick_seconds=POLL_SECONDS)
+        return self._chunks
 
     # ----------------------------------------------------------------- reading thread
 
-    def _produce(self) -> None:
+    def _produce(self) -> Iterator[Chunk]:
         try:
             chunk = Chunk()
             for row in self._rows:
-                if self._stop.is_set():
+                if self._stopped:
                     return
                 if self._skip_after_invalid and self._invalid_count():
                     chunk = Chunk()
                     continue
                 self._add(chunk, row)
                 if len(chunk.rows) >= self._size:
-                    if not self._put(chunk):
-                        return
+                    yield chunk
                     chunk = Chunk()
-            last = chunk.rows and not (self._skip_after_invalid and self._invalid_count())
-            if last and not self._put(chunk):
-                return
-            self._put(_DONE)
-        except BaseException as exc:  # noqa: BLE001 - raised again in the writer's thread
-            self._put(exc)
+            if chunk.rows and not (self._skip_after_invalid and self._invalid_count()):
+                yield chunk
         finally:
             close = getattr(self._rows, "close", None)
             if close is not None:
@@ -159,13 +145,3 @@ class ChunkReader:
             for text in [message["content"] for message in row.messages] + [c.text for c in row.candidates]:
                 if text not in html:
                     html[text] = str(render_markdown(text))
-
-    def _put(self, item: object) -> bool:
-        """Waits for room in the queue; False when the writer has stopped."""
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=POLL_SECONDS)
-                return True
-            except queue.Full:
-                continue
-        return False

@@ -1,4 +1,4 @@
-"""The snapshot export's reader thread (training/read_ahead.py): batches arrive in order,
+"""The snapshot export's reader thread (core/read_ahead.py): batches arrive in order,
 its errors reach the caller, the caller's errors and early stops end it, and it closes its
 own database connection. On PostgreSQL, a build reads ahead and writes the same files."""
 
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from django.db import connection, connections
 
-from training.read_ahead import read_ahead
+from core.read_ahead import read_ahead
 
 
 def readers() -> list[threading.Thread]:

@@ -1,13 +1,14 @@
-"""Read ahead on a thread: the next batches of a database read are fetched while the
-caller works on the current one. The snapshot export (training/snapshots.py) uses it on
-PostgreSQL so that reading items (the backend's CPU, the wire, building the rows) and
-encoding and writing them overlap instead of taking turns (issue #19)."""
+"""Read ahead on a thread: the next batches of a read are made while the caller works on
+the current one, so that the two overlap instead of taking turns (issue #19). The
+snapshot export (training/snapshots.py) reads items from PostgreSQL this way while it
+encodes and writes; the import (labeling/importing/chunks.py) parses and renders the
+file's next chunks while it writes the current one."""
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from django.db import connection
@@ -15,7 +16,7 @@ from django.db import connection
 T = TypeVar("T")
 # How often a reader blocked on a full queue looks whether the caller has gone.
 POLL_SECONDS = 0.1
-_END = object()
+_END, _WAITING = object(), object()
 
 
 class _Failed:
@@ -25,7 +26,9 @@ class _Failed:
         self.error = error
 
 
-def read_ahead(batches: Iterator[T], *, depth: int = 2) -> Iterator[T]:
+def read_ahead(batches: Iterator[T], *, depth: int = 2, name: str = "read-ahead",
+               on_tick: Callable[[], None] | None = None, tick_seconds: float | None = None
+               ) -> Iterator[T]:
     """Yield what ``batches`` yields, in order, while a thread runs ``batches`` (its
     queries included) to get the next ones; at most ``depth`` wait, so memory stays at a
     few batches however large the read.
@@ -34,7 +37,9 @@ def read_ahead(batches: Iterator[T], *, depth: int = 2) -> Iterator[T]:
     ends: it sees committed rows only, never the caller's transaction. An error in the
     thread is raised here, with its traceback. When the caller stops (an error, or this
     generator closed or dropped), the thread stops at its next batch and closes
-    ``batches``; this generator returns only once the thread has ended."""
+    ``batches``; this generator returns only once the thread has ended. ``on_tick`` runs
+    on the caller's thread before each batch is handed over and, with ``tick_seconds``,
+    every ``tick_seconds`` while it waits for one (the import passes its progress on)."""
     handoff: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -63,11 +68,18 @@ def read_ahead(batches: Iterator[T], *, depth: int = 2) -> Iterator[T]:
             finally:
                 connection.close()  # this thread's connection: nobody else will close it
 
-    reader = threading.Thread(target=read, name="read-ahead", daemon=True)
+    reader = threading.Thread(target=read, name=name, daemon=True)
     reader.start()
     try:
         while True:
-            value = handoff.get()
+            try:
+                value = handoff.get(timeout=tick_seconds)
+            except queue.Empty:
+                value = _WAITING
+            if on_tick is not None:
+                on_tick()
+            if value is _WAITING:
+                continue
             if value is _END:
                 return
             if isinstance(value, _Failed):
