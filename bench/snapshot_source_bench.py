@@ -32,6 +32,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+from bench.import_bench import _backend_cpu, _own_cpu  # noqa: E402 - the same CPU clocks
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 PROJECT_SLUG = "snapshot-source-bench"
@@ -104,18 +107,6 @@ def seed(n_items: int) -> None:
         cursor.execute("ANALYZE")
 
 
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _backend_cpu(pid: int) -> float | None:
-    """utime + stime of a local PostgreSQL backend from /proc, or None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _note_thread_backends(cpu: list[float]) -> None:
@@ -157,7 +148,7 @@ def measure(fmt: str, workdir: Path) -> dict:
     figures: dict = {"format": fmt, "read_ahead": settings.SNAPSHOT_READ_AHEAD}
     for name in ("source", "export"):
         threads.clear()
-        server, cpu, started = _backend_cpu(backend), _cpu(), time.perf_counter()
+        server, cpu, started = _backend_cpu(backend), _own_cpu(), time.perf_counter()
         if name == "source":
             figures["items"] = sum(1 for _ in snapshot_items(snapshot))
         else:
@@ -172,7 +163,7 @@ def measure(fmt: str, workdir: Path) -> dict:
             figures.update(rows=stats.rows, bytes=stats.bytes, sha256=stats.sha256)
         after = _backend_cpu(backend)
         after = None if after is None else after + sum(threads)
-        figures[name] = {"seconds": round(time.perf_counter() - started, 2), "python_cpu_s": round(_cpu() - cpu, 2),
+        figures[name] = {"seconds": round(time.perf_counter() - started, 2), "python_cpu_s": round(_own_cpu() - cpu, 2),
                          "postgres_cpu_s": None if server is None or after is None else round(after - server, 2)}
     figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return figures
